@@ -1,0 +1,19 @@
+"""Every AnnData key mclstexp reads or writes, defined once.
+
+Coordinates follow the scverse convention: ``obsm["spatial"]`` holds full-resolution pixel centres
+with x = column and y = row.
+"""
+
+from __future__ import annotations
+
+SPATIAL = "spatial"  # obsm: (n_spots, 2) float, full-resolution pixel (x = column, y = row)
+ARRAY_ROW = "array_row"  # obs: integer array coordinate (row)
+ARRAY_COL = "array_col"  # obs: integer array coordinate (column)
+SECTION = "section"  # obs: section id of each spot
+LABEL = "label"  # obs: pathologist region label, when present
+LIBRARY_SIZE = "library_size"  # obs: total counts of a spot over all genes of its source file
+UNS = "mclstexp"  # uns: provenance and parameters recorded by mclstexp
+UNS_SLIDE_PATH = "slide_path"  # uns[UNS]: path of the H&E image / slide of the section
+UNS_SECTION = "section"  # uns[UNS]: section id
+UNS_MPP = "mpp"  # uns[UNS]: microns per pixel of the full-resolution image
+LAYER_COUNTS = "counts"  # layers: raw counts kept when X is normalised

@@ -1,0 +1,33 @@
+"""Exception classes of mclstexp.
+
+Bad arguments raise the built-in ``ValueError``/``TypeError``; file problems raise ``OSError`` /
+``FileNotFoundError`` carrying the path. Domain failures raise subclasses of :class:`MclstexpError`.
+The Rust core maps its errors onto exactly these classes (see ``rust/mclstexp-py/src/errors.rs``).
+"""
+
+from __future__ import annotations
+
+
+class MclstexpError(Exception):
+    """Base class of every domain error raised by mclstexp.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise SlideFormatError("slide.svs: not a TIFF file")
+    ... except MclstexpError as err:
+    ...     print(err)
+    slide.svs: not a TIFF file
+    """
+
+
+class SlideFormatError(MclstexpError):
+    """A file is not a readable slide, or it is corrupt (truncated, bad offsets, absurd sizes)."""
+
+
+class NoTissueError(MclstexpError):
+    """No tissue was found where some was required (e.g. grid tiling of a blank slide)."""
+
+
+class CacheMismatchError(MclstexpError):
+    """A patch cache exists but was made with other parameters; it is never silently reused."""

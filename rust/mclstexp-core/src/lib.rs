@@ -1,0 +1,12 @@
+//! Pure-Rust core of mclstexp: what is per-pixel or per-pair and must be fast.
+//!
+//! No Python here: `cargo test` needs no interpreter. The `mclstexp-py` crate is a thin binding.
+//!
+//! Modules:
+//! - [`error`]: the single error type.
+//! - [`pool`]: the process-local, fork-safe thread pool every parallel call runs in.
+
+pub mod error;
+pub mod pool;
+
+pub use error::{Error, Result};

@@ -1,0 +1,18 @@
+//! `mclstexp._native`: thin PyO3 bindings over `mclstexp-core`.
+//!
+//! Every line here is conversion (numpy <-> slices), GIL release (`gil::detached`) or error mapping
+//! (`errors::to_pyerr`). Anything else belongs in the core. One file per core area registers its
+//! functions.
+
+mod errors;
+mod gil;
+mod pool;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    pool::register(m)?;
+    Ok(())
+}
