@@ -1,0 +1,16 @@
+"""Readers: slides (native reader, OpenSlide fallback) and spatial transcriptomics as AnnData."""
+
+from __future__ import annotations
+
+from mclstexp._lazy import lazy_exports
+
+_EXPORTS = {
+    "open_slide": "slide",
+    "Slide": "slide",
+    "read_her2st": "her2st",
+    "read_her2st_all": "her2st",
+    "read_visium": "visium",
+    "read_h5ad": "h5ad",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

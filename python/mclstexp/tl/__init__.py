@@ -1,0 +1,15 @@
+"""Tools: embeddings, reference building, expression prediction (needs torch)."""
+
+from __future__ import annotations
+
+from mclstexp._lazy import lazy_exports
+
+_EXPORTS = {
+    "embed_patches": "embed",
+    "embed_spots": "embed",
+    "build_reference": "reference",
+    "Reference": "reference",
+    "predict_expression": "predict",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
