@@ -1,0 +1,316 @@
+"""Run a whole experiment: tile once, then every preset x seed x fold; write metrics and plots."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mclstexp.workflow.dataset import DatasetSpec, section_id
+from mclstexp.workflow.fold import TARGETS, FoldOutcome, run_fold
+
+
+@dataclass
+class ExperimentResult:
+    """Records of every (preset, seed, fold, section, method, target) and where files went."""
+
+    out_dir: Path
+    records: list[dict[str, Any]]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    table: str = ""
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def tile_dataset(
+    dataset: DatasetSpec, cache_dir: str | Path, *, n_threads: int | None = None
+) -> dict[str, Any]:
+    """Cut every section's spot patches once into a Zarr cache (reused when complete)."""
+    from mclstexp.pp import extract_patches
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        section_id(adata): extract_patches(
+            adata,
+            store=cache_dir / f"{section_id(adata)}.zarr",
+            size=dataset.patch_size,
+            n_threads=n_threads,
+        )
+        for adata in dataset.sections
+    }
+
+
+def leave_one_out(dataset: DatasetSpec, holdout: Sequence[str] | None = None) -> list[list[str]]:
+    """Held-out section lists: the given ones (one fold each), else every section in turn."""
+    names = dataset.section_names
+    chosen = list(holdout) if holdout else names
+    unknown = [s for s in chosen if s not in names]
+    if unknown:
+        raise ValueError(f"holdout: unknown section(s) {unknown}; the dataset has {names}")
+    return [[s] for s in chosen]
+
+
+def _write_predictions(outcome: FoldOutcome, fold_dir: Path) -> None:
+    pred_dir = fold_dir / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for name, adata in outcome.predictions.items():
+        adata.write_h5ad(pred_dir / f"{name}.h5ad")
+
+
+def run_experiment(
+    dataset: DatasetSpec,
+    *,
+    out_dir: str | Path,
+    presets: Sequence[str] = ("cpu",),
+    seeds: Sequence[int] = (0,),
+    holdout: Sequence[str] | None = None,
+    device: str = "auto",
+    epochs: int | None = None,
+    k: int | None = None,
+    aggregation: str | None = None,
+    backend: str = "native",
+    n_threads: int | None = None,
+    plots: bool = True,
+    progress: bool = True,
+    log: Any = print,
+) -> ExperimentResult:
+    """Tile, then train/predict/evaluate every preset x seed x held-out fold.
+
+    Parameters
+    ----------
+    dataset
+        Sections and data settings (:func:`mclstexp.workflow.load_dataset`).
+    out_dir
+        The run directory: ``config.json``, ``patches/``, ``<preset>/seed<k>/<fold>/`` (checkpoints,
+        reference, ``predictions/*.h5ad``, training log), ``metrics.json``, ``metrics.csv``,
+        ``summary.csv``, ``plots/*.png``.
+    presets, seeds
+        Model presets (:func:`mclstexp.models.load_preset`) and training seeds.
+    holdout
+        Held-out section ids (one fold each); default leave-one-section-out over all sections.
+    epochs
+        Override the presets' epoch count (e.g. a time budget).
+
+    Returns
+    -------
+    ExperimentResult
+
+    Examples
+    --------
+    >>> from mclstexp.workflow import load_dataset, run_experiment
+    >>> res = run_experiment(load_dataset("synthetic"), out_dir="runs/demo")  # doctest: +SKIP
+    >>> print(res.table)  # doctest: +SKIP
+    """
+    from mclstexp import __version__
+    from mclstexp.models import load_preset
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folds = leave_one_out(dataset, holdout)
+    config = {
+        "package_version": __version__,
+        "dataset": dataset.name,
+        "sections": dataset.section_names,
+        "presets": list(presets),
+        "seeds": [int(s) for s in seeds],
+        "folds": folds,
+        "device": device,
+        "epochs_override": epochs,
+        "k": k,
+        "aggregation": aggregation,
+        "backend": backend,
+        "targets": list(TARGETS),
+        "gene_method": dataset.gene_method,
+        "panel": dataset.panel,
+        "patch_size": dataset.patch_size,
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+    started = time.perf_counter()
+    caches = tile_dataset(dataset, out_dir / "patches", n_threads=n_threads)
+    log(f"tiled {len(caches)} section(s) in {time.perf_counter() - started:.1f} s")
+
+    records: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    last: FoldOutcome | None = None
+    for preset_name in presets:
+        overrides = {} if epochs is None else {"train__epochs": int(epochs)}
+        preset = load_preset(preset_name, **overrides)
+        for seed in seeds:
+            for test_sections in folds:
+                fold_name = "+".join(test_sections)
+                fold_dir = out_dir / Path(preset_name).stem / f"seed{seed}" / fold_name
+                log(f"[{preset_name} seed={seed}] held out {fold_name}: training ...")
+                outcome = run_fold(
+                    dataset,
+                    caches,
+                    test_sections=test_sections,
+                    preset=preset,
+                    preset_name=Path(preset_name).stem,
+                    fold_dir=fold_dir,
+                    seed=int(seed),
+                    device=device,
+                    k=k,
+                    aggregation=aggregation,
+                    backend=backend,
+                    progress=progress,
+                )
+                _write_predictions(outcome, fold_dir)
+                for rec in outcome.records:
+                    rec.update(preset=Path(preset_name).stem, fold=fold_name)
+                records.extend(outcome.records)
+                n_train = sum(
+                    a.n_obs for a in dataset.sections if section_id(a) not in test_sections
+                )
+                epochs_run = max(len(outcome.history), 1)
+                runs.append(
+                    {
+                        "preset": Path(preset_name).stem,
+                        "seed": int(seed),
+                        "fold": fold_name,
+                        "train_seconds": outcome.train_seconds,
+                        "seconds_per_epoch": outcome.train_seconds / epochs_run,
+                        "train_spots": n_train,
+                        "spots_per_second": n_train * epochs_run / max(outcome.train_seconds, 1e-9),
+                        "peak_rss_mb": outcome.peak_rss_mb,
+                    }
+                )
+                model_rows = [
+                    r
+                    for r in outcome.records
+                    if r["method"].startswith("mclstexp") and r["target"] == "default"
+                ]
+                if model_rows:
+                    log(
+                        f"  done in {outcome.train_seconds:.1f} s; model PCC-ACG (default target) "
+                        f"{np.mean([r['acg'] for r in model_rows]):.3f}"
+                    )
+                last = outcome
+    from mclstexp.workflow.report import format_table, summary_frame
+
+    result = ExperimentResult(out_dir=out_dir, records=records, runs=runs)
+    result.table = format_table(records)
+    result.files = _write_outputs(result, config, summary_frame(records))
+    if plots and last is not None:
+        result.files.update(_write_plots(dataset, caches, records, last, out_dir / "plots"))
+    (out_dir / "results.txt").write_text(result.table + "\n")
+    result.files["results"] = out_dir / "results.txt"
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _write_outputs(
+    result: ExperimentResult, config: dict[str, Any], summary: Any
+) -> dict[str, Path]:
+    import pandas as pd
+
+    out = result.out_dir
+    scalar_records = [
+        {k: v for k, v in r.items() if not isinstance(v, list | dict | np.ndarray)}
+        for r in result.records
+    ]
+    payload = {
+        "config": config,
+        "note": (
+            "Every record is per held-out section ('scope'); 'target' names the normalisation "
+            "of the ground truth; partial_* control for the spot's measured log library size."
+        ),
+        "records": _jsonable(result.records),
+        "summary": _jsonable(summary.to_dict(orient="records")),
+        "runs": _jsonable(result.runs),
+    }
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2))
+    pd.DataFrame(scalar_records).to_csv(out / "metrics.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    return {
+        "metrics_json": out / "metrics.json",
+        "metrics_csv": out / "metrics.csv",
+        "summary_csv": out / "summary.csv",
+    }
+
+
+def _thumbnail(adata: Any, max_size: int = 1024) -> tuple[np.ndarray | None, float]:
+    """A low-resolution RGB image of the section's slide and its scale to full resolution."""
+    from mclstexp import _keys
+
+    path = adata.uns.get(_keys.UNS, {}).get(_keys.UNS_SLIDE_PATH)
+    if not path:
+        return None, 1.0
+    try:
+        from mclstexp.io import open_slide
+
+        slide = open_slide(path)
+        width = slide.dimensions[0]
+        level = slide.level_count - 1
+        for lv in range(slide.level_count):
+            lw, lh = slide.level_dimensions[lv]
+            if max(lw, lh) <= max_size:
+                level = lv
+                break
+        image = slide.read_region((0, 0), level, slide.level_dimensions[level])
+        return np.asarray(image), slide.level_dimensions[level][0] / width
+    except Exception:  # a plot must never fail the run; the map is drawn without H&E then
+        return None, 1.0
+
+
+def _write_plots(
+    dataset: DatasetSpec,
+    caches: dict[str, Any],
+    records: list[dict[str, Any]],
+    last: FoldOutcome,
+    plot_dir: Path,
+) -> dict[str, Path]:
+    import anndata as ad
+
+    from mclstexp.pl import fold_summary, pcc_distribution, spatial_expression
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    files["fold_summary"] = Path(
+        fold_summary(records, metric="acg", path=plot_dir / "fold_summary_acg.png")
+        or plot_dir / "fold_summary_acg.png"
+    )
+    section = next(iter(last.predictions))
+    by_method = {
+        r["method"]: np.asarray([np.nan if v is None else v for v in r["pcc_per_gene"]])
+        for r in records
+        if r.get("section") == section and r.get("target") == "default" and r.get("pcc_per_gene")
+    }
+    if by_method:
+        files["pcc_distribution"] = plot_dir / f"pcc_distribution_{section}.png"
+        pcc_distribution(by_method, path=files["pcc_distribution"])
+    pred = last.predictions[section]
+    truth = ad.AnnData(
+        X=last.truths[section]["default"],
+        obs=pred.obs.copy(),
+        obsm={"spatial": pred.obsm["spatial"]},
+    )
+    truth.var_names = list(last.genes)
+    pred_default = ad.AnnData(
+        X=np.asarray(pred.layers["default"]),
+        obs=pred.obs.copy(),
+        obsm={"spatial": pred.obsm["spatial"]},
+    )
+    pred_default.var_names = list(last.genes)
+    means = last.truths[section]["default"].mean(axis=0)
+    top = [last.genes[i] for i in np.argsort(-means)[:4]]
+    image, scale = _thumbnail(dataset.section(section))
+    files["spatial"] = plot_dir / f"spatial_{section}.png"
+    spatial_expression(truth, pred_default, top, image=image, scale=scale, path=files["spatial"])
+    return files
