@@ -78,6 +78,7 @@ def run_experiment(
     plots: bool = True,
     progress: bool = True,
     log: Any = print,
+    patch_dir: str | Path | None = None,
 ) -> ExperimentResult:
     """Tile, then train/predict/evaluate every preset x seed x held-out fold.
 
@@ -95,6 +96,8 @@ def run_experiment(
         Held-out section ids (one fold each); default leave-one-section-out over all sections.
     epochs
         Override the presets' epoch count (e.g. a time budget).
+    patch_dir
+        Where the patch caches live (default ``out_dir / "patches"``); share it between runs.
 
     Returns
     -------
@@ -132,7 +135,7 @@ def run_experiment(
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
 
     started = time.perf_counter()
-    caches = tile_dataset(dataset, out_dir / "patches", n_threads=n_threads)
+    caches = tile_dataset(dataset, patch_dir or out_dir / "patches", n_threads=n_threads)
     log(f"tiled {len(caches)} section(s) in {time.perf_counter() - started:.1f} s")
 
     records: list[dict[str, Any]] = []
