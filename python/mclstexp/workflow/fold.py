@@ -57,13 +57,13 @@ def _peak_rss_mb() -> float:
 
 def select_fold_genes(dataset: DatasetSpec, train: Sequence[AnnData]) -> list[str]:
     """Genes for this fold, chosen from the TRAINING sections only (no leak from held-out ones)."""
-    from mclstexp.pp import select_genes
-
     if dataset.gene_method == "all":
         common = set(train[0].var_names)
         for adata in train[1:]:
             common &= set(adata.var_names)
         return [g for g in train[0].var_names if g in common]
+    from mclstexp.pp import select_genes
+
     return list(
         select_genes(
             list(train), method=dataset.gene_method, n_genes=dataset.n_genes, panel=dataset.panel
