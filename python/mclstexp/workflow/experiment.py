@@ -258,16 +258,9 @@ def _thumbnail(adata: Any, max_size: int = 1024) -> tuple[np.ndarray | None, flo
     try:
         from mclstexp.io import open_slide
 
-        slide = open_slide(path)
-        width = slide.dimensions[0]
-        level = slide.level_count - 1
-        for lv in range(slide.level_count):
-            lw, lh = slide.level_dimensions[lv]
-            if max(lw, lh) <= max_size:
-                level = lv
-                break
-        image = slide.read_region((0, 0), level, slide.level_dimensions[level])
-        return np.asarray(image), slide.level_dimensions[level][0] / width
+        with open_slide(path) as slide:
+            image = slide.thumbnail(max_size)
+            return image, image.shape[1] / slide.dimensions[0]
     except Exception:  # a plot must never fail the run; the map is drawn without H&E then
         return None, 1.0
 
