@@ -29,6 +29,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--root", type=Path, help="her2st data folder (e.g. ../shared/data/her2st)")
     parser.add_argument("--sections", nargs="+", help="section ids to use (her2st: C2..C6)")
+    parser.add_argument("--n-sections", type=int, help="synthetic only: number of sections")
+    parser.add_argument("--n-spots", type=int, help="synthetic only: spots per section")
     parser.add_argument("--holdout", nargs="+", help="held-out section(s), one fold each")
     parser.add_argument(
         "--folds",
@@ -58,7 +60,13 @@ def _run(args: argparse.Namespace) -> int:
     from mclstexp.workflow import load_dataset, run_experiment
 
     started = time.perf_counter()
-    dataset = load_dataset(args.dataset, root=args.root, sections=args.sections)
+    dataset = load_dataset(
+        args.dataset,
+        root=args.root,
+        sections=args.sections,
+        n_sections=args.n_sections,
+        n_spots=args.n_spots,
+    )
     out = args.out or Path("runs") / args.dataset
     print(
         f"mclstexp run: {dataset.name}, {len(dataset.sections)} sections "

@@ -62,6 +62,8 @@ def load_dataset(
     root: str | Path | None = None,
     sections: Sequence[str] | None = None,
     seed: int = 0,
+    n_sections: int | None = None,
+    n_spots: int | None = None,
 ) -> DatasetSpec:
     """Load a dataset for the main job.
 
@@ -75,6 +77,9 @@ def load_dataset(
         Where the data are (her2st) or where the synthetic slides are cached.
     sections
         Section ids (her2st default: the sections with images, C2-C6).
+    seed, n_sections, n_spots
+        Synthetic data only: generator seed, number of sections and spots per section (default:
+        the generator's).
 
     Returns
     -------
@@ -89,7 +94,8 @@ def load_dataset(
     if name == "synthetic":
         from mclstexp.datasets import synthetic
 
-        adatas = synthetic(root, seed=seed)
+        sizes = {"n_sections": n_sections, "n_spots": n_spots}
+        adatas = synthetic(root, seed=seed, **{k: v for k, v in sizes.items() if v is not None})
         patch = int(adatas[0].uns[_keys.UNS].get("patch_size", 64))
         if sections is not None:
             adatas = [a for a in adatas if section_id(a) in set(sections)]
