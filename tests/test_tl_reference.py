@@ -36,7 +36,7 @@ def test_save_load_round_trip_is_exact(tmp_path) -> None:
 
 def test_load_rejects_other_files(tmp_path) -> None:
     np.savez(tmp_path / "x.npz", a=np.zeros(3))
-    with pytest.raises(ValueError, match="incomplete reference|not a"):
+    with pytest.raises(ValueError, match=r"incomplete reference|not a"):
         Reference.load(tmp_path / "x.npz")
     with pytest.raises(FileNotFoundError):
         Reference.load(tmp_path / "missing.npz")
@@ -59,7 +59,7 @@ def test_prediction_equals_hand_computed_inverse_l1_mean() -> None:
     rng = np.random.default_rng(5)
     queries = rng.normal(size=(7, 8)).astype(np.float32)
     k = 5
-    preds, idx, scores = predict_from_embeddings(queries, ref, k=k, aggregation="inverse_l1")
+    preds, idx, _ = predict_from_embeddings(queries, ref, k=k, aggregation="inverse_l1")
     # Oracle: cosine ranking in float64, weights 1/L1^2 normalised over the k neighbours.
     qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     rn = ref.embeddings / np.linalg.norm(ref.embeddings, axis=1, keepdims=True)
