@@ -9,7 +9,8 @@ context:
   across the spots of ONE section) or ``"pooled"`` (all test spots pooled: inflated, never the
   default);
 * genes whose correlation is undefined (constant ground truth or constant prediction in that
-  section) are never silently averaged: they are NaN and counted (``n_constant_true``, ``n_constant_pred``).
+  section) are never silently averaged: they are NaN and counted (``n_constant_true``,
+  ``n_constant_pred``).
 
 The depth-controlled metric is the partial correlation of truth and prediction given a per-spot
 covariate (log library size): both are residualised on ``[1, covariate]`` by least squares and then
