@@ -594,6 +594,15 @@ def pooled_pcc(
     return rec
 
 
+def _label(v: Any) -> str:
+    """Seed/section label: ``3.0`` (pandas upcast next to a missing value) -> ``"3"``."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
 def aggregate_records(
     records: Iterable[Mapping[str, Any]] | Any,
     *,
@@ -646,7 +655,7 @@ def aggregate_records(
         if "section" in sub.columns:
             row["sections"] = ",".join(dict.fromkeys(str(s) for s in sub["section"]))
         if "seed" in sub.columns:
-            row["seeds"] = ",".join(dict.fromkeys(str(s) for s in sub["seed"]))
+            row["seeds"] = ",".join(dict.fromkeys(_label(s) for s in sub["seed"] if _label(s)))
         for m in present:
             v = pd.to_numeric(sub[m], errors="coerce").to_numpy(dtype=np.float64)
             row[f"{m}_mean"] = float(v.mean())
