@@ -120,6 +120,13 @@ def test_partial_is_undefined_for_a_prediction_explained_by_the_covariate() -> N
     res = M.partial_pcc_per_gene(t, p, z)
     assert np.isnan(res.pcc[:2]).all() and res.n_constant_pred == 2
     assert np.isfinite(res.pcc[2])
+    # a constant prediction (e.g. the training mean: 0.1 is inexact in binary) is undefined too
+    const = M.partial_pcc_per_gene(t, np.full_like(t, 0.1), z)
+    assert np.isnan(const.pcc).all() and const.n_constant_pred == 3
+    # ...and so is a truth column explained by the covariate
+    t2 = t.copy()
+    t2[:, 0] = 0.3 * z - 0.7
+    assert M.partial_pcc_per_gene(t2, p, z).constant_true.tolist() == [True, False, False]
 
 
 def test_partial_rejects_bad_covariates() -> None:

@@ -204,7 +204,8 @@ def _residualise(x: np.ndarray, design: np.ndarray) -> tuple[np.ndarray, np.ndar
     resid = x - design @ beta
     centred = np.linalg.norm(x - x.mean(axis=0), axis=0)
     explained = np.linalg.norm(resid, axis=0) <= _REL_TOL * np.maximum(centred, 1e-300)
-    return resid, explained | (centred == 0)
+    # Exact constancy first: a constant column's centred norm is rounding noise, not zero.
+    return resid, explained | (np.ptp(x, axis=0) == 0)
 
 
 def _covariate_design(covariate: Any, n: int) -> np.ndarray:
