@@ -271,3 +271,24 @@ def test_spatial_domains_ari_perfect_clusters_and_undetermined_dropped() -> None
     assert abs(noise["ari"]) < 0.1
     with pytest.raises(ValueError, match="2 label classes"):
         M.spatial_domains_ari(x[:30], labels[:30])
+
+
+def test_align_expression_reorders_spots_and_genes_by_name() -> None:
+    import anndata as ad
+
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(12, 4))
+    a = ad.AnnData(sp.csr_matrix(x))
+    a.obs_names = [f"s{i}" for i in range(12)]
+    a.var_names = _genes(4)
+    order = rng.permutation(12)
+    b = ad.AnnData(np.column_stack([x[order][:, ::-1], np.zeros(12)]))
+    b.obs_names = a.obs_names[order]
+    b.var_names = [*_genes(4)[::-1], "extra"]
+    t, p, genes = M.align_expression(a, b)
+    np.testing.assert_array_equal(t, p)
+    assert genes == _genes(4)
+    with pytest.raises(ValueError, match="genes of adata_true are missing"):
+        M.align_expression(a, b[:, :2])
+    with pytest.raises(ValueError, match="spots of adata_true are missing"):
+        M.align_expression(a, b[:5])

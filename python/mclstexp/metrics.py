@@ -296,6 +296,61 @@ def log_library_size(counts: Any) -> np.ndarray:
     return np.log1p(totals)
 
 
+def align_expression(
+    adata_true: Any, adata_pred: Any, *, layer: str | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Dense truth and prediction matrices of two AnnData objects, aligned by spot and gene name.
+
+    Rows follow ``adata_true.obs_names``; columns are ``adata_true``'s genes (all of which the
+    prediction must have). Use it before :func:`evaluate_section` so a reordered prediction can
+    never be scored against the wrong spots.
+
+    Parameters
+    ----------
+    adata_true, adata_pred
+        Measured and predicted expression of the same section.
+    layer
+        Layer of ``adata_true`` holding the target (default ``X``); the prediction uses ``X``.
+
+    Returns
+    -------
+    tuple
+        ``(y_true, y_pred, genes)``: float64 ``(n_spots, n_genes)`` twice and the gene names.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> a = ad.AnnData(np.arange(6.0).reshape(3, 2))
+    >>> b = a[::-1, ::-1].copy()
+    >>> t, p, g = align_expression(a, b)
+    >>> bool((t == p).all()), g
+    (True, ['0', '1'])
+    """
+    miss_obs = adata_true.obs_names.difference(adata_pred.obs_names)
+    if len(miss_obs):
+        raise ValueError(
+            f"{len(miss_obs)} spots of adata_true are missing from adata_pred "
+            f"(e.g. {list(miss_obs[:3])})"
+        )
+    miss_var = adata_true.var_names.difference(adata_pred.var_names)
+    if len(miss_var):
+        raise ValueError(
+            f"{len(miss_var)} genes of adata_true are missing from adata_pred "
+            f"(e.g. {list(miss_var[:3])}); predict the same gene panel"
+        )
+    if not (adata_true.obs_names.is_unique and adata_pred.obs_names.is_unique):
+        raise ValueError("obs_names must be unique in both objects to align spots")
+    if not (adata_true.var_names.is_unique and adata_pred.var_names.is_unique):
+        raise ValueError("var_names must be unique in both objects to align genes")
+    t = adata_true.layers[layer] if layer is not None else adata_true.X
+    pred = adata_pred[adata_true.obs_names, adata_true.var_names]
+    return (
+        _as_matrix(t, "adata_true"),
+        _as_matrix(pred.X, "adata_pred"),
+        [str(g) for g in adata_true.var_names],
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # summaries
 # --------------------------------------------------------------------------------------------
@@ -750,6 +805,7 @@ __all__ = [
     "SCOPE_SECTION",
     "GenePCC",
     "aggregate_records",
+    "align_expression",
     "evaluate_section",
     "log_library_size",
     "mae",
