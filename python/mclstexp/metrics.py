@@ -528,7 +528,10 @@ def evaluate_section(
         Name of the normalisation of ``y_true`` (e.g. ``"legacy_gene"``, ``"default"``).
     log_library_size
         ``(n_spots,)`` per-spot log library size of the truth's spots; when given, the record also
-        carries the depth-controlled ``partial_acg`` / ``partial_heg`` / ``partial_hvg``.
+        carries the depth-controlled ``partial_acg`` / ``partial_heg`` / ``partial_hvg`` (over
+        the same HEG/HVG genes, selected on the truth). A prediction that is an exact function of
+        depth (e.g. ``library_size_oracle``) has an undefined partial PCC for every gene: NaN
+        with ``partial_n_constant_pred`` = all genes, or 0 with ``undefined_pred="zero"``.
     method, seed
         Labels copied into the record (row label, training seed).
     n_top, undefined_pred
