@@ -179,19 +179,22 @@ def fold_summary(
             v = vals[sel].to_numpy()
             n_seeds_max = max(n_seeds_max, v.size if g != "all folds" else 1)
             means.append(float(v.mean()) if v.size else np.nan)
-            sds.append(float(v.std(ddof=1)) if v.size > 1 else 0.0)
+            sds.append(float(v.std(ddof=1)) if v.size > 1 else np.nan)
         means_a = np.array(means)
-        sds_a = np.nan_to_num(np.array(sds))
+        sds_a = np.array(sds)
         pos = x - 0.4 + width * (j + 0.5)
-        ax.bar(
-            pos,
-            np.nan_to_num(means_a),
-            width * 0.95,
-            yerr=np.where(np.isfinite(means_a), sds_a, 0.0),
-            capsize=2,
-            label=m,
-            color=f"C{j % 10}",
-        )
+        ax.bar(pos, np.nan_to_num(means_a), width * 0.95, label=m, color=f"C{j % 10}")
+        has_err = np.isfinite(means_a) & np.isfinite(sds_a)  # no bar for a single record
+        if has_err.any():
+            ax.errorbar(
+                pos[has_err],
+                means_a[has_err],
+                yerr=sds_a[has_err],
+                fmt="none",
+                ecolor="black",
+                elinewidth=1,
+                capsize=2,
+            )
         for p, mv in zip(pos, means_a, strict=True):
             if not np.isfinite(mv):
                 ax.annotate(
@@ -212,7 +215,7 @@ def fold_summary(
     err_txt = (
         "error bars: sd over seeds (all folds: over folds and seeds)"
         if n_seeds_max > 1
-        else "single seed per fold (all folds: sd over folds)"
+        else "one record per fold, no error bar (all folds: sd over folds)"
     )
     ax.set_title(
         title or f"{metric} by fold and method (target {target}, {scope})\n{err_txt}", fontsize=10
