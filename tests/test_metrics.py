@@ -292,3 +292,26 @@ def test_align_expression_reorders_spots_and_genes_by_name() -> None:
         M.align_expression(a, b[:, :2])
     with pytest.raises(ValueError, match="spots of adata_true are missing"):
         M.align_expression(a, b[:5])
+
+
+def test_spatial_domains_on_her2st_labels(shared_data) -> None:
+    """Measured expression of a labelled section recovers its regions better than shuffled spots."""
+    import pandas as pd
+
+    root = shared_data / "her2st" / "data"
+    panel = np.load(shared_data / "genes" / "her_hvg_cut_1000.npy", allow_pickle=False).astype(str)
+    cnt = pd.read_csv(root / "ST-cnts" / "G2.tsv.gz", sep="\t", index_col=0)
+    lab = pd.read_csv(root / "ST-pat" / "lbl" / "G2_labeled_coordinates.tsv", sep="\t")
+    lab = lab.dropna(subset=["x", "y"])
+    lab.index = [f"{round(x)}x{round(y)}" for x, y in zip(lab.x, lab.y, strict=True)]
+    ids = cnt.index.intersection(lab.index)
+    library = cnt.loc[ids].to_numpy(np.float64).sum(axis=1)
+    c = cnt.loc[ids].reindex(columns=panel, fill_value=0).to_numpy(np.float64)
+    y = np.log1p(1e4 * c / np.maximum(library, 1.0)[:, None])
+    labels = lab.loc[ids, "label"].to_numpy()
+    out = M.spatial_domains_ari(y, labels)
+    assert out["n_dropped"] == int((labels == "undetermined").sum()) > 0
+    assert out["n_classes"] == 6
+    assert out["ari"] > 0.15 and out["nmi"] > 0.2
+    shuffled = M.spatial_domains_ari(np.random.default_rng(0).permutation(y), labels)
+    assert abs(shuffled["ari"]) < 0.05
