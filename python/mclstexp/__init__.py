@@ -27,7 +27,19 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+unknown"
 
-_SUBMODULES = {"io", "pp", "tl", "pl", "metrics", "retrieval", "datasets", "models", "train"}
+_SUBMODULES = {
+    "io",
+    "pp",
+    "tl",
+    "pl",
+    "metrics",
+    "baselines",
+    "retrieval",
+    "datasets",
+    "models",
+    "train",
+    "workflow",
+}
 
 __all__ = [
     "MclstexpError",

@@ -7,7 +7,8 @@ normalisations of the held-out spots, each labelled in the records:
   comparison with the paper; it keeps each spot's depth, so depth alone scores well on it;
 - ``default``: per-spot library-size-normalised natural log1p, which removes most of that depth.
 
-With each, the depth-controlled (partial) PCC given the spot's measured log library size.
+With each, the depth-controlled (partial) PCC given the spot's measured log library size. A gene
+predicted as constant scores 0 (see ``UNDEFINED_PCC``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from mclstexp.workflow.dataset import DatasetSpec, section_id
 
 #: Target normalisations every evaluation reports (see module docstring).
 TARGETS = ("legacy_gene", "default")
+#: A gene a method predicts as constant scores PCC 0 (not excluded), so the training-mean row has a
+#: number and no method can raise its mean by predicting constants on hard genes. Genes constant
+#: in the truth are excluded and counted for every method alike.
+UNDEFINED_PCC = "zero"
 
 
 @dataclass
@@ -231,6 +236,7 @@ def run_fold(
                         method=method,
                         seed=seed,
                         per_gene=True,
+                        undefined_pred=UNDEFINED_PCC,
                     )
                 )
     return FoldOutcome(

@@ -52,8 +52,8 @@ def format_table(
     >>> recs = [{"method": "m", "target": "default", "scope": "per-section", "section": "A",
     ...          "seed": 0, "acg": 0.2, "heg": 0.3, "hvg": 0.25, "partial_acg": 0.1,
     ...          "mse": 1.0, "mae": 0.5}]
-    >>> print(format_table(recs).splitlines()[0])
-    target: default (per-spot library-size normalised log1p) | per-section, mean±sd over 1 record(s)
+    >>> print(format_table(recs).splitlines()[0][:60])
+    target: default (per-spot library-size normalised log1p) | p
     """
     frame = summary_frame(records)
     described = {
@@ -70,7 +70,7 @@ def format_table(
         scope = ",".join(dict.fromkeys(str(s) for s in sub["scope"]))
         head = (
             f"target: {target} ({described.get(target, 'as labelled')}) | {scope}, "
-            f"mean±sd over {n} record(s)"
+            f"mean±sd over {n} record(s); a gene predicted constant scores PCC 0"
         )
         width = max(len("method"), *(len(str(m)) for m in sub["method"]))
         header = f"{'method':<{width}}  " + "  ".join(f"{h:>15}" for _, h in TABLE_COLUMNS)
