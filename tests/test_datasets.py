@@ -193,3 +193,111 @@ def test_expression_is_learnable_from_patch_colour(default_sections: list) -> No
     pred = model.predict(feats[0][rng.permutation(len(feats[0]))])
     pcc = [np.corrcoef(pred[:, g], expr[0][:, g])[0, 1] for g in range(expr[0].shape[1])]
     assert abs(np.nanmean(pcc)) < 0.1
+
+
+# ------------------------------------------------------------------------------ her2st download
+
+
+class _Server:
+    """A local HTTP server on 127.0.0.1 serving a folder, counting requests (never the internet)."""
+
+    def __init__(self, folder: Path) -> None:
+        import functools
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        log = self.requests
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                log.append(self.path)
+
+        handler = functools.partial(Handler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def her2st_server(shared_data: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    import shutil
+
+    served = tmp_path / "served"
+    src = shared_data / "her2st"
+    for rel in (
+        "data/ST-cnts/B1.tsv.gz",
+        "data/ST-spotfiles/B1_selection.tsv",
+        "data/ST-pat/lbl/B1_labeled_coordinates.tsv",
+        "data/ST-cnts/B2.tsv.gz",
+        "data/ST-spotfiles/B2_selection.tsv",
+    ):
+        (served / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, served / rel)
+    server = _Server(served)
+    yield server, served
+    server.close()
+
+
+@pytest.mark.realdata
+def test_her2st_downloads_with_checksums_from_a_local_server(her2st_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from mclstexp.datasets import her2st
+    from mclstexp.io import read_her2st
+
+    server, served = her2st_server
+    dest = tmp_path / "cache"
+    (b1,) = her2st(dest, sections=["B1"], url=server.url)
+    assert sorted(server.requests) == sorted(
+        [
+            "/data/ST-cnts/B1.tsv.gz",
+            "/data/ST-spotfiles/B1_selection.tsv",
+            "/data/ST-pat/lbl/B1_labeled_coordinates.tsv",
+        ]
+    )
+    ref = read_her2st(served, "B1")
+    assert (b1.X != ref.X).nnz == 0 and list(b1.obs[K.LABEL]) == list(ref.obs[K.LABEL])
+    # second call: everything verified in place, nothing fetched
+    n = len(server.requests)
+    her2st(dest, sections=["B1"], url=server.url)
+    assert len(server.requests) == n
+    # the downloaded folder is now a local copy too, and download=False works offline
+    assert her2st(dest, sections=["B1"], download=False)[0].n_obs == b1.n_obs
+    # a corrupted mirror is refused and nothing unverified is kept
+    gz = served / "data/ST-cnts/B2.tsv.gz"
+    gz.write_bytes(gz.read_bytes()[:-10])
+    with pytest.raises(ValueError, match=r"B2\.tsv\.gz: the downloaded file does not match"):
+        her2st(tmp_path / "other", sections=["B2"], url=server.url, retries=0)
+    assert not (tmp_path / "other/data/ST-cnts/B2.tsv.gz").exists()
+
+
+def test_her2st_registry_and_errors(tmp_path: Path) -> None:
+    from mclstexp.datasets import her2st
+    from mclstexp.datasets._her2st import her2st_registry
+
+    reg = her2st_registry()
+    assert len([p for p in reg if "/ST-cnts/" in p]) == 35
+    assert all(len(sha) == 64 for _, sha in reg.values())
+    assert len([p for p in reg if "/ST-imgs/" in p]) == 5
+    with pytest.raises(ValueError, match="'Z9' is not in the her2st registry"):
+        her2st(tmp_path, sections=["Z9"], url="http://127.0.0.1:9/")
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        her2st(tmp_path, sections=["B1"], download=False)
+    # nothing listens on port 9 of 127.0.0.1 (discard): a clear network error naming the URL
+    with pytest.raises(OSError, match=r"127\.0\.0\.1:9/data/ST-cnts/B1\.tsv\.gz: download failed"):
+        her2st(tmp_path, sections=["B1"], url="http://127.0.0.1:9", retries=0)
+
+
+@pytest.mark.realdata
+def test_her2st_reads_a_local_copy(shared_data: Path) -> None:
+    from mclstexp.datasets import her2st
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sections = her2st(shared_data / "her2st", sections=["C2", "B1"])
+    assert [a.uns[K.UNS][K.UNS_SECTION] for a in sections] == ["C2", "B1"]
+    assert sections[0].uns[K.UNS][K.UNS_SLIDE_PATH] is not None
