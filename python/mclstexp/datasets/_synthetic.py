@@ -249,8 +249,8 @@ class _Section:
         self.name, self.patient, self.size = name, patient, size
 
         # Spots: the n_spots grid positions nearest the centre under a noisy distance -> a blob.
-        cols, rows = np.meshgrid(np.arange(side), np.arange(side))
-        cols, rows = cols.ravel(), rows.ravel()
+        grid_c, grid_r = np.meshgrid(np.arange(side), np.arange(side))
+        cols, rows = grid_c.ravel(), grid_r.ravel()
         offset = (size - side * pitch) / 2
         gx = offset + (cols + 0.5) * pitch
         gy = offset + (rows + 0.5) * pitch
@@ -503,7 +503,7 @@ def _spots(
         + pos @ genes["pos"].T
         + batch[None, :]
     )
-    depth = rng.lognormal(0.0, 0.35, size=n)
+    depth = np.asarray(rng.lognormal(0.0, 0.35, size=n))
     mu = np.exp(log_mu) * depth[:, None]
     theta = 5.0
     lam = rng.gamma(theta, mu / theta)

@@ -87,7 +87,7 @@ def check_unique(ids: Sequence[str], what: str, source: str, fix: str) -> None:
 
 def check_counts(x: np.ndarray | sp.spmatrix, source: str) -> None:
     """Counts must be finite and non-negative; non-integers are allowed with a warning."""
-    data = x.data if sp.issparse(x) else np.asarray(x)
+    data = np.asarray(x.data) if sp.issparse(x) else np.asarray(x)
     if data.size == 0:
         return
     if not np.all(np.isfinite(data)):

@@ -37,7 +37,7 @@ def _tiff_mpp(path: Path) -> float | None:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
+            page = tif.pages.first
             tags = page.tags
             if "XResolution" not in tags or "ResolutionUnit" not in tags:
                 return None

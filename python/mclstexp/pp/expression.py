@@ -89,7 +89,7 @@ def _gene_index(adata: AnnData, genes: Sequence[str] | None, where: str) -> np.n
     return index
 
 
-def _warn_zero(n: int, total: int, what: str, ids: Sequence[str], where: str, why: str) -> None:
+def _warn_zero(n: int, total: int, what: str, ids: Any, where: str, why: str) -> None:
     if n == 0:
         return
     shown = ", ".join(map(str, ids[:5])) + (", ..." if n > 5 else "")
