@@ -127,6 +127,18 @@ def test_bad_input_raises_clear_errors(mutate, kwargs, match) -> None:  # type: 
         normalize_expression(_adata(counts), **kwargs)
 
 
+def test_views_work_with_copy_and_are_refused_in_place() -> None:
+    a = _adata()
+    view = a[:3, ["g0", "g3"]]
+    b = normalize_expression(view)
+    assert b.shape == (3, 2) and not b.is_view
+    np.testing.assert_allclose(
+        b.X[:, 1], np.log1p(1e4 * COUNTS[:3, 3] / COUNTS[:3][:, [0, 3]].sum(1)), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="view"):
+        normalize_expression(view, copy=False)
+
+
 def test_genes_as_a_single_string_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="genes"):
         normalize_expression(_adata(), genes="g0")  # type: ignore[arg-type]

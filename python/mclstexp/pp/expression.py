@@ -157,6 +157,11 @@ def normalize_expression(
     if not (np.isfinite(target_sum) and target_sum > 0):
         raise ValueError(f"target_sum: expected a positive number, got {target_sum!r}")
     where = _section_name(adata)
+    if not copy and adata.is_view:
+        raise ValueError(
+            f"copy: {where} is a view of another AnnData and cannot be changed in place; "
+            "pass copy=True (the default) or adata.copy()"
+        )
     raw = adata.layers.get(K.LAYER_COUNTS, adata.X)
     if raw is None:
         raise ValueError(f"{where}: adata.X is empty; pass an AnnData with raw counts")
