@@ -31,3 +31,10 @@ class NoTissueError(MclstexpError):
 
 class CacheMismatchError(MclstexpError):
     """A patch cache exists but was made with other parameters; it is never silently reused."""
+
+
+class DataWarning(UserWarning):
+    """Input data needed a documented adjustment (zero-count spots set to zero, rows dropped, ...).
+
+    The message says what was adjusted, how many items, and in which file or section.
+    """

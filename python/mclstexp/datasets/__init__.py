@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from mclstexp._lazy import lazy_exports
 
+# The modules are private (``_synthetic``, ``_her2st``): a submodule named like the function it
+# defines would replace that function on the package once imported.
 _EXPORTS = {
-    "synthetic": "synthetic",
-    "her2st": "her2st",
+    "synthetic": "_synthetic",
+    "write_pyramid_tiff": "_synthetic",
+    "default_cache_dir": "_synthetic",
+    "her2st": "_her2st",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,561 @@
+"""A deterministic synthetic spatial transcriptomics dataset: tissue-like slides, learnable spots.
+
+Each section is a small tiled, JPEG-compressed pyramidal TIFF (3 levels, 256 px tiles, microns per
+pixel in the resolution tags and in a JSON ``ImageDescription``) showing H&E-like tissue: smooth
+regions of four types (``tumour``, ``stroma``, ``immune``, ``adipose``) with distinct colours and
+nuclei at different densities and sizes, on a white background. Spots sit on a square grid
+(legacy ST layout, ids ``"<col>x<row>"``) over the tissue. Their counts are negative-binomial with a
+mean that depends on what lies under the spot (region fractions, nuclei density, eosin intensity),
+on its position, on the patient (a small batch effect) and on a per-spot sequencing depth, so a
+model that looks at the image can learn them. The ground truth behind each spot is kept
+(``obsm["synthetic_regions"]``, ``obs["label"]`` = dominant region, a region map in ``uns``).
+
+The same arguments give the same bytes (TIFF and counts). Files are cached under ``root`` (default
+``$MCLSTEXP_CACHE_DIR`` or ``~/.cache/mclstexp``, then ``synthetic/<hash of the arguments>``) and
+reused when complete and intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from mclstexp import _keys as K
+from mclstexp.exceptions import CacheMismatchError
+
+REGIONS: tuple[str, ...] = ("tumour", "stroma", "immune", "adipose")
+BACKGROUND = 255  # value of the region map outside the tissue
+
+_GENERATOR_VERSION = 1
+_TILE = 256
+_N_LEVELS = 3
+_LOWRES = 4  # the region / tissue maps are computed at 1/4 scale
+
+# Base (eosin) colour of each region, RGB; nuclei colour (haematoxylin); glass.
+_REGION_RGB = np.array(
+    [[200, 132, 190], [236, 168, 198], [226, 184, 214], [249, 240, 244]], dtype=np.float32
+)
+_NUCLEUS_RGB = np.array([70, 44, 128], dtype=np.float32)
+_GLASS_RGB = np.array([244, 242, 241], dtype=np.float32)
+# Nuclei per 1000 px^2 (at full resolution) and whether they are large (tumour) or small.
+_NUCLEI_DENSITY = np.array([7.0, 1.2, 12.0, 0.3], dtype=np.float64)
+_NUCLEI_LARGE = np.array([True, False, False, False])
+# Prior weight of each region in the region fields (adipose rarer).
+_REGION_BIAS = np.array([0.15, 0.2, 0.0, -0.25], dtype=np.float32)
+
+
+def default_cache_dir() -> Path:
+    """The root of mclstexp's caches: ``$MCLSTEXP_CACHE_DIR``, else ``$XDG_CACHE_HOME/mclstexp``.
+
+    Returns
+    -------
+    Path
+        The directory (not created).
+
+    Examples
+    --------
+    >>> default_cache_dir().name
+    'mclstexp'
+    """
+    env = os.environ.get("MCLSTEXP_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "mclstexp"
+
+
+def synthetic(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    n_sections: int = 4,
+    n_patients: int = 2,
+    n_spots: int = 200,
+    n_genes: int = 50,
+    spot_pitch_px: int = 100,
+    mpp: float = 2.0,
+    patch_size: int = 64,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> list[AnnData]:
+    """Generate (or load from its cache) the synthetic dataset.
+
+    Parameters
+    ----------
+    root
+        Folder for the slides and AnnData files. Default: ``<cache>/synthetic/<hash>`` where the
+        hash covers every argument below. A folder that already holds the same dataset is reused;
+        one holding a *different* dataset raises :class:`mclstexp.exceptions.CacheMismatchError`
+        unless ``overwrite=True``.
+    n_sections
+        Number of sections (slides).
+    n_patients
+        Sections are split over this many patients (``"A"``, ``"B"``, ...; sections ``"A1"``,
+        ``"A2"``, ...), each with its own stain shade and expression batch effect.
+    n_spots
+        Spots per section (a compact blob of a square grid).
+    n_genes
+        Genes (``"G000"``, ``"G001"``, ...).
+    spot_pitch_px
+        Centre-to-centre spot distance in full-resolution pixels (spot diameter = half of it). With
+        ``mpp`` this sets the physical scale: 100 px at 2 um/px is the legacy ST pitch of 200 um.
+    mpp
+        Microns per pixel of the full-resolution level.
+    patch_size
+        Suggested patch size in pixels, recorded in ``uns["mclstexp"]["patch_size"]``.
+    seed
+        Random seed; the same arguments give byte-identical files and identical counts.
+    overwrite
+        Regenerate even when ``root`` holds a complete dataset.
+
+    Returns
+    -------
+    list of AnnData
+        One per section, in order, following the package's AnnData contract: raw counts in ``X``
+        (CSR float32), ``obsm["spatial"]`` pixel centres (x = column, y = row),
+        ``obs["array_row"/"array_col"/"section"/"patient"/"label"/"library_size"]``, the ground
+        truth region fractions in ``obsm["synthetic_regions"]`` (columns in :data:`REGIONS` order),
+        and ``uns["mclstexp"]`` with ``slide_path``, ``section``, ``patient``, ``mpp``,
+        ``spot_diameter_px``, ``patch_size`` and ``synthetic`` (the arguments and a region map at
+        1/4 scale, 255 = background).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> sections = synthetic(tempfile.mkdtemp(), n_sections=2, n_spots=60, n_genes=10)
+    >>> [a.uns["mclstexp"]["section"] for a in sections]
+    ['A1', 'B1']
+    >>> sections[0].shape
+    (60, 10)
+    """
+    params = _check_params(
+        n_sections=n_sections,
+        n_patients=n_patients,
+        n_spots=n_spots,
+        n_genes=n_genes,
+        spot_pitch_px=spot_pitch_px,
+        mpp=mpp,
+        patch_size=patch_size,
+        seed=seed,
+    )
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(root) if root is not None else default_cache_dir() / "synthetic" / key
+    folder = folder.expanduser()
+    marker = folder / "COMPLETE.json"
+    if not overwrite and marker.is_file():
+        try:
+            done = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            done = None
+        if isinstance(done, dict):
+            if done.get("params") != params:
+                raise CacheMismatchError(
+                    f"{folder}: holds a synthetic dataset made with other arguments "
+                    f"({done.get('params')}); pass another root or overwrite=True"
+                )
+            loaded = _load_complete(folder, done)
+            if loaded is not None:
+                return loaded
+    return _generate(folder, params)
+
+
+def _check_params(**p: Any) -> dict[str, Any]:
+    ints = ("n_sections", "n_patients", "n_spots", "n_genes", "spot_pitch_px", "patch_size", "seed")
+    for name in ints:
+        v = p[name]
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
+        p[name] = int(v)
+    limits = {
+        "n_sections": (1, 200),
+        "n_patients": (1, 26),
+        "n_spots": (4, 20000),
+        "n_genes": (1, 20000),
+        "spot_pitch_px": (16, 2000),
+        "patch_size": (8, 4096),
+        "seed": (0, 2**63 - 1),
+    }
+    for name, (lo, hi) in limits.items():
+        if not lo <= p[name] <= hi:
+            raise ValueError(f"{name}: expected {lo} <= {name} <= {hi}, got {p[name]}")
+    if p["n_patients"] > p["n_sections"]:
+        raise ValueError(
+            f"n_patients: {p['n_patients']} patients need at least as many sections "
+            f"(n_sections={p['n_sections']})"
+        )
+    mpp = float(p["mpp"])
+    if not (np.isfinite(mpp) and 0.05 <= mpp <= 100):
+        raise ValueError(f"mpp: expected microns per pixel in [0.05, 100], got {p['mpp']!r}")
+    p["mpp"] = mpp
+    p["generator_version"] = _GENERATOR_VERSION
+    return p
+
+
+def _section_names(n_sections: int, n_patients: int) -> list[tuple[str, str]]:
+    names = []
+    counter: dict[str, int] = {}
+    for i in range(n_sections):
+        patient = chr(ord("A") + (i * n_patients) // n_sections)
+        counter[patient] = counter.get(patient, 0) + 1
+        names.append((f"{patient}{counter[patient]}", patient))
+    # Interleave so that the first sections cover several patients (A1, B1, A2, B2, ...).
+    return sorted(names, key=lambda sp_: (int(sp_[0][1:]), sp_[0][0]))
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
+    return (field / (field.std() + 1e-12)).astype(np.float32)
+
+
+def _upsample(field: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from scipy.ndimage import zoom
+
+    factors = (shape[0] / field.shape[0], shape[1] / field.shape[1])
+    out = zoom(field, factors, order=1, mode="nearest", grid_mode=True)
+    return out[: shape[0], : shape[1]]
+
+
+class _Section:
+    """Everything generated for one section (image at full resolution and the spot table)."""
+
+    def __init__(
+        self,
+        name: str,
+        patient: str,
+        params: dict[str, Any],
+        rng: np.random.Generator,
+        patient_shift: np.ndarray,
+    ) -> None:
+        from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+        pitch = params["spot_pitch_px"]
+        n_spots = params["n_spots"]
+        side = math.ceil(math.sqrt(n_spots * 1.4))
+        size = side * pitch + 2 * pitch
+        size = ((size + 4 * _LOWRES - 1) // (4 * _LOWRES)) * (4 * _LOWRES)
+        lr = size // _LOWRES
+        self.name, self.patient, self.size = name, patient, size
+
+        # Spots: the n_spots grid positions nearest the centre under a noisy distance -> a blob.
+        grid_c, grid_r = np.meshgrid(np.arange(side), np.arange(side))
+        cols, rows = grid_c.ravel(), grid_r.ravel()
+        offset = (size - side * pitch) / 2
+        gx = offset + (cols + 0.5) * pitch
+        gy = offset + (rows + 0.5) * pitch
+        wobble = _smooth_field(rng, (side, side), 2.0).ravel()
+        dist = np.hypot(gx - size / 2, gy - size / 2) / (side * pitch / 2) + 0.18 * wobble
+        keep = np.sort(np.argsort(dist, kind="stable")[:n_spots])
+        self.array_col = cols[keep] + 1
+        self.array_row = rows[keep] + 1
+        jitter = rng.uniform(-1.5, 1.5, size=(keep.size, 2))
+        self.xy = np.column_stack([gx[keep], gy[keep]]) + jitter
+
+        # Tissue mask (low resolution): within ~0.8 pitch of a spot, smoothed.
+        seeds = np.ones((lr, lr), dtype=bool)
+        seeds[(gy[keep] / _LOWRES).astype(int), (gx[keep] / _LOWRES).astype(int)] = False
+        dist_lr = distance_transform_edt(seeds) * _LOWRES
+        edge = _smooth_field(rng, (lr, lr), 6.0)
+        tissue = gaussian_filter((dist_lr < (0.85 + 0.12 * edge) * pitch).astype(np.float32), 3)
+        self.tissue = tissue > 0.5
+
+        # Region types: argmax of smooth random fields (blobs ~2-4 spots across).
+        coarse = max(4, size // 32)
+        fields = np.stack(
+            [
+                _upsample(_smooth_field(rng, (coarse, coarse), 2.5), (lr, lr)) + b
+                for b in _REGION_BIAS
+            ]
+        )
+        region = np.argmax(fields, axis=0).astype(np.uint8)
+        self.region_lr = np.where(self.tissue, region, BACKGROUND).astype(np.uint8)
+        # Continuous fields: eosin intensity and cellularity (both influence expression).
+        self.eosin_lr = _upsample(_smooth_field(rng, (coarse, coarse), 2.0), (lr, lr))
+        self.cell_lr = _upsample(_smooth_field(rng, (coarse, coarse), 1.5), (lr, lr))
+
+        # Nuclei counts per low-res cell: Poisson with region- and cellularity-dependent rate.
+        reg = np.minimum(region, len(REGIONS) - 1)
+        rate = _NUCLEI_DENSITY[reg] / 1000.0 * (_LOWRES**2) * np.exp(0.35 * self.cell_lr)
+        rate = np.where(self.tissue, rate, 0.0)
+        self.nuclei_lr = rng.poisson(rate).astype(np.int32)
+
+        # Render the full-resolution image.
+        rgb_lr = _REGION_RGB[reg] * (1.0 - 0.05 * self.eosin_lr[..., None])
+        rgb_lr = rgb_lr * patient_shift[None, None, :]
+        rgb_lr = np.where(self.tissue[..., None], rgb_lr, _GLASS_RGB)
+        soft = gaussian_filter(self.tissue.astype(np.float32), 1.5)
+        rgb_lr = soft[..., None] * rgb_lr + (1 - soft[..., None]) * _GLASS_RGB
+        img = np.repeat(np.repeat(rgb_lr.astype(np.float32), _LOWRES, 0), _LOWRES, 1)
+        texture = gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 1.2)
+        texture *= np.repeat(np.repeat(9.0 * soft, _LOWRES, 0), _LOWRES, 1)
+        img += texture[..., None]
+
+        cy, cx = np.nonzero(self.nuclei_lr)
+        reps = self.nuclei_lr[cy, cx]
+        ny = np.repeat(cy, reps) * _LOWRES + rng.uniform(0, _LOWRES, reps.sum())
+        nx = np.repeat(cx, reps) * _LOWRES + rng.uniform(0, _LOWRES, reps.sum())
+        large = _NUCLEI_LARGE[reg[np.repeat(cy, reps), np.repeat(cx, reps)]]
+        # One blur of weighted points: a heavier point crosses the threshold over a larger disc.
+        pts = np.zeros((size, size), dtype=np.float32)
+        weight = np.where(large, np.float32(2.4), np.float32(1.0))
+        np.add.at(
+            pts,
+            (np.clip(ny.astype(int), 0, size - 1), np.clip(nx.astype(int), 0, size - 1)),
+            weight,
+        )
+        sigma = 1.6
+        alpha = gaussian_filter(pts, sigma, truncate=3.0)
+        alpha *= np.float32(2.2 * 2 * np.pi * sigma * sigma)
+        alpha -= np.float32(0.35)
+        np.clip(alpha, 0.0, 0.95, out=alpha)
+        nucleus = (_NUCLEUS_RGB * patient_shift).astype(np.float32)
+        img += alpha[..., None] * (nucleus - img)
+        img += 3.0 * rng.standard_normal(img.shape, dtype=np.float32)
+        img += 0.5
+        np.clip(img, 0, 255, out=img)
+        self.image = img.astype(np.uint8)
+
+        # Ground truth under each spot (disc of diameter pitch / 2).
+        self.radius_px = pitch / 4.0
+        rr = self.radius_px / _LOWRES
+        yy, xx = np.mgrid[0:lr, 0:lr]
+        n = keep.size
+        self.fractions = np.zeros((n, len(REGIONS)), dtype=np.float64)
+        self.nuclei = np.zeros(n, dtype=np.float64)
+        self.eosin = np.zeros(n, dtype=np.float64)
+        self.cell = np.zeros(n, dtype=np.float64)
+        for i, (x, y) in enumerate(self.xy / _LOWRES):
+            y0, y1 = max(0, int(y - rr) - 1), min(lr, int(y + rr) + 2)
+            x0, x1 = max(0, int(x - rr) - 1), min(lr, int(x + rr) + 2)
+            disc = (yy[y0:y1, x0:x1] + 0.5 - y) ** 2 + (xx[y0:y1, x0:x1] + 0.5 - x) ** 2 <= rr**2
+            reg_d = self.region_lr[y0:y1, x0:x1][disc]
+            counts = np.bincount(reg_d[reg_d != BACKGROUND], minlength=len(REGIONS))
+            self.fractions[i] = counts / max(1, disc.sum())
+            self.nuclei[i] = self.nuclei_lr[y0:y1, x0:x1][disc].sum()
+            self.eosin[i] = self.eosin_lr[y0:y1, x0:x1][disc].mean()
+            self.cell[i] = self.cell_lr[y0:y1, x0:x1][disc].mean()
+
+    def pyramid(self) -> list[np.ndarray]:
+        levels = [self.image]
+        for _ in range(1, _N_LEVELS):
+            a = levels[-1]
+            h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+            a = a[:h, :w].astype(np.uint16)
+            down = (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) // 4
+            levels.append(down.astype(np.uint8))
+        return levels
+
+
+def write_pyramid_tiff(
+    path: str | os.PathLike[str],
+    levels: Sequence[np.ndarray],
+    *,
+    mpp: float,
+    description: dict[str, Any] | None = None,
+    quality: int = 90,
+) -> None:
+    """Write RGB levels as a tiled (256 px), JPEG-compressed pyramidal TIFF, one page per level.
+
+    Level 0 is the full resolution; each further page is a reduced-resolution image
+    (``NewSubfileType = 1``). Every page carries its resolution in pixels per centimetre (so readers
+    recover the microns per pixel); page 0 also carries ``description`` as JSON in its
+    ``ImageDescription`` with ``mpp`` added. Readable by tifffile and OpenSlide (generic TIFF).
+
+    Parameters
+    ----------
+    path
+        Output file.
+    levels
+        ``(H, W, 3)`` uint8 arrays, largest first.
+    mpp
+        Microns per pixel of level 0.
+    description
+        Extra JSON-serialisable metadata for page 0.
+    quality
+        JPEG quality (1-100).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, tifffile
+    >>> p = tempfile.mktemp(suffix=".tif")
+    >>> write_pyramid_tiff(p, [np.zeros((512, 512, 3), np.uint8)], mpp=0.5)
+    >>> tifffile.TiffFile(p).pages[0].tilewidth
+    256
+    """
+    import tifffile
+
+    desc = json.dumps({"mclstexp": {**(description or {}), "mpp": float(mpp)}}, sort_keys=True)
+    with tifffile.TiffWriter(path, bigtiff=False) as tif:
+        for i, level in enumerate(levels):
+            scale = levels[0].shape[1] / level.shape[1]
+            ppcm = 1e4 / (mpp * scale)
+            tif.write(
+                level,
+                tile=(_TILE, _TILE),
+                compression="jpeg",
+                compressionargs={"level": int(quality)},
+                photometric="rgb",
+                resolution=(ppcm, ppcm),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+                description=desc if i == 0 else None,
+                metadata=None,
+                software="mclstexp",
+            )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _gene_model(params: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    g = params["n_genes"]
+    k = len(REGIONS)
+    region_w = rng.normal(0.0, 0.45, size=(g, k))
+    marker = rng.integers(0, k, size=g)
+    region_w[np.arange(g), marker] += rng.uniform(0.8, 1.8, size=g)
+    region_w -= region_w.mean(axis=1, keepdims=True)
+    return {
+        "base": rng.uniform(np.log(1.0), np.log(40.0), size=g),
+        "region": region_w,
+        "nuclei": rng.normal(0.0, 0.45, size=g),
+        "eosin": rng.normal(0.0, 0.3, size=g),
+        "cell": rng.normal(0.0, 0.25, size=g),
+        "pos": rng.normal(0.0, 0.25, size=(g, 2)),
+    }
+
+
+def _generate(folder: Path, params: dict[str, Any]) -> list[AnnData]:
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / "COMPLETE.json"
+    if marker.exists():
+        marker.unlink()
+    seq = np.random.SeedSequence(params["seed"])
+    gene_seq, patient_seq, *section_seqs = seq.spawn(2 + params["n_sections"])
+    genes = _gene_model(params, np.random.default_rng(gene_seq))
+    names = _section_names(params["n_sections"], params["n_patients"])
+    patients = sorted({p for _, p in names})
+    prng = np.random.default_rng(patient_seq)
+    shade = {p: 1.0 + prng.normal(0.0, 0.035, size=3) for p in patients}
+    batch = {p: prng.normal(0.0, 0.12, size=params["n_genes"]) for p in patients}
+    var_names = [f"G{i:03d}" for i in range(params["n_genes"])]
+    files: dict[str, dict[str, str]] = {}
+    out = []
+    for (name, patient), sseq in zip(names, section_seqs, strict=True):
+        rng = np.random.default_rng(sseq)
+        section = _Section(name, patient, params, rng, shade[patient])
+        slide = folder / f"{name}.tif"
+        tmp = folder / f".{name}.tif.tmp{os.getpid()}"
+        write_pyramid_tiff(
+            tmp,
+            section.pyramid(),
+            mpp=params["mpp"],
+            description={"section": name, "patient": patient, "synthetic": True},
+        )
+        tmp.replace(slide)
+        adata = _spots(section, params, genes, batch[patient], var_names, rng, slide)
+        h5 = folder / f"{name}.h5ad"
+        tmp = folder / f".{name}.h5ad.tmp{os.getpid()}"
+        adata.write_h5ad(tmp)
+        tmp.replace(h5)
+        files[name] = {"tif": _sha256(slide), "h5ad": _sha256(h5)}
+        out.append(adata)
+    done = {"params": params, "sections": [n for n, _ in names], "sha256": files}
+    tmp = folder / f".COMPLETE.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(done, indent=1, sort_keys=True))
+    tmp.replace(marker)
+    return out
+
+
+def _spots(
+    s: _Section,
+    params: dict[str, Any],
+    genes: dict[str, np.ndarray],
+    batch: np.ndarray,
+    var_names: list[str],
+    rng: np.random.Generator,
+    slide: Path,
+) -> AnnData:
+    n = s.xy.shape[0]
+    nuclei_z = (np.log1p(s.nuclei) - 2.0) / 1.0
+    pos = s.xy / s.size * 2.0 - 1.0
+    log_mu = (
+        genes["base"][None, :]
+        + s.fractions @ genes["region"].T
+        + np.outer(nuclei_z, genes["nuclei"])
+        + np.outer(s.eosin, genes["eosin"])
+        + np.outer(s.cell, genes["cell"])
+        + pos @ genes["pos"].T
+        + batch[None, :]
+    )
+    depth = np.asarray(rng.lognormal(0.0, 0.35, size=n))
+    mu = np.exp(log_mu) * depth[:, None]
+    theta = 5.0
+    lam = rng.gamma(theta, mu / theta)
+    counts = rng.poisson(lam).astype(np.float32)
+    ids = [f"{c}x{r}" for c, r in zip(s.array_col, s.array_row, strict=True)]
+    dominant = np.asarray(REGIONS)[np.argmax(s.fractions, axis=1)]
+    obs = pd.DataFrame(
+        {
+            K.ARRAY_ROW: s.array_row.astype(np.int64),
+            K.ARRAY_COL: s.array_col.astype(np.int64),
+            K.SECTION: pd.Categorical([s.name] * n),
+            K.PATIENT: pd.Categorical([s.patient] * n),
+            K.LABEL: pd.Categorical(dominant, categories=list(REGIONS)),
+            K.LIBRARY_SIZE: counts.sum(axis=1).astype(np.float64),
+        },
+        index=pd.Index(ids, name=None),
+    )
+    adata = AnnData(
+        X=sp.csr_matrix(counts),
+        obs=obs,
+        var=pd.DataFrame(index=pd.Index(var_names)),
+        obsm={K.SPATIAL: s.xy.astype(np.float64), K.SYNTH_REGIONS: s.fractions.copy()},
+    )
+    adata.uns[K.UNS] = {
+        K.UNS_SLIDE_PATH: str(slide),
+        K.UNS_SECTION: s.name,
+        K.UNS_PATIENT: s.patient,
+        K.UNS_MPP: float(params["mpp"]),
+        K.UNS_SPOT_DIAMETER_PX: float(2 * s.radius_px),
+        "patch_size": int(params["patch_size"]),
+        "synthetic": {
+            "params": dict(params),
+            "regions": list(REGIONS),
+            "region_map": s.region_lr,
+            "region_map_scale": int(_LOWRES),
+        },
+    }
+    return adata
+
+
+def _load_complete(folder: Path, done: dict[str, Any]) -> list[AnnData] | None:
+    import anndata
+
+    out = []
+    for name in done.get("sections", []):
+        slide, h5 = folder / f"{name}.tif", folder / f"{name}.h5ad"
+        expected = done.get("sha256", {}).get(name, {})
+        if not (slide.is_file() and h5.is_file()):
+            return None
+        if _sha256(slide) != expected.get("tif") or _sha256(h5) != expected.get("h5ad"):
+            return None
+        adata = anndata.read_h5ad(h5)
+        adata.uns[K.UNS][K.UNS_SLIDE_PATH] = str(slide)
+        out.append(adata)
+    return out or None
