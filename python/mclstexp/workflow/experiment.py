@@ -278,9 +278,13 @@ def _write_plots(
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
-    files["fold_summary"] = Path(
-        fold_summary(records, metric="acg", path=plot_dir / "fold_summary_acg.png")
-        or plot_dir / "fold_summary_acg.png"
+    files["fold_summary"] = plot_dir / "fold_summary_acg.png"
+    fold_summary(
+        records,
+        metric="acg",
+        target="default",
+        path=files["fold_summary"],
+        title="PCC-ACG per held-out section (target: per-spot normalised log1p)",
     )
     section = next(iter(last.predictions))
     by_method = {
@@ -290,7 +294,11 @@ def _write_plots(
     }
     if by_method:
         files["pcc_distribution"] = plot_dir / f"pcc_distribution_{section}.png"
-        pcc_distribution(by_method, path=files["pcc_distribution"])
+        pcc_distribution(
+            by_method,
+            path=files["pcc_distribution"],
+            title=f"Per-gene PCC on held-out {section} (target: per-spot normalised log1p)",
+        )
     pred = last.predictions[section]
     truth = ad.AnnData(
         X=last.truths[section]["default"],
