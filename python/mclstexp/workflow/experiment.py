@@ -288,7 +288,9 @@ def _write_plots(
     )
     section = next(iter(last.predictions))
     by_method = {
-        r["method"]: np.asarray([np.nan if v is None else v for v in r["pcc_per_gene"]])
+        r["method"]: np.asarray(
+            [np.nan if v is None else v for v in r["pcc_per_gene"].values()], dtype=float
+        )
         for r in records
         if r.get("section") == section and r.get("target") == "default" and r.get("pcc_per_gene")
     }
