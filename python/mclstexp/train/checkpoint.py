@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy, torch and CUDA RNG states as weights_only-loadable data."""
-    np_state = np.random.get_state(legacy=True)
+    np_state = np.random.get_state(legacy=True)  # noqa: NPY002 (global state)
     state: dict[str, Any] = {
         "python": _to_lists(random.getstate()),
         "numpy": [np_state[0], np_state[1].tolist(), *map(_plain, np_state[2:])],
@@ -60,7 +60,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     random.setstate(_to_tuples(state["python"]))
     name, key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))
+    key_arr = np.asarray(key, dtype=np.uint32)
+    np.random.set_state((name, key_arr, pos, has_gauss, cached))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

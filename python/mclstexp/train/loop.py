@@ -299,7 +299,7 @@ def train_model(
             raise ValueError(f"{ckpt_path} was trained on different genes; use another run_dir")
 
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (global state)
     torch.manual_seed(seed)
     model = MclSTExp(mcfg)
     features: list[np.ndarray] | None = None
