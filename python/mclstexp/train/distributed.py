@@ -20,6 +20,7 @@ import torch.distributed as dist
 __all__ = [
     "DistInfo",
     "all_gather_with_grad",
+    "barrier",
     "cleanup",
     "init_from_env",
     "is_distributed",
@@ -83,6 +84,12 @@ def init_from_env(device: str = "auto", backend: str | None = None) -> DistInfo:
         torch.cuda.set_device(local)
     dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistInfo(rank, world, local)
+
+
+def barrier() -> None:
+    """Synchronise all ranks (no-op when not distributed)."""
+    if is_distributed():
+        dist.barrier()
 
 
 def cleanup() -> None:
