@@ -141,10 +141,14 @@ def test_zarr_backed_section_reads_like_numpy(tmp_path) -> None:
         dtype="uint8",
     )
     z[:] = sec.patches
-    zs = TrainingSection(sec.adata, z)
+    lazy = TrainingSection(sec.adata, z, in_memory=False)
+    assert lazy.patches is z
     idx = np.array([5, 1, 30, 1, 2, 3])
-    assert np.array_equal(zs.read_patches(idx), sec.patches[idx])
-    assert np.array_equal(zs.read_patches(np.arange(3, 9)), sec.patches[3:9])
+    assert np.array_equal(lazy.read_patches(idx), sec.patches[idx])
+    assert np.array_equal(lazy.read_patches(np.arange(3, 9)), sec.patches[3:9])
+    loaded = TrainingSection(sec.adata, z)  # small enough: read into RAM once
+    assert isinstance(loaded.patches, np.ndarray)
+    assert np.array_equal(loaded.read_patches(idx), sec.patches[idx])
     with pytest.raises(ValueError, match="patches must be"):
         TrainingSection(sec.adata, sec.patches[:-1])
     bad = sec.adata.copy()

@@ -22,6 +22,7 @@ What forms one attention sequence (method.md §3, §7):
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,11 @@ class TrainingSection:
         ``zarr.Array``; sliced lazily).
     name
         Section id (default: ``adata.uns["mclstexp"]["section"]`` or ``"section"``).
+    in_memory
+        Read a Zarr (or other lazy) patch array into RAM once, in contiguous slices, so that
+        epochs slice numpy instead of decoding one chunk per spot per batch. ``None`` (default)
+        does so when the patches take at most ``MCLSTEXP_PATCH_RAM_GB`` GiB (default 4);
+        ``False`` always reads lazily.
 
     Examples
     --------
@@ -70,6 +76,7 @@ class TrainingSection:
     adata: Any
     patches: Any
     name: str | None = None
+    in_memory: bool | None = None
     expression: np.ndarray = field(init=False, repr=False)
     positions: np.ndarray = field(init=False, repr=False)
 
@@ -107,6 +114,14 @@ class TrainingSection:
         if not np.isfinite(pos.astype(np.float64)).all() or (pos < 0).any():
             raise ValueError(f"section {self.name}: array_row/array_col must be finite and >= 0")
         self.positions = np.ascontiguousarray(np.round(pos).astype(np.int64))
+        if not isinstance(self.patches, np.ndarray) and self._load_into_memory():
+            self.patches = read_all(self.patches)
+
+    def _load_into_memory(self) -> bool:
+        if self.in_memory is not None:
+            return bool(self.in_memory)
+        limit = float(os.environ.get("MCLSTEXP_PATCH_RAM_GB", "4")) * 2**30
+        return int(np.prod(self.patches.shape)) <= limit
 
     @property
     def n_obs(self) -> int:
@@ -121,6 +136,14 @@ class TrainingSection:
     def read_patches(self, idx: np.ndarray) -> np.ndarray:
         """Patches ``[len(idx), H, W, 3]`` in the order of ``idx`` (sorted reads from the store)."""
         return take_rows(self.patches, idx)
+
+
+def read_all(arr: Any, block: int = 256) -> np.ndarray:
+    """Read a lazy ``[n, ...]`` array into a numpy array in contiguous blocks of rows."""
+    out = np.empty(arr.shape, dtype=np.dtype(arr.dtype))
+    for s in range(0, arr.shape[0], block):
+        out[s : s + block] = np.asarray(arr[s : s + block])
+    return out
 
 
 def take_rows(arr: Any, idx: np.ndarray) -> np.ndarray:
@@ -365,18 +388,16 @@ def augment_batch(
     sf = uniform(1 - jitter, 1 + jitter).float()
     flips = torch.rand(b, generator=generator, dtype=torch.float64) < (0.5 if flip else 0.0)
     angle = uniform(-rotation, rotation).mul_(math.pi / 180).float()
-    wgt = torch.tensor(_GRAY, dtype=torch.float32)
-    # colour matrix per image (rows R, G, B, valid; cols R, G, B): out = a x + b gray(x) + c
-    mean_c = torch.stack(
-        [images[i, ::2, ::2].reshape(-1, 3).float().mean(0).cpu() for i in range(b)]
-    )  # (B, 3) channel means (every other pixel; contrast uses the mean grey level)
-    mgray = mean_c @ wgt
-    a = sf * cf * bf
-    bg = (1 - sf) * cf * bf
-    off = (1 - cf) * bf * mgray
-    mat = (bg.view(b, 1, 1) * wgt.view(1, 3, 1)).expand(b, 3, 3).clone()
-    mat += a.view(b, 1, 1) * torch.eye(3)
-    mat = torch.cat([mat, (off / 255.0).view(b, 1, 1).expand(b, 1, 3)], dim=1).to(dev)  # (B,4,3)
+    wgt = torch.tensor(_GRAY, dtype=torch.float32, device=dev)
+    eye = torch.eye(3, device=dev)
+    # colour: out = a x + bg gray(x) + off (brightness, contrast, saturation composed), as one
+    # (R, G, B, V) -> (R, G, B) matrix; V = 255 inside the image, 0 in the rotation's fill, so
+    # the offset (and the +0.5 that turns the final truncation into rounding) stays off the fill
+    a = (sf * cf * bf).to(dev)
+    bg = ((1 - sf) * cf * bf).to(dev)
+    contrast_shift = ((1 - cf) * bf).to(dev)
+    # geometry: output pixel p <- source R(-angle) p, mirrored when flipped (flip first);
+    # nearest neighbour = truncation of (coordinate + 0.5) since padded coordinates are >= 0
     cos, sin = angle.cos().to(dev), angle.sin().to(dev)
     sign = torch.where(flips, -1.0, 1.0).float().to(dev)
     pad = math.ceil(max(h, w) * (math.sqrt(2) - 1) / 2) + 1
@@ -387,18 +408,26 @@ def augment_batch(
     chunk = max(1, min(chunk, b)) if dev.type == "cpu" else b
     buf = torch.zeros(chunk, hp, wp, 4, dtype=torch.uint8, device=dev)
     buf[:, pad : pad + h, pad : pad + w, 3] = 255  # 4th byte marks pixels inside the image
+    step = max(1, min(h, w) // 56)  # the contrast mean is taken on a sub-grid
     for s in range(0, b, chunk):
         e = min(b, s + chunk)
         n = e - s
-        buf[:n, pad : pad + h, pad : pad + w, :3] = images[s:e]
+        src = images[s:e]
+        for ch in range(3):  # per-channel copies are much faster than one 3-of-4-byte copy
+            buf[:n, pad : pad + h, pad : pad + w, ch] = src[..., ch]
+        mgray = src[:, ::step, ::step].reshape(n, -1, 3).float().mean(1) @ wgt  # (n,)
+        mat = bg[s:e].view(n, 1, 1) * wgt.view(1, 3, 1) + a[s:e].view(n, 1, 1) * eye  # (n,3,3)
+        off = (contrast_shift[s:e] * mgray + 0.5) / 255.0  # per unit of V
+        mat = torch.cat([mat, off.view(n, 1, 1).expand(n, 1, 3)], dim=1)  # (n, 4, 3)
+        cx = (cos[s:e] * sign[s:e]).view(n, 1, 1)
+        sx_ = (sin[s:e] * sign[s:e]).view(n, 1, 1)
         c = cos[s:e].view(n, 1, 1)
         si = sin[s:e].view(n, 1, 1)
-        # output pixel p <- source R(-angle) p, then mirrored when flipped (flip before rotation)
-        sx = (c * xs + si * ys) * sign[s:e].view(n, 1, 1) + ((w - 1) / 2 + pad)
-        sy = (c * ys - si * xs) + ((h - 1) / 2 + pad)
-        idx = sy.round_().mul_(wp).add_(sx.round_()).to(torch.int64).view(n, h * w)
+        sx = torch.addcmul(torch.addcmul(xs * 0 + ((w - 1) / 2 + pad + 0.5), cx, xs), sx_, ys)
+        sy = torch.addcmul(torch.addcmul(ys * 0 + ((h - 1) / 2 + pad + 0.5), c, ys), -si, xs)
+        idx = sy.to(torch.int32).mul_(wp).add_(sx.to(torch.int32)).view(n, h * w).long()
         pix = torch.gather(buf[:n].view(torch.int32).view(n, hp * wp), 1, idx)  # (n, HW) RGBV
         f = pix.view(torch.uint8).view(n, h * w, 4).float()
-        o = torch.bmm(f, mat[s:e])  # (n, HW, 3); fill pixels (V = 0) stay black
-        out[s:e] = o.clamp_(0, 255).round_().to(torch.uint8).view(n, h, w, 3)
+        o = torch.bmm(f, mat)  # (n, HW, 3)
+        out[s:e] = o.clamp_(0, 255).to(torch.uint8).view(n, h, w, 3)
     return out
