@@ -155,6 +155,10 @@ class TrainConfig:
         Weight of the spot-to-image term; 1 - lambda weights the image-to-spot term.
     augment
         Colour jitter 0.5/0.5/0.5, horizontal flip, rotation in [-180, 180] (training only).
+    augment_on
+        Where augmentation runs: ``"loader"`` (CPU, in the DataLoader workers), ``"device"``
+        (batched on the training device after the uint8 transfer) or ``"auto"`` (device on
+        CUDA, loader on CPU). Same random draws either way.
     amp
         ``"auto"`` (bf16 on CUDA when supported, else fp16; fp32 on CPU), ``"bf16"``,
         ``"fp16"`` or ``"none"``.
@@ -176,6 +180,7 @@ class TrainConfig:
     loss: Literal["clip", "soft"] = "clip"
     loss_lambda: float = 0.5
     augment: bool = True
+    augment_on: Literal["auto", "loader", "device"] = "auto"
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
     grad_clip: float | None = None
     freeze_backbone: bool = False
@@ -194,6 +199,7 @@ class TrainConfig:
             "loss": ("clip", "soft"),
             "amp": ("auto", "bf16", "fp16", "none"),
             "expression_normalization": ("default", "legacy_spot"),
+            "augment_on": ("auto", "loader", "device"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -165,7 +165,7 @@ def embed_spots(
         expression, positions = adata_or_section.expression, adata_or_section.positions
     else:
         dummy = _NoPatches(adata_or_section.n_obs)
-        sec = TrainingSection(adata_or_section, dummy)
+        sec = TrainingSection(adata_or_section, dummy, in_memory=False)
         expression, positions = sec.expression, sec.positions
     cfg = model.config
     if expression.shape[1] != cfg.n_genes:

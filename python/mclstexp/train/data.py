@@ -366,7 +366,9 @@ def augment_batch(
     an angle ~ U[-rotation, rotation] degrees about the centre with nearest-neighbour sampling
     and black fill (torchvision's RandomRotation defaults). Randomness comes only from
     ``generator`` (a ``torch.Generator``), so a batch's augmentation is reproducible.
-    Works in chunks so the working set stays in cache (fast on CPU).
+    On CPU it works in small chunks (the working set stays in cache) on one thread: these
+    small ops gain nothing from intra-op threads, and OpenMP's overhead made them 10-20x slower
+    with 2 threads on a busy machine. Use DataLoader workers for parallelism.
 
     Examples
     --------
@@ -377,6 +379,15 @@ def augment_batch(
     """
     import torch
 
+    if images.device.type == "cpu" and torch.get_num_threads() > 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return augment_batch(
+                images, generator, jitter=jitter, flip=flip, rotation=rotation, chunk=chunk
+            )
+        finally:
+            torch.set_num_threads(threads)
     b, h, w, _ = images.shape
     dev = images.device
 

@@ -388,7 +388,11 @@ def train_model(
         rank=info.rank,
         world_size=info.world_size,
     )
-    dataset = _BatchDataset(secs, augment=tcfg.augment and not use_frozen, features=features)
+    augment = tcfg.augment and not use_frozen
+    on_device = augment and (
+        tcfg.augment_on == "device" or (tcfg.augment_on == "auto" and dev.type == "cuda")
+    )
+    dataset = _BatchDataset(secs, augment=augment and not on_device, features=features)
     loss_fn = clip_loss if tcfg.loss == "clip" else soft_target_loss
 
     def make_checkpoint(epoch: int, final: bool = False) -> dict[str, Any]:
@@ -416,6 +420,7 @@ def train_model(
         net.train()
         batches = sampler.rank_batches(epoch)
         keys = [(_aug_seed(seed, epoch, info.rank, i), b) for i, b in enumerate(batches)]
+        # batch i of the loader is keys[i] (order kept, also with workers)
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=None,
@@ -431,8 +436,10 @@ def train_model(
             bar = tqdm(total=len(keys), desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="batch")
         loss_sum, n_steps, n_spots = 0.0, 0, 0
         t0 = time.perf_counter()
-        for batch in loader:
+        for step, batch in enumerate(loader):
             images = batch["images"].to(dev, non_blocking=True)
+            if on_device:
+                images = augment_batch(images, torch.Generator().manual_seed(keys[step][0]))
             expr = batch["expression"].to(dev, non_blocking=True)
             pos = batch["positions"].to(dev, non_blocking=True)
             mask = batch["mask"].to(dev, non_blocking=True)
