@@ -277,13 +277,14 @@ def test_embed_spots_uses_the_training_sequences(sections) -> None:
     np.testing.assert_allclose(embed_spots(model, sec, sequences_per_batch=1), emb, atol=1e-5)
 
 
-def test_device_side_augmentation_equals_loader_side(tmp_path) -> None:
+def test_augmentation_place_and_loader_workers_do_not_change_training(tmp_path) -> None:
     secs = [make_section(0, grid=6), make_section(1, grid=6)]
     m = tiny_model(sequence_length=6)
     states = []
-    for where in ("loader", "device"):
-        t = tiny_train(epochs=2, batch_size=24, augment_on=where)
-        r = train_model(secs, (m, t), run_dir=tmp_path / where, progress=False)
+    for where, workers in (("loader", 0), ("device", 0), ("loader", 2)):
+        t = tiny_train(epochs=2, batch_size=24, augment_on=where, num_workers=workers)
+        r = train_model(secs, (m, t), run_dir=tmp_path / f"{where}{workers}", progress=False)
         states.append(r.model.state_dict())
-    for k in states[0]:
-        assert torch.equal(states[0][k], states[1][k]), k
+    for other in states[1:]:
+        for k in states[0]:
+            assert torch.equal(states[0][k], other[k]), k

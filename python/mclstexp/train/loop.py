@@ -146,6 +146,20 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return out
 
 
+class _EpochKeys:
+    """The DataLoader's sampler: this epoch's batch keys (reassigned every epoch, so persistent
+    workers survive across epochs)."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, list[np.ndarray]]] = []
+
+    def __iter__(self) -> Any:
+        return iter(list(self.keys))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 def _aug_seed(seed: int, epoch: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank, step]).generate_state(1, np.uint64)[0])
 
@@ -416,19 +430,21 @@ def train_model(
             )
         return data
 
+    epoch_keys = _EpochKeys()
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=epoch_keys,  # iterated in this process; workers only build batches
+        num_workers=tcfg.num_workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=tcfg.num_workers > 0,
+    )
     for epoch in range(start_epoch, tcfg.epochs):
         net.train()
         batches = sampler.rank_batches(epoch)
-        keys = [(_aug_seed(seed, epoch, info.rank, i), b) for i, b in enumerate(batches)]
         # batch i of the loader is keys[i] (order kept, also with workers)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=None,
-            sampler=keys,
-            num_workers=tcfg.num_workers,
-            pin_memory=dev.type == "cuda",
-            persistent_workers=False,
-        )
+        keys = [(_aug_seed(seed, epoch, info.rank, i), b) for i, b in enumerate(batches)]
+        epoch_keys.keys = keys
         bar = None
         if progress and info.is_main:
             from tqdm.auto import tqdm
