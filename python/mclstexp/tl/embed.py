@@ -173,6 +173,16 @@ def embed_spots(
             f"the data have {expression.shape[1]} genes but the model was trained on "
             f"{cfg.n_genes}; subset/normalise to the model's gene list (model.genes)"
         )
+    rows, cols = model.spot_encoder.pos_y.shape[0], model.spot_encoder.pos_x.shape[0]
+    outside = int(((positions[:, 0] >= rows) | (positions[:, 1] >= cols)).sum())
+    if outside:
+        import warnings
+
+        warnings.warn(
+            f"{outside} spots have array coordinates beyond the position tables ({rows} rows x "
+            f"{cols} columns); they are clamped to the last row/column",
+            stacklevel=2,
+        )
     length = (
         cfg.sequence_length if cfg.sequence == "neighbourhood" else cfg.inference_sequence_length
     )
