@@ -420,6 +420,18 @@ def augment_batch(
     buf = torch.zeros(chunk, hp, wp, 4, dtype=torch.uint8, device=dev)
     buf[:, pad : pad + h, pad : pad + w, 3] = 255  # 4th byte marks pixels inside the image
     step = max(1, min(h, w) // 56)  # the contrast mean is taken on a sub-grid
+    # work buffers reused across chunks (fresh large temporaries cost page faults on CPU)
+    f32 = {"dtype": torch.float32, "device": dev}
+    sx = torch.empty(chunk, h, w, **f32)
+    sy = torch.empty(chunk, h, w, **f32)
+    ix = torch.empty(chunk, h, w, dtype=torch.int32, device=dev)
+    iy = torch.empty(chunk, h, w, dtype=torch.int32, device=dev)
+    idx = torch.empty(chunk, h * w, dtype=torch.int64, device=dev)
+    pix = torch.empty(chunk, h * w, dtype=torch.int32, device=dev)
+    fl = torch.empty(chunk, h * w, 4, **f32)
+    o = torch.empty(chunk, h * w, 3, **f32)
+    x0 = xs.expand(1, h, w) * 0 + ((w - 1) / 2 + pad + 0.5)
+    y0 = ys.expand(1, h, w) * 0 + ((h - 1) / 2 + pad + 0.5)
     for s in range(0, b, chunk):
         e = min(b, s + chunk)
         n = e - s
@@ -430,15 +442,16 @@ def augment_batch(
         mat = bg[s:e].view(n, 1, 1) * wgt.view(1, 3, 1) + a[s:e].view(n, 1, 1) * eye  # (n,3,3)
         off = (contrast_shift[s:e] * mgray + 0.5) / 255.0  # per unit of V
         mat = torch.cat([mat, off.view(n, 1, 1).expand(n, 1, 3)], dim=1)  # (n, 4, 3)
-        cx = (cos[s:e] * sign[s:e]).view(n, 1, 1)
-        sx_ = (sin[s:e] * sign[s:e]).view(n, 1, 1)
         c = cos[s:e].view(n, 1, 1)
         si = sin[s:e].view(n, 1, 1)
-        sx = torch.addcmul(torch.addcmul(xs * 0 + ((w - 1) / 2 + pad + 0.5), cx, xs), sx_, ys)
-        sy = torch.addcmul(torch.addcmul(ys * 0 + ((h - 1) / 2 + pad + 0.5), c, ys), -si, xs)
-        idx = sy.to(torch.int32).mul_(wp).add_(sx.to(torch.int32)).view(n, h * w).long()
-        pix = torch.gather(buf[:n].view(torch.int32).view(n, hp * wp), 1, idx)  # (n, HW) RGBV
-        f = pix.view(torch.uint8).view(n, h * w, 4).float()
-        o = torch.bmm(f, mat)  # (n, HW, 3)
-        out[s:e] = o.clamp_(0, 255).to(torch.uint8).view(n, h, w, 3)
+        sg = sign[s:e].view(n, 1, 1)
+        torch.addcmul(x0, c * sg, xs, out=sx[:n]).addcmul_(si * sg, ys)  # source column
+        torch.addcmul(y0, c, ys, out=sy[:n]).addcmul_(-si, xs)  # source row
+        ix[:n].copy_(sx[:n])  # truncation of (coordinate + 0.5) = nearest
+        iy[:n].copy_(sy[:n]).mul_(wp).add_(ix[:n])
+        idx[:n].copy_(iy[:n].view(n, h * w))
+        torch.gather(buf[:n].view(torch.int32).view(n, hp * wp), 1, idx[:n], out=pix[:n])
+        fl[:n].copy_(pix[:n].view(torch.uint8).view(n, h * w, 4))  # (n, HW, RGBV) float
+        torch.bmm(fl[:n], mat, out=o[:n])  # (n, HW, 3); fill pixels (V = 0) stay black
+        out[s:e].view(n, h * w, 3).copy_(o[:n].clamp_(0, 255))
     return out
