@@ -38,6 +38,8 @@ class MclSTExp(nn.Module):
     (torch.Size([3, 8]), torch.Size([3, 8]), 1.0)
     """
 
+    genes: list[str]  # set by the trainer / load_checkpoint
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.n_genes < 1 or config.position_rows < 1 or config.position_cols < 1:
@@ -46,6 +48,7 @@ class MclSTExp(nn.Module):
                 f"the model, got {config.n_genes}, {config.position_rows}, {config.position_cols}"
             )
         self.config = config
+        self.genes = []
         self.image_encoder = ImageEncoder(
             config.backbone,
             embed_dim=config.embed_dim,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -158,6 +158,9 @@ class ImageEncoder(nn.Module):
     torch.Size([2, 8])
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         backbone: str,
@@ -172,7 +175,7 @@ class ImageEncoder(nn.Module):
         self.backbone = build_backbone(
             backbone, weights=weights, drop_final_activation=drop_final_activation
         )
-        self.num_features = int(self.backbone.num_features)
+        self.num_features = int(cast(int, self.backbone.num_features))
         if normalization == "none":
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         elif normalization == "imagenet":

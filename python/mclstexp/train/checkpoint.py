@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy, torch and CUDA RNG states as weights_only-loadable data."""
-    np_state = np.random.get_state(legacy=True)  # noqa: NPY002 (global state)
+    np_state: Any = np.random.get_state(legacy=True)  # noqa: NPY002 (global state)
     state: dict[str, Any] = {
         "python": _to_lists(random.getstate()),
         "numpy": [np_state[0], np_state[1].tolist(), *map(_plain, np_state[2:])],
