@@ -1,0 +1,300 @@
+"""Configuration of the model and of its training: two dataclasses and named JSON presets.
+
+A preset is a JSON file ``{"model": {...}, "train": {...}}`` in ``mclstexp/models/presets``:
+
+``paper``
+    The original's settings, unchanged: DenseNet-121 (final ReLU dropped), batch 128, Adam with
+    coupled weight decay (lr 1e-4, wd 1e-3), 90 epochs, fp32, the batch is the attention sequence,
+    65,536-row position tables, images in [0, 1] without mean/std.
+``legacy``
+    The original's behaviour where it matters for comparing with the paper (method.md §7), with
+    our engineering (AMP on CUDA): batch-as-sequence, 65,536-row position tables indexed by array
+    coordinates, no ImageNet normalisation, legacy expression normalisation.
+``default``
+    The fixed method: one expression normalisation, ImageNet mean/std, position tables sized from
+    the data, attention sequences built from spatial neighbourhoods within a section (identical in
+    training and inference), negatives gathered across GPUs.
+``cpu``
+    Small and fast for a CPU: a frozen ResNet-18 backbone (features computed once per patch), the
+    ``default`` spot encoder, 15 epochs.
+
+Examples
+--------
+>>> from mclstexp.models import load_preset
+>>> model_cfg, train_cfg = load_preset("paper")
+>>> model_cfg.backbone, train_cfg.batch_size, train_cfg.epochs
+('densenet121', 128, 90)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+SequenceMode = Literal["batch", "neighbourhood"]
+
+__all__ = ["ModelConfig", "Preset", "TrainConfig", "list_presets", "load_preset"]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`mclstexp.models.MclSTExp` (method.md §3).
+
+    Parameters
+    ----------
+    backbone
+        Any timm model name (``timm.list_models()``); built with ``num_classes=0``.
+    weights
+        Local file (safetensors or a torch state dict) with backbone weights; never downloaded.
+    drop_final_activation
+        Drop the backbone's last activation before pooling (the original does for DenseNet-121).
+    image_normalization
+        ``"none"`` (images in [0, 1], the original), ``"imagenet"`` or ``"backbone"`` (the timm
+        model's own mean/std).
+    n_genes
+        G, the number of panel genes (set from the data by the trainer when 0).
+    embed_dim
+        D, the shared embedding size (256).
+    n_heads, head_dim, n_blocks
+        The spot Transformer: 8 heads x 64, 2 pre-norm blocks.
+    position_rows, position_cols
+        Rows of the position tables Px (indexed by ``array_col``) and Py (indexed by
+        ``array_row``); 0 = sized from the training data (max coordinate + 1 + ``position_margin``).
+        The original uses 65,536 for both.
+    position_margin
+        Extra rows added when sizing from data, so held-out sections with slightly larger array
+        coordinates still index trained-size tables (coordinates beyond the table are clamped).
+    attention_dropout, head_dropout
+        0 in mclSTExp (BLEEP uses 0.1 in the heads).
+    sequence
+        What forms one attention sequence. ``"batch"`` (legacy): the training mini-batch of
+        random spots pooled over sections is one sequence, and inference embeds runs of
+        ``inference_sequence_length`` consecutive spots in file order, so a spot's embedding
+        depends on the batch it lands in and differs between training and inference.
+        ``"neighbourhood"`` (default): each section is cut once into compact groups of
+        ``sequence_length`` spatially adjacent spots (Hilbert-curve order on array coordinates);
+        a group is one sequence in training and in inference, so embeddings are deterministic
+        and the context is the spot's real spatial neighbourhood.
+    sequence_length
+        Spots per neighbourhood sequence.
+    inference_sequence_length
+        Run length used by ``"batch"`` mode at inference (32 in the original).
+    logit_scale
+        1 / tau of the contrastive logits (tau = 1 in mclSTExp).
+    learn_logit_scale
+        Train log(logit_scale) as CLIP does (off in mclSTExp).
+    """
+
+    backbone: str = "densenet121"
+    weights: str | None = None
+    drop_final_activation: bool = False
+    image_normalization: Literal["none", "imagenet", "backbone"] = "imagenet"
+    n_genes: int = 0
+    embed_dim: int = 256
+    n_heads: int = 8
+    head_dim: int = 64
+    n_blocks: int = 2
+    position_rows: int = 0
+    position_cols: int = 0
+    position_margin: int = 8
+    attention_dropout: float = 0.0
+    head_dropout: float = 0.0
+    sequence: SequenceMode = "neighbourhood"
+    sequence_length: int = 32
+    inference_sequence_length: int = 32
+    logit_scale: float = 1.0
+    learn_logit_scale: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sequence not in ("batch", "neighbourhood"):
+            raise ValueError(
+                f"ModelConfig.sequence must be 'batch' or 'neighbourhood', got {self.sequence!r}"
+            )
+        if self.image_normalization not in ("none", "imagenet", "backbone"):
+            raise ValueError(
+                "ModelConfig.image_normalization must be 'none', 'imagenet' or 'backbone', "
+                f"got {self.image_normalization!r}"
+            )
+        for name in ("embed_dim", "n_heads", "head_dim", "n_blocks", "sequence_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.logit_scale <= 0:
+            raise ValueError(f"ModelConfig.logit_scale must be > 0, got {self.logit_scale}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; unknown keys raise ``ValueError`` naming them."""
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    """How to train (method.md §3 "Optimisation" and §2 "Augmentation").
+
+    Parameters
+    ----------
+    epochs, batch_size
+        90 and 128 in the original. ``batch_size`` is per process (per GPU); under DDP the
+        contrastive loss sees ``world_size * batch_size`` spots. In ``"neighbourhood"`` mode a
+        batch holds ``batch_size // sequence_length`` whole sequences.
+    lr, weight_decay, optimizer
+        Adam with coupled weight decay (``"adam"``, the original's code) or ``"adamw"``.
+    scheduler
+        ``"none"`` (the original) or ``"cosine"`` (per epoch, to 0).
+    loss
+        ``"clip"`` (symmetric InfoNCE, identity targets) or ``"soft"`` (BLEEP's soft targets).
+    loss_lambda
+        Weight of the spot-to-image term; 1 - lambda weights the image-to-spot term.
+    augment
+        Colour jitter 0.5/0.5/0.5, horizontal flip, rotation in [-180, 180] (training only).
+    augment_on
+        Where augmentation runs: ``"loader"`` (CPU, in the DataLoader workers), ``"device"``
+        (batched on the training device after the uint8 transfer) or ``"auto"`` (device on
+        CUDA, loader on CPU). Same random draws either way.
+    amp
+        ``"auto"`` (bf16 on CUDA when supported, else fp16; fp32 on CPU), ``"bf16"``,
+        ``"fp16"`` or ``"none"``.
+    grad_clip
+        Clip the global gradient norm to this value (None = off).
+    freeze_backbone
+        Frozen-encoder mode: backbone features are computed once per patch (eval mode, no
+        augmentation) and cached in the run directory; only the spot encoder and both heads train.
+    num_workers
+        DataLoader worker processes (0 = load in the main process).
+    """
+
+    epochs: int = 90
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    optimizer: Literal["adam", "adamw"] = "adam"
+    scheduler: Literal["none", "cosine"] = "none"
+    loss: Literal["clip", "soft"] = "clip"
+    loss_lambda: float = 0.5
+    augment: bool = True
+    augment_on: Literal["auto", "loader", "device"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    grad_clip: float | None = None
+    freeze_backbone: bool = False
+    num_workers: int = 0
+    expression_normalization: Literal["default", "legacy_spot"] = "default"
+    patch_size: int = 224
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("TrainConfig.epochs and TrainConfig.batch_size must be >= 1")
+        if not 0.0 <= self.loss_lambda <= 1.0:
+            raise ValueError(f"TrainConfig.loss_lambda must be in [0, 1], got {self.loss_lambda}")
+        choices = {
+            "optimizer": ("adam", "adamw"),
+            "scheduler": ("none", "cosine"),
+            "loss": ("clip", "soft"),
+            "amp": ("auto", "bf16", "fp16", "none"),
+            "expression_normalization": ("default", "legacy_spot"),
+            "augment_on": ("auto", "loader", "device"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys raise ``ValueError`` naming them."""
+        return _from_dict(cls, data)
+
+
+class Preset(NamedTuple):
+    """A model and a training configuration; unpacks as ``model_cfg, train_cfg = preset``."""
+
+    model: ModelConfig
+    train: TrainConfig
+
+
+def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}"
+        )
+    return cls(**data)
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets.
+
+    Examples
+    --------
+    >>> "default" in list_presets()
+    True
+    """
+    folder = resources.files("mclstexp.models") / "presets"
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str | Path, **overrides: Any) -> Preset:
+    """Load a named preset (or a JSON file with the same layout).
+
+    Parameters
+    ----------
+    name
+        ``"paper"``, ``"legacy"``, ``"default"``, ``"cpu"`` (see :func:`list_presets`) or the path
+        of a JSON file ``{"model": {...}, "train": {...}}``.
+    **overrides
+        Field overrides, ``model__<field>=...`` or ``train__<field>=...``.
+
+    Returns
+    -------
+    Preset
+        ``(model, train)`` configurations.
+
+    Examples
+    --------
+    >>> m, t = load_preset("cpu", train__epochs=3)
+    >>> t.epochs
+    3
+    """
+    text: str
+    path = Path(name)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"preset file not found: {path}")
+        text = path.read_text()
+        label = str(path)
+    else:
+        res = resources.files("mclstexp.models") / "presets" / f"{name}.json"
+        if not res.is_file():
+            raise ValueError(f"unknown preset {name!r}; bundled presets: {list_presets()}")
+        text = res.read_text()
+        label = str(name)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"preset {label} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or set(data) - {"model", "train", "description"}:
+        raise ValueError(f"preset {label} must be an object with keys 'model' and 'train'")
+    model = dict(data.get("model", {}))
+    train = dict(data.get("train", {}))
+    for key, value in overrides.items():
+        part, _, field_name = key.partition("__")
+        if part == "model":
+            model[field_name] = value
+        elif part == "train":
+            train[field_name] = value
+        else:
+            raise ValueError(f"override {key!r} must start with 'model__' or 'train__'")
+    return Preset(ModelConfig.from_dict(model), TrainConfig.from_dict(train))

@@ -1,0 +1,210 @@
+"""The image encoder: any timm backbone (``num_classes=0``, global average pool) + projection head.
+
+Pretrained weights are never downloaded: pass ``weights=PATH`` (a safetensors file or a torch
+state dict, read with ``torch.load(weights_only=True)``) to start from a local copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from mclstexp.models.heads import ProjectionHead
+
+__all__ = ["ImageEncoder", "build_backbone", "load_backbone_weights"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_backbone(
+    name: str, *, weights: str | Path | None = None, drop_final_activation: bool = False
+) -> nn.Module:
+    """Create a timm backbone without classifier (``num_classes=0``), never downloading weights.
+
+    Parameters
+    ----------
+    name
+        A timm model name, e.g. ``"densenet121"``, ``"resnet18"``, ``"vit_base_patch32_224"``.
+    weights
+        Optional local weights file for the backbone.
+    drop_final_activation
+        Replace the activation of DenseNet's final ``norm5`` by identity (the original feeds the
+        pre-ReLU features to the pooling).
+
+    Examples
+    --------
+    >>> build_backbone("resnet18").num_features
+    512
+    """
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(
+            f"unknown backbone {name!r}: not a timm model name. List valid names with "
+            "`python -c \"import timm; print(timm.list_models('*resnet*'))\"` (any pattern)."
+        )
+    model = timm.create_model(name, pretrained=False, num_classes=0)
+    if drop_final_activation:
+        norm5 = getattr(getattr(model, "features", None), "norm5", None)
+        if norm5 is None or not hasattr(norm5, "act"):
+            raise ValueError(
+                f"drop_final_activation is only defined for DenseNet backbones, not {name!r}"
+            )
+        norm5.act = nn.Identity()
+    if weights is not None:
+        load_backbone_weights(model, weights)
+    return model
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    is_torch = head[:2] == b"PK" or head[:1] == b"\x80"
+    try:
+        if path.suffix == ".safetensors" or not is_torch:
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or unsupported file: one clear error
+        raise ValueError(
+            f"cannot read backbone weights {path}: {exc}. Expected a safetensors file or a torch "
+            "state dict saved with torch.save (loaded with weights_only=True)."
+        ) from exc
+    if isinstance(state, Mapping):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in state and isinstance(state[key], Mapping):
+                state = state[key]
+                break
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(f"backbone weights {path} do not contain a state dict of tensors")
+    return state
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict into a ``num_classes=0`` timm backbone.
+
+    Classifier weights in the file (the model's ``pretrained_cfg["classifier"]``) are ignored; a
+    ``module.`` prefix (DDP) is stripped. Missing or unexpected keys, or shape mismatches, raise
+    ``ValueError`` naming them.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> m = build_backbone("test_resnet")
+    >>> p = os.path.join(tempfile.mkdtemp(), "w.pt"); torch.save(m.state_dict(), p)
+    >>> load_backbone_weights(build_backbone("test_resnet"), p)
+    """
+    path = Path(path)
+    state = dict(_read_state_dict(path))
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier")
+    if classifier:
+        heads = classifier if isinstance(classifier, (list, tuple)) else (classifier,)
+        state = {k: v for k, v in state.items() if not any(k.startswith(f"{h}.") for h in heads)}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"backbone weights {path} do not match the backbone: missing keys {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''} ({len(missing)}), unexpected keys "
+            f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''} ({len(unexpected)}). "
+            "Check that the file was saved from the same timm architecture."
+        )
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        raise ValueError(
+            f"backbone weights {path}: shape mismatch for {bad[:10]} (e.g. {bad[0]}: file "
+            f"{tuple(state[bad[0]].shape)} vs model {tuple(own[bad[0]].shape)})"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+class ImageEncoder(nn.Module):
+    """Backbone features -> projection head.
+
+    Images enter as ``uint8`` ``(B, H, W, 3)`` or ``(B, 3, H, W)`` (scaled to [0, 1]) or as float
+    ``(B, 3, H, W)`` already in [0, 1]; the configured mean/std is applied inside the model (so the
+    host sends compact uint8 batches to the device).
+
+    Parameters
+    ----------
+    backbone
+        timm model name.
+    embed_dim
+        D.
+    weights, drop_final_activation
+        See :func:`build_backbone`.
+    normalization
+        ``"none"``, ``"imagenet"`` or ``"backbone"``.
+    head_dropout
+        Dropout of the projection head.
+
+    Examples
+    --------
+    >>> enc = ImageEncoder("test_resnet", embed_dim=8)
+    >>> enc(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)).shape
+    torch.Size([2, 8])
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: str,
+        *,
+        embed_dim: int = 256,
+        weights: str | Path | None = None,
+        drop_final_activation: bool = False,
+        normalization: str = "imagenet",
+        head_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = build_backbone(
+            backbone, weights=weights, drop_final_activation=drop_final_activation
+        )
+        self.num_features = int(cast(int, self.backbone.num_features))
+        if normalization == "none":
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        elif normalization == "imagenet":
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        elif normalization == "backbone":
+            cfg = getattr(self.backbone, "pretrained_cfg", {}) or {}
+            mean = tuple(cfg.get("mean", IMAGENET_MEAN))
+            std = tuple(cfg.get("std", IMAGENET_STD))
+        else:
+            raise ValueError(
+                f"normalization must be 'none', 'imagenet' or 'backbone', got {normalization!r}"
+            )
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.head = ProjectionHead(self.num_features, embed_dim, head_dropout)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8/float images -> normalised float ``(B, 3, H, W)``."""
+        if images.dim() != 4:
+            raise ValueError(f"images must be 4-D (B, H, W, 3) or (B, 3, H, W), got {images.shape}")
+        if images.shape[1] != 3 and images.shape[-1] == 3:
+            images = images.permute(0, 3, 1, 2)  # (B, 3, H, W)
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        return (images - self.mean) / self.std
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features ``(B, F)``."""
+        return self.backbone(self.prepare(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))  # (B, D)

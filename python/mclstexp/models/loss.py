@@ -1,0 +1,122 @@
+"""Contrastive losses (method.md §3): mclSTExp's symmetric InfoNCE and BLEEP's soft targets.
+
+Both take embeddings that may already be gathered from all ranks (see
+:func:`mclstexp.train.distributed.all_gather_with_grad`); with ``gather=True`` they gather
+themselves when a process group is initialised, so negatives come from every GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["clip_loss", "soft_target_loss"]
+
+
+def _maybe_gather(
+    image: torch.Tensor, spot: torch.Tensor, gather: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not gather:
+        return image, spot
+    from mclstexp.train.distributed import all_gather_with_grad, is_distributed
+
+    if not is_distributed():
+        return image, spot
+    return all_gather_with_grad(image), all_gather_with_grad(spot)
+
+
+def _check(image: torch.Tensor, spot: torch.Tensor) -> None:
+    if image.dim() != 2 or image.shape != spot.shape:
+        raise ValueError(
+            f"image and spot embeddings must both be (N, D), got {tuple(image.shape)} and "
+            f"{tuple(spot.shape)}"
+        )
+
+
+def clip_loss(
+    image_embeddings: torch.Tensor,
+    spot_embeddings: torch.Tensor,
+    logit_scale: float | torch.Tensor = 1.0,
+    *,
+    lam: float = 0.5,
+    gather: bool = False,
+) -> torch.Tensor:
+    r"""mclSTExp's loss: symmetric InfoNCE with identity targets.
+
+    With spot embeddings :math:`b` and image embeddings :math:`a` (rows; not L2-normalised) and
+    :math:`s = 1/\tau`:
+
+    .. math::
+
+        S = s\, b a^\top, \qquad
+        L = \lambda\, \mathrm{CE}(S, I) + (1 - \lambda)\, \mathrm{CE}(S^\top, I)
+
+    where :math:`\mathrm{CE}(S, I) = -\frac{1}{N}\sum_i \log \mathrm{softmax}(S_{i\cdot})_i`
+    (spot -> image) and the transposed term is image -> spot. :math:`\lambda = 0.5` gives
+    mclSTExp's :math:`(\mathrm{CE}(S, I) + \mathrm{CE}(S^\top, I)) / 2`.
+
+    Parameters
+    ----------
+    image_embeddings, spot_embeddings
+        ``(N, D)``, row i of both is the same spot.
+    logit_scale
+        :math:`1/\tau` (1 in mclSTExp).
+    lam
+        :math:`\lambda`, weight of the spot -> image term.
+    gather
+        All-gather both from every rank first (with gradient) when running distributed.
+
+    Examples
+    --------
+    >>> a = torch.eye(2); b = torch.eye(2)
+    >>> round(float(clip_loss(a, b)), 4)  # -log(e / (e + 1))
+    0.3133
+    """
+    image, spot = _maybe_gather(image_embeddings, spot_embeddings, gather)
+    _check(image, spot)
+    logits = logit_scale * (spot.float() @ image.float().T)  # (N, N) S[i, j] = b_i . a_j
+    target = torch.arange(logits.shape[0], device=logits.device)
+    spot_to_image = F.cross_entropy(logits, target)
+    image_to_spot = F.cross_entropy(logits.T, target)
+    return lam * spot_to_image + (1.0 - lam) * image_to_spot
+
+
+def soft_target_loss(
+    image_embeddings: torch.Tensor,
+    spot_embeddings: torch.Tensor,
+    logit_scale: float | torch.Tensor = 1.0,
+    *,
+    lam: float = 0.5,
+    gather: bool = False,
+) -> torch.Tensor:
+    r"""BLEEP's variant: soft targets from within-modality similarities.
+
+    .. math::
+
+        S = s\, b a^\top, \qquad
+        T = \mathrm{softmax}_\text{row}\!\big(s\,(a a^\top + b b^\top) / 2\big),
+
+        L = \frac{1}{N}\sum_i \Big[\lambda \big(-\textstyle\sum_j T_{ij} \log
+            \mathrm{softmax}(S_{i\cdot})_j\big)
+            + (1-\lambda)\big(-\textstyle\sum_j T^\top_{ij}
+            \log \mathrm{softmax}(S^\top_{i\cdot})_j\big)\Big]
+
+    (:math:`s = 1/\tau`.) As in BLEEP's code, :math:`T` is not detached: gradients also flow
+    through the targets. As within-modality similarities become diagonal-dominant, T tends to I
+    and this tends to :func:`clip_loss`.
+
+    Examples
+    --------
+    >>> a = torch.eye(2); b = torch.eye(2)
+    >>> float(soft_target_loss(a, b)) > 0
+    True
+    """
+    image, spot = _maybe_gather(image_embeddings, spot_embeddings, gather)
+    _check(image, spot)
+    image, spot = image.float(), spot.float()
+    logits = logit_scale * (spot @ image.T)  # (N, N)
+    sim = (image @ image.T + spot @ spot.T) / 2.0  # (N, N)
+    targets = F.softmax(logit_scale * sim, dim=-1)  # (N, N), not detached (as in BLEEP)
+    spot_loss = -(targets * F.log_softmax(logits, dim=-1)).sum(1)  # (N,)
+    image_loss = -(targets.T * F.log_softmax(logits.T, dim=-1)).sum(1)  # (N,)
+    return (lam * spot_loss + (1.0 - lam) * image_loss).mean()
