@@ -141,6 +141,16 @@ fn pack_panel(panel: &mut [f32], rows: &[f32], dim: usize, normalise: bool) {
     }
 }
 
+/// Normalises up to `MR` query rows (row-major) into one packed tile.
+fn pack_query_tile(tile: &mut [f32], rows: &[f32], dim: usize) {
+    for (i, row) in rows.chunks_exact(dim).enumerate() {
+        let inv = inverse_norm(row);
+        for (p, &x) in row.iter().enumerate() {
+            tile[p * MR + i] = ((x as f64) * inv) as f32;
+        }
+    }
+}
+
 impl Segment {
     fn new(start: usize, rows: &[f32], dim: usize, normalise: bool) -> Result<Segment> {
         let len = rows.len() / dim;
@@ -174,7 +184,7 @@ struct PanelRef<'a> {
     valid_mask: u32,
 }
 
-/// Scans `panels` for every query row of `queries` (a multiple of `MR` rows).
+/// Scans `panels` for every query of `queries` (whole packed tiles of `MR` rows).
 fn scan(
     kernel: Kernel,
     queries: &[f32],
@@ -362,16 +372,12 @@ impl ExactIndex {
         let n_rchunks = panels.len().div_ceil(chunk_len);
 
         let results = pool::install(n_threads, || {
-            // Normalised queries, zero-padded to a multiple of MR rows.
+            // Normalised queries, zero-padded to a multiple of MR rows, packed in tiles of MR
+            // rows (component-major, see `kernel`).
             let mut qn = vec![0.0f32; n_pad * dim];
-            qn.par_chunks_mut(dim)
-                .zip(queries.par_chunks(dim))
-                .for_each(|(out, row)| {
-                    let inv = inverse_norm(row);
-                    for (o, &x) in out.iter_mut().zip(row) {
-                        *o = ((x as f64) * inv) as f32;
-                    }
-                });
+            qn.par_chunks_mut(MR * dim)
+                .zip(queries.par_chunks(MR * dim))
+                .for_each(|(out, rows)| pack_query_tile(out, rows, dim));
             let qn = &qn;
             let panels = &panels;
             (0..n_qblocks * n_rchunks)
