@@ -177,9 +177,7 @@ def aggregate_neighbours(
         raise ValueError(f"indices: contains {idx.max()} but values has {n} rows")
     out_dtype = np.float32 if values.dtype == np.float32 else np.float64
     n_q, k = idx.shape
-    weights = sp.csr_matrix(
-        (w.ravel(), idx.ravel(), np.arange(0, n_q * k + 1, k)), shape=(n_q, n)
-    )
+    weights = sp.csr_matrix((w.ravel(), idx.ravel(), np.arange(0, n_q * k + 1, k)), shape=(n_q, n))
     out = weights @ values
     if sp.issparse(out):
         out = out.toarray()

@@ -225,7 +225,8 @@ class FaissIndex(_Base):
 class HnswlibIndex(_Base):
     """hnswlib HNSW graph in inner-product space on normalised rows (approximate).
 
-    Options: ``M`` (16), ``ef_construction`` (200), ``ef`` (search breadth, default ``max(2k, 64)``).
+    Options: ``M`` (16), ``ef_construction`` (200), ``ef`` (search breadth, default
+    ``max(2k, 64)``).
     """
 
     def __init__(
@@ -350,9 +351,7 @@ _CLASSES: dict[str, type[Any]] = {
 }
 
 
-def make_index(
-    reference: npt.ArrayLike, *, backend: str = "native", **opts: Any
-) -> RetrievalIndex:
+def make_index(reference: npt.ArrayLike, *, backend: str = "native", **opts: Any) -> RetrievalIndex:
     """Build a cosine top-k index over ``reference`` with the chosen backend.
 
     Parameters

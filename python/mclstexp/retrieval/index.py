@@ -56,7 +56,13 @@ def _as_matrix(
         raise ValueError(f"{arg}: has 0 columns; vectors need dim >= 1")
     if dim is not None and a.shape[1] != dim:
         raise ValueError(f"{arg}: has {a.shape[1]} columns but {other} has dim {dim}")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype == np.float32:
+        return np.ascontiguousarray(a)
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype.kind == "f" and not np.isfinite(out).all() and np.isfinite(a).all():
+        raise ValueError(f"{arg}: has values beyond the float32 range (|x| > 3.4e38); rescale it")
+    return out
 
 
 def _as_k(k: Any, n: int) -> int:
