@@ -4,6 +4,7 @@ Each section belongs to one core area; keep them in the order of ``rust/mclstexp
 """
 
 import os
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,7 @@ def default_num_threads() -> int: ...
 def _diagnostic_sleep(n_tasks: int, millis: int, *, n_threads: int | None = None) -> int: ...
 
 # --- retrieval --------------------------------------------------------------------------------
+@final
 class _ExactIndex:
     def __new__(cls, dim: int) -> _ExactIndex: ...
     def add(self, rows: _F32Matrix, *, n_threads: int | None = None) -> None: ...

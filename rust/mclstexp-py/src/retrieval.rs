@@ -122,7 +122,9 @@ pub fn topk_cosine<'py>(
             "queries: has {dq} columns but reference has {dr}; both need the same dimension"
         )));
     }
-    let found = detached(py, || retrieval::topk_cosine(q, nq, r, nr, dr, k, n_threads))?;
+    let found = detached(py, || {
+        retrieval::topk_cosine(q, nq, r, nr, dr, k, n_threads)
+    })?;
     to_arrays(py, found)
 }
 
