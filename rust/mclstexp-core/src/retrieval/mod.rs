@@ -197,26 +197,30 @@ fn scan(
     let mut tile = [0.0f32; TILE];
     let mut masks = [0u32; MR];
     let mut thresholds = [0.0f32; MR];
-    for panel in panels {
-        for (t, (rows, heaps)) in queries
+    // Panels per chunk: about 1 MiB, so a chunk stays in L2 while every query tile sweeps it;
+    // each tile (MR x dim) stays in L1 across the chunk, where the kernel's broadcasts read it.
+    // Per query, references are still visited in increasing index order.
+    let per_chunk = ((1usize << 20) / (NR * dim * 4)).max(1);
+    for chunk in panels.chunks(per_chunk) {
+        for (rows, heaps) in queries
             .chunks_exact(MR * dim)
             .zip(heaps.chunks_exact_mut(MR))
-            .enumerate()
         {
-            let _ = t;
-            for (th, h) in thresholds.iter_mut().zip(heaps.iter()) {
-                *th = h.threshold();
-            }
-            kernel.tile(rows, panel.data, dim, &thresholds, &mut tile, &mut masks);
-            for (i, h) in heaps.iter_mut().enumerate() {
-                let mut m = masks[i] & panel.valid_mask;
-                while m != 0 {
-                    let j = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    h.push(Hit {
-                        score: tile[i * NR + j],
-                        index: panel.base + j as u64,
-                    });
+            for panel in chunk {
+                for (th, h) in thresholds.iter_mut().zip(heaps.iter()) {
+                    *th = h.threshold();
+                }
+                kernel.tile(rows, panel.data, dim, &thresholds, &mut tile, &mut masks);
+                for (i, h) in heaps.iter_mut().enumerate() {
+                    let mut m = masks[i] & panel.valid_mask;
+                    while m != 0 {
+                        let j = m.trailing_zeros() as usize;
+                        m &= m - 1;
+                        h.push(Hit {
+                            score: tile[i * NR + j],
+                            index: panel.base + j as u64,
+                        });
+                    }
                 }
             }
         }
