@@ -14,7 +14,8 @@
 //! broadcast), else AVX2+FMA (the same tile as two 6 x 16 halves), else a portable scalar kernel.
 //! AVX-512 and AVX2 both use fused multiply-adds in the same order, so they give identical
 //! scores; the portable kernel uses a separate multiply and add and may differ in the last bit,
-//! but each process uses exactly one kernel.
+//! but each process uses exactly one kernel. Setting `MCLSTEXP_NO_AVX512` (any value) before an
+//! index is built skips the AVX-512 kernel (for comparison or on CPUs that downclock under it).
 
 /// Query rows per tile.
 pub const MR: usize = 12;
