@@ -52,8 +52,8 @@ def register(bench_subparsers: Any) -> None:
         "--n",
         type=int,
         nargs="+",
-        default=[10_000, 100_000],
-        help="reference sizes (default: 10000 100000)",
+        default=[10_000, 30_000, 100_000],
+        help="reference sizes (default: 10000 30000 100000)",
     )
     p.add_argument(
         "--q", type=int, nargs="+", default=[32, 1000], help="query counts (default: 32 1000)"
@@ -71,8 +71,8 @@ def register(bench_subparsers: Any) -> None:
     p.add_argument(
         "--approx-max-n",
         type=int,
-        default=100_000,
-        help="skip building hnswlib/usearch graphs above this N (slow; default 100000)",
+        default=30_000,
+        help="skip building hnswlib/usearch graphs above this N (slow; default 30000)",
     )
     p.add_argument("--repeat", type=int, default=2, help="best of this many searches (default 2)")
     p.add_argument(
@@ -143,7 +143,7 @@ def run_suite(
     k: int = 50,
     threads: int = 2,
     backends: list[str] | tuple[str, ...] = BACKENDS,
-    approx_max_n: int = 100_000,
+    approx_max_n: int = 30_000,
     repeat: int = 2,
     seed: int = 0,
     log: Any = print,
