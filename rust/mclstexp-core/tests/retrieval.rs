@@ -1,6 +1,6 @@
 //! Property tests of exact top-k cosine retrieval against a float64 brute-force oracle.
 
-use mclstexp_core::retrieval::{topk_cosine, ExactIndex, Neighbours};
+use mclstexp_core::retrieval::{topk_cosine, ExactIndex, Kernel, Neighbours};
 use mclstexp_core::Error;
 use proptest::prelude::*;
 
@@ -278,4 +278,35 @@ fn save_load_round_trip_is_bit_exact_and_corruption_is_an_io_error() {
         Err(Error::Io { .. })
     ));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_kernel_searches_exactly_and_the_fma_kernels_agree_bit_for_bit() {
+    let (n, q, dim) = (500, 40, 37);
+    let reference: Vec<f32> = (0..n * dim)
+        .map(|i| (((i * 2654435761) % 1009) as f32) / 504.0 - 1.0)
+        .collect();
+    let queries: Vec<f32> = (0..q * dim)
+        .map(|i| (((i * 40503) % 991) as f32) / 495.0 - 1.0)
+        .collect();
+    let index =
+        ExactIndex::from_rows(&reference, n, dim, Some(2)).unwrap_or_else(|e| panic!("{e}"));
+    let mut kernels = vec![Kernel::Portable];
+    #[cfg(target_arch = "x86_64")]
+    kernels.extend([Kernel::Avx2Fma, Kernel::Avx512]);
+    let mut results = Vec::new();
+    for kernel in kernels {
+        let found = index
+            .clone()
+            .with_kernel(kernel)
+            .search(&queries, q, 20, Some(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        check(&found, &queries, &reference, dim, 20);
+        results.push(found);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+    {
+        assert_eq!(results[1], results[2]);
+    }
 }

@@ -70,9 +70,10 @@ impl Kernel {
     /// Computes the tile of dot products between `MR` query rows and one panel.
     ///
     /// `queries` holds one packed tile of `MR` queries (`dim * MR` values, component-major) and
-    /// `panel` holds `dim * NR` values (component-major, see the module docs). On return `tile[i * NR + j]` is the dot product of
-    /// query row `i` with panel reference `j`, and bit `j` of `masks[i]` is set when that score is
-    /// strictly greater than `thresholds[i]`.
+    /// `panel` holds `dim * NR` values (component-major, see the module docs). On return
+    /// `tile[i * NR + j]` is the dot product of query row `i` with panel reference `j`, and bit
+    /// `j` of `masks[i]` is set when that score is strictly greater than `thresholds[i]`. A kernel
+    /// the CPU lacks runs as [`Kernel::Portable`].
     ///
     /// # Panics
     /// When a slice is shorter than stated above (an internal invariant, never user input).
@@ -87,24 +88,32 @@ impl Kernel {
         masks: &mut [u32; MR],
     ) {
         assert!(queries.len() >= MR * dim && panel.len() >= NR * dim);
+        // The variants are public, so a caller may name one its CPU lacks: the feature is checked
+        // here (a cached atomic load per tile), falling back to the portable kernel.
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx512` is only constructed by `detect` after checking at runtime that the
-            // CPU supports AVX-512F; the slice lengths were checked just above.
-            Kernel::Avx512 => unsafe { tile_avx512(queries, panel, dim, thresholds, tile, masks) },
+            Kernel::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
+                // SAFETY: AVX-512F support was checked at runtime on the line above and the slice
+                // lengths were checked at the top of this function.
+                unsafe { tile_avx512(queries, panel, dim, thresholds, tile, masks) }
+            }
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx2Fma` is only constructed by `detect` after checking at runtime that the
-            // CPU supports AVX2 and FMA; the slice lengths were checked just above.
-            Kernel::Avx2Fma => unsafe {
+            Kernel::Avx2Fma
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma") =>
+            {
                 for half in 0..2 {
                     let rows = &queries[half * (MR / 2)..];
                     let th = &thresholds[half * (MR / 2)..];
                     let out = &mut tile[half * (MR / 2) * NR..];
                     let m = &mut masks[half * (MR / 2)..];
-                    tile_avx2_half(rows, panel, dim, th, out, m);
+                    // SAFETY: AVX2 and FMA support was checked at runtime just above. Lengths:
+                    // `rows` starts at row 0 or 6 of the tile, so rows.len() >= MR * dim - 6 =
+                    // MR * (dim - 1) + 6; `th` and `m` have >= 6 entries and `out` >= 6 * NR.
+                    unsafe { tile_avx2_half(rows, panel, dim, th, out, m) };
                 }
-            },
-            Kernel::Portable => tile_portable(queries, panel, dim, thresholds, tile, masks),
+            }
+            _ => tile_portable(queries, panel, dim, thresholds, tile, masks),
         }
     }
 }

@@ -277,6 +277,13 @@ impl ExactIndex {
         self.kernel
     }
 
+    /// The same index searching with `kernel` (for comparisons and tests; a kernel the CPU
+    /// lacks runs as [`Kernel::Portable`]).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
     /// Bytes held by the packed rows (including the panel padding).
     pub fn nbytes(&self) -> usize {
         self.segments
