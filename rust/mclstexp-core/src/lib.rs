@@ -5,8 +5,10 @@
 //! Modules:
 //! - [`error`]: the single error type.
 //! - [`pool`]: the process-local, fork-safe thread pool every parallel call runs in.
+//! - [`retrieval`]: exact top-k cosine retrieval (SIMD kernel fused with top-k selection).
 
 pub mod error;
 pub mod pool;
+pub mod retrieval;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@
 mod errors;
 mod gil;
 mod pool;
+mod retrieval;
 
 use pyo3::prelude::*;
 
@@ -14,5 +15,6 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     pool::register(m)?;
+    retrieval::register(m)?;
     Ok(())
 }

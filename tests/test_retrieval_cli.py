@@ -1,0 +1,50 @@
+"""``mclstexp bench retrieval`` end to end on a tiny grid."""
+
+from __future__ import annotations
+
+import json
+
+from mclstexp.cli.main import main
+
+
+def test_bench_retrieval_prints_a_table_and_writes_a_plot(tmp_path, capsys) -> None:
+    out = tmp_path / "bench"
+    status = main(
+        [
+            "bench",
+            "retrieval",
+            "--n",
+            "300",
+            "1200",
+            "--q",
+            "8",
+            "40",
+            "--dim",
+            "16",
+            "--k",
+            "5",
+            "--backends",
+            "native",
+            "numpy",
+            "faiss",
+            "--repeat",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert status == 0
+    text = capsys.readouterr().out
+    assert "GFLOP/s" in text and "x faiss" in text and "recall@k" in text
+    assert "numpy BLAS:" in text
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert {r["backend"] for r in records} >= {"native", "numpy"}
+    assert len({(r["N"], r["Q"]) for r in records}) == 4
+    assert all(r["recall"] == 1.0 for r in records if r["backend"] in ("native", "numpy"))
+    png = (out / "retrieval_throughput.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_bench_without_kind_prints_help(capsys) -> None:
+    assert main(["bench"]) == 2
+    assert "retrieval" in capsys.readouterr().out
