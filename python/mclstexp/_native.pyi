@@ -3,6 +3,11 @@
 Each section belongs to one core area; keep them in the order of ``rust/mclstexp-py/src/lib.rs``.
 """
 
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
 __version__: str
 
 # Every name the module exports (PyO3 maintains the runtime list; keep this one in sync).
@@ -11,8 +16,71 @@ __all__ = [
     # pool
     "default_num_threads",
     "_diagnostic_sleep",
+    # normalize
+    "normalize_to_tensor_layout",
+    "normalize_from_tensor_layout",
+    # stain
+    "stain_macenko_fit",
+    "stain_macenko_transform",
+    "stain_reinhard_fit",
+    "stain_reinhard_transform",
 ]
 
 # --- pool -------------------------------------------------------------------------------------
 def default_num_threads() -> int: ...
 def _diagnostic_sleep(n_tasks: int, millis: int, *, n_threads: int | None = None) -> int: ...
+
+# --- normalize --------------------------------------------------------------------------------
+def normalize_to_tensor_layout(
+    patches: npt.NDArray[np.uint8],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.float32]: ...
+def normalize_from_tensor_layout(
+    tensors: npt.NDArray[np.float32],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.uint8]: ...
+
+# --- stain ------------------------------------------------------------------------------------
+def stain_macenko_fit(
+    image: npt.NDArray[np.uint8],
+    *,
+    io: float = 240.0,
+    alpha: float = 1.0,
+    beta: float = 0.15,
+    min_tissue: float = 0.01,
+) -> tuple[list[list[float]], list[float]]: ...
+def stain_macenko_transform(
+    patches: npt.NDArray[np.uint8],
+    stain_matrix: Sequence[Sequence[float]],
+    max_conc: Sequence[float],
+    *,
+    io: float = 240.0,
+    alpha: float = 1.0,
+    beta: float = 0.15,
+    min_tissue: float = 0.01,
+    concentrations: bool = False,
+    n_threads: int | None = None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_], npt.NDArray[np.float32] | None]: ...
+def stain_reinhard_fit(
+    image: npt.NDArray[np.uint8],
+    *,
+    io: float = 240.0,
+    beta: float = 0.15,
+    min_tissue: float = 0.01,
+) -> tuple[list[float], list[float]]: ...
+def stain_reinhard_transform(
+    patches: npt.NDArray[np.uint8],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    io: float = 240.0,
+    beta: float = 0.15,
+    min_tissue: float = 0.01,
+    n_threads: int | None = None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...

@@ -7,6 +7,8 @@
 //! - [`pool`]: the process-local, fork-safe thread pool every parallel call runs in.
 
 pub mod error;
+pub mod normalize;
 pub mod pool;
+pub mod stain;
 
 pub use error::{Error, Result};

@@ -6,7 +6,9 @@
 
 mod errors;
 mod gil;
+mod normalize;
 mod pool;
+mod stain;
 
 use pyo3::prelude::*;
 
@@ -14,5 +16,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     pool::register(m)?;
+    normalize::register(m)?;
+    stain::register(m)?;
     Ok(())
 }
