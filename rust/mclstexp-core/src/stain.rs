@@ -268,25 +268,19 @@ const SELECT_BINS: usize = 2048;
 
 /// The order statistics `sorted(values)[rank]` for each of `ranks` (each `< values.len()`).
 ///
-/// A histogram over `[min, max]` finds the bin of each rank; only that bin's elements are then
-/// selected. The bin map is monotone, so ranks are preserved exactly. `values` must be non-empty.
+/// A histogram over `[lo, hi]` (bounds of the values, ideally tight) finds the bin of each rank;
+/// only that bin's elements are then selected. The bin map is monotone and clamps values outside
+/// the bounds into the end bins, so ranks are exact whatever the bounds. `values` must be non-empty.
 fn order_stats<const K: usize>(
     values: &[f32],
     ranks: [usize; K],
+    (lo, hi): (f32, f32),
     hist: &mut Vec<u32>,
     gather: &mut Vec<f32>,
 ) -> [f32; K] {
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    for &v in values {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    let mut out = [lo; K];
-    if !(hi > lo) {
-        return out; // all equal (or empty)
-    }
+    let mut out = [0f32; K];
     let scale = SELECT_BINS as f32 / (hi - lo);
-    if values.len() < 4 * SELECT_BINS / 64 || !scale.is_finite() {
+    if values.len() < 128 || !(hi > lo) || !scale.is_finite() {
         gather.clear();
         gather.extend_from_slice(values);
         gather.sort_unstable_by(f32::total_cmp);
@@ -344,10 +338,17 @@ fn percentile_ranks(n: usize, q: f64) -> (usize, usize, f64) {
     (lo, (lo + 1).min(n.saturating_sub(1)), t)
 }
 
-/// numpy's default (`method="linear"`) percentile of non-empty `values`, `q` in `[0, 100]`.
-fn percentile_linear(values: &[f32], q: f64, hist: &mut Vec<u32>, gather: &mut Vec<f32>) -> f64 {
+/// numpy's default (`method="linear"`) percentile of non-empty `values`, `q` in `[0, 100]`;
+/// `bounds` as in [`order_stats`].
+fn percentile_linear(
+    values: &[f32],
+    q: f64,
+    bounds: (f32, f32),
+    hist: &mut Vec<u32>,
+    gather: &mut Vec<f32>,
+) -> f64 {
     let (lo, hi, t) = percentile_ranks(values.len(), q);
-    let [a, b] = order_stats(values, [lo, hi], hist, gather);
+    let [a, b] = order_stats(values, [lo, hi], bounds, hist, gather);
     if t <= 0.0 {
         a as f64
     } else {
@@ -548,6 +549,13 @@ fn weighted_tables(w: [f64; 3], od: &[f64; 256]) -> [[f32; 256]; 3] {
     t
 }
 
+/// Bounds of every [`table_dot`] of `t` (same f32 summation order, so they hold exactly).
+fn table_bounds(t: &[[f32; 256]; 3]) -> (f32, f32) {
+    let lo = |j: usize| t[j].iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = |j: usize| t[j].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (lo(0) + lo(1) + lo(2), hi(0) + hi(1) + hi(2))
+}
+
 #[inline]
 fn table_dot(t: &[[f32; 256]; 3], px: &[u8]) -> f32 {
     t[0][px[0] as usize] + t[1][px[1] as usize] + t[2][px[2] as usize]
@@ -647,15 +655,31 @@ fn macenko_estimate(
     // 6: concentrations of all pixels and their 99th percentiles.
     let t0 = weighted_tables(pinv[0], od);
     let t1 = weighted_tables(pinv[1], od);
-    scratch.c0.clear();
-    scratch.c1.clear();
-    for px in pixels.chunks_exact(3) {
-        scratch.c0.push(table_dot(&t0, px));
-        scratch.c1.push(table_dot(&t1, px));
+    scratch.c0.resize(n_pixels, 0.0);
+    scratch.c1.resize(n_pixels, 0.0);
+    for ((px, a), b) in pixels
+        .chunks_exact(3)
+        .zip(scratch.c0.iter_mut())
+        .zip(scratch.c1.iter_mut())
+    {
+        *a = table_dot(&t0, px);
+        *b = table_dot(&t1, px);
     }
     let max_conc = [
-        percentile_linear(&scratch.c0, 99.0, &mut scratch.hist, &mut scratch.gather),
-        percentile_linear(&scratch.c1, 99.0, &mut scratch.hist, &mut scratch.gather),
+        percentile_linear(
+            &scratch.c0,
+            99.0,
+            table_bounds(&t0),
+            &mut scratch.hist,
+            &mut scratch.gather,
+        ),
+        percentile_linear(
+            &scratch.c1,
+            99.0,
+            table_bounds(&t1),
+            &mut scratch.hist,
+            &mut scratch.gather,
+        ),
     ];
     // A patch needs a clearly positive maximum: dividing by ~0 would blow up the colours.
     if max_conc.iter().any(|v| !(v.is_finite() && *v > 1e-6)) {
@@ -678,7 +702,8 @@ fn angle_percentiles(
 ) -> (f64, f64) {
     let (l0, l1, lt) = percentile_ranks(pseudo.len(), q_low);
     let (h0, h1, ht) = percentile_ranks(pseudo.len(), q_high);
-    let [a0, a1, b0, b1] = order_stats(pseudo, [l0, l1, h0, h1], hist, gather);
+    // Pseudo-angles lie in [-2, 2].
+    let [a0, a1, b0, b1] = order_stats(pseudo, [l0, l1, h0, h1], (-2.0, 2.0), hist, gather);
     let at = |x: f32, y: f32, t: f64| {
         let first = angle_of_pseudo(x as f64);
         if t <= 0.0 {
@@ -1295,9 +1320,10 @@ mod tests {
     fn percentile_matches_numpy_linear() {
         let (mut h, mut g) = (Vec::new(), Vec::new());
         let v: Vec<f32> = vec![5.0, 1.0, 4.0, 2.0, 3.0];
-        assert_eq!(percentile_linear(&v, 50.0, &mut h, &mut g), 3.0);
-        assert!((percentile_linear(&v, 99.0, &mut h, &mut g) - 4.96).abs() < 1e-9);
-        assert!((percentile_linear(&v, 1.0, &mut h, &mut g) - 1.04).abs() < 1e-9);
+        let b = (0.0, 6.0);
+        assert_eq!(percentile_linear(&v, 50.0, b, &mut h, &mut g), 3.0);
+        assert!((percentile_linear(&v, 99.0, b, &mut h, &mut g) - 4.96).abs() < 1e-9);
+        assert!((percentile_linear(&v, 1.0, b, &mut h, &mut g) - 1.04).abs() < 1e-9);
     }
 
     #[test]
@@ -1321,9 +1347,12 @@ mod tests {
             let mut sorted = v.clone();
             sorted.sort_by(f32::total_cmp);
             let ranks = [0, n / 100, n / 2, n - 1 - n / 100, n - 1];
-            let got = order_stats(&v, ranks, &mut h, &mut g);
-            for (r, x) in ranks.iter().zip(got) {
-                assert_eq!(sorted[*r], x, "n {n} rank {r}");
+            // Tight, loose and wrong bounds all give exact ranks.
+            for bounds in [(-1.0, 9.0), (-5.0, 50.0), (0.0, 1.0)] {
+                let got = order_stats(&v, ranks, bounds, &mut h, &mut g);
+                for (r, x) in ranks.iter().zip(got) {
+                    assert_eq!(sorted[*r], x, "n {n} rank {r} bounds {bounds:?}");
+                }
             }
         }
     }
