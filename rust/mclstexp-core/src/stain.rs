@@ -266,11 +266,48 @@ fn needed_tissue(n_pixels: usize, min_tissue: f64) -> usize {
 /// Histogram bins of [`order_stats`].
 const SELECT_BINS: usize = 2048;
 
+/// A monotone map of values onto `SELECT_BINS` bins over `[lo, hi]`; values outside the bounds go
+/// to the end bins, so any bounds give exact ranks (tight bounds only make it faster).
+#[derive(Clone, Copy)]
+struct Binner {
+    lo: f32,
+    scale: f32,
+}
+
+impl Binner {
+    fn new(lo: f32, hi: f32) -> Option<Self> {
+        let scale = SELECT_BINS as f32 / (hi - lo);
+        (hi > lo && scale.is_finite() && lo.is_finite()).then_some(Binner { lo, scale })
+    }
+
+    #[inline]
+    fn bin(&self, v: f32) -> usize {
+        // `max`/`min` return the non-NaN operand, so `x` is a number in [0, SELECT_BINS - 1].
+        let x = ((v - self.lo) * self.scale)
+            .max(0.0)
+            .min((SELECT_BINS - 1) as f32);
+        // SAFETY: `x` is finite and within [0, 2047] (see above), which `u32` represents exactly,
+        // so the conversion is defined.
+        (unsafe { x.to_int_unchecked::<u32>() }) as usize
+    }
+}
+
+/// Counts `values` into `hist` (resized to `SELECT_BINS`).
+#[cfg(test)]
+fn fill_hist(values: &[f32], binner: &Binner, hist: &mut Vec<u32>) {
+    hist.clear();
+    hist.resize(SELECT_BINS, 0);
+    for &v in values {
+        hist[binner.bin(v)] += 1;
+    }
+}
+
 /// The order statistics `sorted(values)[rank]` for each of `ranks` (each `< values.len()`).
 ///
 /// A histogram over `[lo, hi]` (bounds of the values, ideally tight) finds the bin of each rank;
 /// only that bin's elements are then selected. The bin map is monotone and clamps values outside
 /// the bounds into the end bins, so ranks are exact whatever the bounds. `values` must be non-empty.
+#[cfg(test)]
 fn order_stats<const K: usize>(
     values: &[f32],
     ranks: [usize; K],
@@ -278,23 +315,37 @@ fn order_stats<const K: usize>(
     hist: &mut Vec<u32>,
     gather: &mut Vec<f32>,
 ) -> [f32; K] {
+    let binner = Binner::new(lo, hi);
+    if let Some(b) = &binner {
+        fill_hist(values, b, hist);
+    }
+    select_ranks(values, ranks, binner.as_ref(), hist, gather)
+}
+
+/// [`order_stats`] given the histogram of `values` under `binner` (`None`: sort instead).
+fn select_ranks<const K: usize>(
+    values: &[f32],
+    ranks: [usize; K],
+    binner: Option<&Binner>,
+    hist: &[u32],
+    gather: &mut Vec<f32>,
+) -> [f32; K] {
     let mut out = [0f32; K];
-    let scale = SELECT_BINS as f32 / (hi - lo);
-    if values.len() < 128 || !(hi > lo) || !scale.is_finite() {
-        gather.clear();
-        gather.extend_from_slice(values);
-        gather.sort_unstable_by(f32::total_cmp);
-        for (slot, &r) in out.iter_mut().zip(ranks.iter()) {
-            *slot = gather[r.min(gather.len() - 1)];
+    let binner = match binner {
+        Some(b) if values.len() >= 128 && hist.len() == SELECT_BINS => b,
+        _ => {
+            gather.clear();
+            gather.extend_from_slice(values);
+            gather.sort_unstable_by(f32::total_cmp);
+            for (slot, &r) in out.iter_mut().zip(ranks.iter()) {
+                *slot = gather
+                    .get(r.min(gather.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0.0);
+            }
+            return out;
         }
-        return out;
-    }
-    let bin = |v: f32| (((v - lo) * scale) as usize).min(SELECT_BINS - 1);
-    hist.clear();
-    hist.resize(SELECT_BINS, 0);
-    for &v in values {
-        hist[bin(v)] += 1;
-    }
+    };
     // (bin, rank within the bin) of every requested rank.
     let mut where_ = [(0usize, 0usize); K];
     for (slot, &r) in where_.iter_mut().zip(ranks.iter()) {
@@ -308,23 +359,36 @@ fn order_stats<const K: usize>(
             before += count;
         }
     }
-    let mut done = [false; K];
-    for k in 0..K {
-        if done[k] {
-            continue;
+    // Gather every target bin's elements in one pass. In the sorted gathered set, a bin's
+    // elements follow those of the lower target bins.
+    let mut bins = where_.map(|(b, _)| b);
+    bins.sort_unstable();
+    let mut distinct = [usize::MAX; K];
+    let mut n_distinct = 0;
+    for b in bins {
+        if n_distinct == 0 || distinct[n_distinct - 1] != b {
+            distinct[n_distinct] = b;
+            n_distinct += 1;
         }
-        let b = where_[k].0;
-        gather.clear();
-        gather.extend(values.iter().copied().filter(|&v| bin(v) == b));
-        if gather.is_empty() {
-            continue;
-        }
-        for k2 in k..K {
-            if where_[k2].0 == b {
-                let (_, v, _) = gather.select_nth_unstable_by(where_[k2].1, f32::total_cmp);
-                out[k2] = *v;
-                done[k2] = true;
-            }
+    }
+    let targets = &distinct[..n_distinct];
+    gather.clear();
+    gather.extend(
+        values
+            .iter()
+            .copied()
+            .filter(|&v| targets.contains(&binner.bin(v))),
+    );
+    for (slot, &(b, within)) in out.iter_mut().zip(where_.iter()) {
+        let offset: usize = targets
+            .iter()
+            .filter(|&&t| t < b)
+            .map(|&t| hist[t] as usize)
+            .sum();
+        let idx = offset + within;
+        if idx < gather.len() {
+            let (_, v, _) = gather.select_nth_unstable_by(idx, f32::total_cmp);
+            *slot = *v;
         }
     }
     out
@@ -338,17 +402,17 @@ fn percentile_ranks(n: usize, q: f64) -> (usize, usize, f64) {
     (lo, (lo + 1).min(n.saturating_sub(1)), t)
 }
 
-/// numpy's default (`method="linear"`) percentile of non-empty `values`, `q` in `[0, 100]`;
-/// `bounds` as in [`order_stats`].
+/// numpy's default (`method="linear"`) percentile of non-empty `values`, `q` in `[0, 100]`, given
+/// their histogram (see [`select_ranks`]).
 fn percentile_linear(
     values: &[f32],
     q: f64,
-    bounds: (f32, f32),
-    hist: &mut Vec<u32>,
+    binner: Option<&Binner>,
+    hist: &[u32],
     gather: &mut Vec<f32>,
 ) -> f64 {
     let (lo, hi, t) = percentile_ranks(values.len(), q);
-    let [a, b] = order_stats(values, [lo, hi], bounds, hist, gather);
+    let [a, b] = select_ranks(values, [lo, hi], binner, hist, gather);
     if t <= 0.0 {
         a as f64
     } else {
@@ -528,6 +592,7 @@ struct Scratch {
     c0: Vec<f32>,
     c1: Vec<f32>,
     hist: Vec<u32>,
+    hist1: Vec<u32>,
     gather: Vec<f32>,
 }
 
@@ -621,17 +686,25 @@ fn macenko_estimate(
     // 4: robust extreme angles of the tissue ODs in that plane.
     let tx = weighted_tables(e_second, od);
     let ty = weighted_tables(e_main, od);
+    // Pseudo-angles lie in [-2, 2]; their histogram is filled on the way.
+    let angle_bins = Binner::new(-2.0, 2.0);
     scratch.angles.clear();
-    scratch.angles.extend(scratch.tissue.iter().map(|px| {
-        let x = table_dot(&tx, px);
-        let y = table_dot(&ty, px);
-        pseudo_angle(x, y)
-    }));
+    scratch.hist.clear();
+    scratch.hist.resize(SELECT_BINS, 0);
+    if let Some(binner) = &angle_bins {
+        let hist = &mut scratch.hist;
+        scratch.angles.extend(scratch.tissue.iter().map(|px| {
+            let p = pseudo_angle(table_dot(&tx, px), table_dot(&ty, px));
+            hist[binner.bin(p)] += 1;
+            p
+        }));
+    }
     let (lo, hi) = angle_percentiles(
         &scratch.angles,
         params.alpha,
         100.0 - params.alpha,
-        &mut scratch.hist,
+        angle_bins.as_ref(),
+        &scratch.hist,
         &mut scratch.gather,
     );
     let direction = |phi: f64| -> [f64; 3] {
@@ -655,30 +728,54 @@ fn macenko_estimate(
     // 6: concentrations of all pixels and their 99th percentiles.
     let t0 = weighted_tables(pinv[0], od);
     let t1 = weighted_tables(pinv[1], od);
+    let (b0, b1) = (table_bounds(&t0), table_bounds(&t1));
+    let (bin0, bin1) = (Binner::new(b0.0, b0.1), Binner::new(b1.0, b1.1));
     scratch.c0.resize(n_pixels, 0.0);
     scratch.c1.resize(n_pixels, 0.0);
-    for ((px, a), b) in pixels
-        .chunks_exact(3)
-        .zip(scratch.c0.iter_mut())
-        .zip(scratch.c1.iter_mut())
-    {
-        *a = table_dot(&t0, px);
-        *b = table_dot(&t1, px);
+    for h in [&mut scratch.hist, &mut scratch.hist1] {
+        h.clear();
+        h.resize(SELECT_BINS, 0);
     }
+    match (&bin0, &bin1) {
+        (Some(bin0), Some(bin1)) => {
+            let (h0, h1) = (&mut scratch.hist, &mut scratch.hist1);
+            for ((px, a), b) in pixels
+                .chunks_exact(3)
+                .zip(scratch.c0.iter_mut())
+                .zip(scratch.c1.iter_mut())
+            {
+                *a = table_dot(&t0, px);
+                *b = table_dot(&t1, px);
+                h0[bin0.bin(*a)] += 1;
+                h1[bin1.bin(*b)] += 1;
+            }
+        }
+        _ => {
+            for ((px, a), b) in pixels
+                .chunks_exact(3)
+                .zip(scratch.c0.iter_mut())
+                .zip(scratch.c1.iter_mut())
+            {
+                *a = table_dot(&t0, px);
+                *b = table_dot(&t1, px);
+            }
+        }
+    }
+    let (both, gather) = (bin0.is_some() && bin1.is_some(), &mut scratch.gather);
     let max_conc = [
         percentile_linear(
             &scratch.c0,
             99.0,
-            table_bounds(&t0),
-            &mut scratch.hist,
-            &mut scratch.gather,
+            bin0.as_ref().filter(|_| both),
+            &scratch.hist,
+            gather,
         ),
         percentile_linear(
             &scratch.c1,
             99.0,
-            table_bounds(&t1),
-            &mut scratch.hist,
-            &mut scratch.gather,
+            bin1.as_ref().filter(|_| both),
+            &scratch.hist1,
+            gather,
         ),
     ];
     // A patch needs a clearly positive maximum: dividing by ~0 would blow up the colours.
@@ -697,13 +794,13 @@ fn angle_percentiles(
     pseudo: &[f32],
     q_low: f64,
     q_high: f64,
-    hist: &mut Vec<u32>,
+    binner: Option<&Binner>,
+    hist: &[u32],
     gather: &mut Vec<f32>,
 ) -> (f64, f64) {
     let (l0, l1, lt) = percentile_ranks(pseudo.len(), q_low);
     let (h0, h1, ht) = percentile_ranks(pseudo.len(), q_high);
-    // Pseudo-angles lie in [-2, 2].
-    let [a0, a1, b0, b1] = order_stats(pseudo, [l0, l1, h0, h1], (-2.0, 2.0), hist, gather);
+    let [a0, a1, b0, b1] = select_ranks(pseudo, [l0, l1, h0, h1], binner, hist, gather);
     let at = |x: f32, y: f32, t: f64| {
         let first = angle_of_pseudo(x as f64);
         if t <= 0.0 {
@@ -1320,10 +1417,14 @@ mod tests {
     fn percentile_matches_numpy_linear() {
         let (mut h, mut g) = (Vec::new(), Vec::new());
         let v: Vec<f32> = vec![5.0, 1.0, 4.0, 2.0, 3.0];
-        let b = (0.0, 6.0);
-        assert_eq!(percentile_linear(&v, 50.0, b, &mut h, &mut g), 3.0);
-        assert!((percentile_linear(&v, 99.0, b, &mut h, &mut g) - 4.96).abs() < 1e-9);
-        assert!((percentile_linear(&v, 1.0, b, &mut h, &mut g) - 1.04).abs() < 1e-9);
+        let binner = Binner::new(0.0, 6.0);
+        if let Some(b) = &binner {
+            fill_hist(&v, b, &mut h);
+        }
+        let b = binner.as_ref();
+        assert_eq!(percentile_linear(&v, 50.0, b, &h, &mut g), 3.0);
+        assert!((percentile_linear(&v, 99.0, b, &h, &mut g) - 4.96).abs() < 1e-9);
+        assert!((percentile_linear(&v, 1.0, b, &h, &mut g) - 1.04).abs() < 1e-9);
     }
 
     #[test]
