@@ -35,6 +35,8 @@
 
 // `!(x > y)` is deliberate throughout: it is true for NaN, which must take the rejecting branch.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
+// `x.max(lo).min(hi)` is deliberate too: unlike `clamp`, it maps NaN to a bound.
+#![allow(clippy::manual_clamp)]
 // Small fixed-size matrix code reads best with explicit indices.
 #![allow(clippy::needless_range_loop)]
 
@@ -290,6 +292,15 @@ impl Binner {
         // so the conversion is defined.
         (unsafe { x.to_int_unchecked::<u32>() }) as usize
     }
+}
+
+/// Adds the second half of a `2 * SELECT_BINS` histogram into the first and drops it.
+fn merge_halves(hist: &mut Vec<u32>) {
+    if hist.len() == 2 * SELECT_BINS {
+        let (a, b) = hist.split_at_mut(SELECT_BINS);
+        a.iter_mut().zip(b.iter()).for_each(|(x, y)| *x += *y);
+    }
+    hist.truncate(SELECT_BINS);
 }
 
 /// Counts `values` into `hist` (resized to `SELECT_BINS`).
@@ -603,6 +614,15 @@ struct Estimate {
     pinv: [[f64; 3]; 2],
 }
 
+/// `min(max(v, 0), 255)` truncated to a byte; NaN -> 0.
+#[inline]
+fn byte_trunc(v: f32) -> u8 {
+    // `max`/`min` return the non-NaN operand, so `x` is a number in [0, 255].
+    let x = v.max(0.0).min(255.0);
+    // SAFETY: `x` is finite and within [0, 255], so truncating it to `u8` is defined.
+    unsafe { x.to_int_unchecked::<u8>() }
+}
+
 /// Fills 3 tables `t[j][v] = w[j] * od[v]`.
 fn weighted_tables(w: [f64; 3], od: &[f64; 256]) -> [[f32; 256]; 3] {
     let mut t = [[0f32; 256]; 3];
@@ -690,15 +710,20 @@ fn macenko_estimate(
     let angle_bins = Binner::new(-2.0, 2.0);
     scratch.angles.clear();
     scratch.hist.clear();
-    scratch.hist.resize(SELECT_BINS, 0);
+    scratch.hist.resize(2 * SELECT_BINS, 0);
     if let Some(binner) = &angle_bins {
         let hist = &mut scratch.hist;
-        scratch.angles.extend(scratch.tissue.iter().map(|px| {
-            let p = pseudo_angle(table_dot(&tx, px), table_dot(&ty, px));
-            hist[binner.bin(p)] += 1;
-            p
-        }));
+        // Even and odd elements count into separate halves: neighbouring pixels often share a
+        // bin, and one counter would serialise on its own increments.
+        scratch
+            .angles
+            .extend(scratch.tissue.iter().enumerate().map(|(i, px)| {
+                let p = pseudo_angle(table_dot(&tx, px), table_dot(&ty, px));
+                hist[binner.bin(p) + (i & 1) * SELECT_BINS] += 1;
+                p
+            }));
     }
+    merge_halves(&mut scratch.hist);
     let (lo, hi) = angle_percentiles(
         &scratch.angles,
         params.alpha,
@@ -734,20 +759,22 @@ fn macenko_estimate(
     scratch.c1.resize(n_pixels, 0.0);
     for h in [&mut scratch.hist, &mut scratch.hist1] {
         h.clear();
-        h.resize(SELECT_BINS, 0);
+        h.resize(2 * SELECT_BINS, 0);
     }
     match (&bin0, &bin1) {
         (Some(bin0), Some(bin1)) => {
             let (h0, h1) = (&mut scratch.hist, &mut scratch.hist1);
-            for ((px, a), b) in pixels
+            for (i, ((px, a), b)) in pixels
                 .chunks_exact(3)
                 .zip(scratch.c0.iter_mut())
                 .zip(scratch.c1.iter_mut())
+                .enumerate()
             {
                 *a = table_dot(&t0, px);
                 *b = table_dot(&t1, px);
-                h0[bin0.bin(*a)] += 1;
-                h1[bin1.bin(*b)] += 1;
+                let half = (i & 1) * SELECT_BINS;
+                h0[bin0.bin(*a) + half] += 1;
+                h1[bin1.bin(*b) + half] += 1;
             }
         }
         _ => {
@@ -761,6 +788,8 @@ fn macenko_estimate(
             }
         }
     }
+    merge_halves(&mut scratch.hist);
+    merge_halves(&mut scratch.hist1);
     let (both, gather) = (bin0.is_some() && bin1.is_some(), &mut scratch.gather);
     let max_conc = [
         percentile_linear(
@@ -975,8 +1004,8 @@ fn macenko_one(
             let (r, g, b) = (s[0] as usize, s[1] as usize, s[2] as usize);
             for k in 0..3 {
                 let value = lut[k][0][r] * lut[k][1][g] * lut[k][2][b];
-                // Saturating cast: values above 255 clip (as `Inorm[Inorm > 255] = 255`), then truncate.
-                d[k] = value.min(255.0) as u8;
+                // Values above 255 clip (as `Inorm[Inorm > 255] = 255`), then truncate.
+                d[k] = byte_trunc(value);
             }
         }
     } else {
