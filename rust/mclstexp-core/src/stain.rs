@@ -1068,10 +1068,12 @@ struct Lab {
     /// XYZ * white -> linear RGB, row-major.
     inv: [[f32; 3]; 3],
     /// `thresholds[k]`: smallest linear value whose sRGB byte is `>= k` (k = 1..=255);
-    /// `thresholds[256] = +inf`.
+    /// `thresholds[256] = +inf`. Folded into `coarse`; kept for the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     thresholds: [f32; 257],
-    /// Byte of the bin start `i / GAMMA_BINS` (`i = 0..=GAMMA_BINS`; values above 1 use the last).
-    coarse: [u8; GAMMA_BINS + 1],
+    /// For the bin starting at `i / GAMMA_BINS` (`i = 0..=GAMMA_BINS`; values above 1 use the
+    /// last): the next threshold and the byte of the bin start, side by side (one load).
+    coarse: [(f32, u8); GAMMA_BINS + 1],
 }
 
 fn srgb_to_linear(c: f64) -> f64 {
@@ -1136,12 +1138,16 @@ impl Lab {
             }
             *slot = t;
         }
-        let mut coarse = [0u8; GAMMA_BINS + 1];
+        let mut coarse = [(f32::INFINITY, 0u8); GAMMA_BINS + 1];
         for (i, slot) in coarse.iter_mut().enumerate() {
             let start = i as f32 / GAMMA_BINS as f32;
-            let below = thresholds[1..256].iter().filter(|&&t| t <= start).count();
             // At most 255 thresholds exist, so this fits a byte.
-            *slot = below.min(255) as u8;
+            let below = thresholds[1..256]
+                .iter()
+                .filter(|&&t| t <= start)
+                .count()
+                .min(255);
+            *slot = (thresholds[below + 1], below as u8);
         }
         Lab {
             lin,
@@ -1182,10 +1188,12 @@ impl Lab {
     /// `Lab::new`), so one comparison with the next threshold finishes the job, without branches.
     #[inline]
     fn quantize(&self, l: f32) -> u8 {
-        // `as usize` saturates: negative and NaN -> 0, huge -> clamped by `min`.
-        let bin = ((l * GAMMA_BINS as f32) as usize).min(GAMMA_BINS);
-        let v = self.coarse[bin];
-        v + (l >= self.thresholds[v as usize + 1]) as u8
+        // `max`/`min` return the non-NaN operand: NaN and negatives -> 0, large -> GAMMA_BINS.
+        let x = (l * GAMMA_BINS as f32).max(0.0).min(GAMMA_BINS as f32);
+        // SAFETY: `x` is finite and within [0, GAMMA_BINS], which `u32` represents exactly.
+        let bin = (unsafe { x.to_int_unchecked::<u32>() }) as usize;
+        let (next, v) = self.coarse[bin];
+        v + (l >= next) as u8
     }
 }
 
