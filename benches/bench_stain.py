@@ -5,13 +5,14 @@ printed at the end). 1,000 patches of 224 x 224 cut from real H&E (``../shared/d
 H&E when absent), 2 threads for everything that can use them.
 
 Baselines: torchstain's numpy and torch backends (Macenko, Reinhard; they go patch by patch, so
-their patches/s does not depend on how many are timed: ``MCLSTEXP_BENCH_BASELINE_PATCHES``, 300 by
+their patches/s does not depend on how many are timed: ``MCLSTEXP_BENCH_BASELINE_PATCHES``, 100 by
 default, keeps the run to a couple of minutes), and the fastest numpy mean/std conversions we could
 write (per-channel lookup table through ``np.take``, single and two threads).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from mclstexp.pp.layout import IMAGENET_MEAN, IMAGENET_STD
 N_PATCHES = 1000
 SIZE = 224
 THREADS = 2
-BASELINE_PATCHES = int(os.environ.get("MCLSTEXP_BENCH_BASELINE_PATCHES", "300"))
+BASELINE_PATCHES = int(os.environ.get("MCLSTEXP_BENCH_BASELINE_PATCHES", "100"))
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 _results: dict[tuple[str, str], float] = {}
@@ -83,7 +84,9 @@ def _summary(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         return
     write = reporter.write_line
     write("")
-    write(f"stain/layout summary ({N_PATCHES} patches {SIZE}x{SIZE}, {THREADS} threads, best round)")
+    write(
+        f"stain/layout summary ({N_PATCHES} patches {SIZE}x{SIZE}, {THREADS} threads, best round)"
+    )
     for task in ("macenko", "reinhard", "layout"):
         rows = {impl: v for (t, impl), v in _results.items() if t == task}
         if not rows:
@@ -193,8 +196,12 @@ def numpy_lut_threads(x: np.ndarray) -> np.ndarray:
     out = np.empty((x.shape[0], 3, x.shape[1], x.shape[2]), np.float32)
     bounds = np.linspace(0, len(x), THREADS + 1).astype(int)
     with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(lambda ab: numpy_lut(x[ab[0] : ab[1]], out[ab[0] : ab[1]]),
-                      zip(bounds[:-1], bounds[1:], strict=True)))  # fmt: skip
+        list(
+            pool.map(
+                lambda ab: numpy_lut(x[ab[0] : ab[1]], out[ab[0] : ab[1]]),
+                itertools.pairwise(bounds),
+            )
+        )
     return out
 
 

@@ -115,7 +115,9 @@ def her2st_patches(shared_data: Path) -> np.ndarray:
     from PIL import Image
 
     jpg = next((shared_data / "her2st" / "data" / "ST-imgs" / "C" / "C2").glob("*.jpg"))
-    spots = pd.read_csv(shared_data / "her2st" / "data" / "ST-spotfiles" / "C2_selection.tsv", sep="\t")
+    spots = pd.read_csv(
+        shared_data / "her2st" / "data" / "ST-spotfiles" / "C2_selection.tsv", sep="\t"
+    )
     old_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = 200_000_000  # trusted 92 MP test image; restored below
     try:
@@ -374,7 +376,10 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
         {**good, "version": 99},
         {**good, "params": {"Io": 240}},
         {**good, "target": {"stain_matrix": [[1, 2]], "max_conc": [1, 1]}},
-        {**good, "target": {"stain_matrix": [[0.6, 0.1], [0.7, 0.9], [0.4, 0.5]], "max_conc": [1, -1]}},
+        {
+            **good,
+            "target": {"stain_matrix": [[0.6, 0.1], [0.7, 0.9], [0.4, 0.5]], "max_conc": [1, -1]},
+        },
     ]:
         path.write_text(json.dumps(broken))
         with pytest.raises(ValueError, match=str(path)):
@@ -382,8 +387,10 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         StainNormalizer.load(tmp_path / "missing.json")
     # A loaded target whose stains are parallel is refused by the core with a clear message.
-    parallel = {**good, "target": {"stain_matrix": [[0.6, 0.6], [0.7, 0.7], [0.4, 0.4]],
-                                   "max_conc": [1, 1]}}  # fmt: skip
+    parallel = {
+        **good,
+        "target": {"stain_matrix": [[0.6, 0.6], [0.7, 0.7], [0.4, 0.4]], "max_conc": [1, 1]},
+    }
     path.write_text(json.dumps(parallel))
     with pytest.raises(ValueError, match="stain_matrix"):
         StainNormalizer.load(path).transform(np.full((8, 8, 3), 100, np.uint8))
@@ -406,8 +413,9 @@ def test_single_patch_and_training_transform(method: str, target: np.ndarray) ->
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    patches=arrays(np.uint8, st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 12),
-                                       st.just(3))),  # fmt: skip
+    patches=arrays(
+        np.uint8, st.tuples(st.integers(1, 3), st.integers(1, 12), st.integers(1, 12), st.just(3))
+    ),
     method=st.sampled_from(["macenko", "reinhard"]),
 )
 def test_any_patches_never_raise_nor_nan(patches: np.ndarray, method: str) -> None:
@@ -459,6 +467,8 @@ def test_import_pp_stain_does_not_import_torch() -> None:
         "import sys, mclstexp.pp as pp; pp.StainNormalizer; pp.to_tensor_layout; "
         "print(int('torch' in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"

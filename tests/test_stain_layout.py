@@ -40,7 +40,9 @@ def test_every_byte_value_per_channel() -> None:
     values = np.arange(256, dtype=np.uint8)
     patches = np.stack([values, values[::-1], np.roll(values, 7)], axis=-1).reshape(1, 16, 16, 3)
     mean, std = (0.1, 0.5, 0.9), (0.3, 0.01, 2.0)
-    np.testing.assert_array_equal(to_tensor_layout(patches, mean, std), ref_forward(patches, mean, std))
+    np.testing.assert_array_equal(
+        to_tensor_layout(patches, mean, std), ref_forward(patches, mean, std)
+    )
 
 
 def test_single_patch_and_scalar_mean_std() -> None:
@@ -55,13 +57,16 @@ def test_non_contiguous_input() -> None:
     rng = np.random.default_rng(1)
     big = rng.integers(0, 256, (4, 20, 20, 3), dtype=np.uint8)
     view = big[::2, 1::2, ::3]
-    np.testing.assert_array_equal(to_tensor_layout(view), ref_forward(view, IMAGENET_MEAN, IMAGENET_STD))
+    np.testing.assert_array_equal(
+        to_tensor_layout(view), ref_forward(view, IMAGENET_MEAN, IMAGENET_STD)
+    )
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    patches=arrays(np.uint8, st.tuples(st.integers(0, 3), st.integers(1, 9), st.integers(1, 9),
-                                       st.just(3))),  # fmt: skip
+    patches=arrays(
+        np.uint8, st.tuples(st.integers(0, 3), st.integers(1, 9), st.integers(1, 9), st.just(3))
+    ),
     mean=st.tuples(*[st.floats(-2, 2, width=32)] * 3),
     std=st.tuples(*[st.floats(0.0009765625, 10, width=32)] * 3),
 )
@@ -78,10 +83,12 @@ def test_forward_and_round_trip_property(
 
 @settings(max_examples=40, deadline=None)
 @given(
-    tensors=arrays(np.float32, st.tuples(st.integers(1, 2), st.just(3), st.integers(1, 6),
-                                         st.integers(1, 6)),
-                   elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
-)  # fmt: skip
+    tensors=arrays(
+        np.float32,
+        st.tuples(st.integers(1, 2), st.just(3), st.integers(1, 6), st.integers(1, 6)),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+    ),
+)
 def test_inverse_of_arbitrary_floats_is_clipped_like_numpy(tensors: np.ndarray) -> None:
     with np.errstate(invalid="ignore", over="ignore"):
         want = ref_inverse(tensors, IMAGENET_MEAN, IMAGENET_STD)
@@ -91,14 +98,20 @@ def test_inverse_of_arbitrary_floats_is_clipped_like_numpy(tensors: np.ndarray) 
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: to_tensor_layout(np.zeros((2, 4, 4, 3), np.float32)), "patches: expected dtype uint8"),
+        (
+            lambda: to_tensor_layout(np.zeros((2, 4, 4, 3), np.float32)),
+            "patches: expected dtype uint8",
+        ),
         (lambda: to_tensor_layout(np.zeros((2, 4, 4, 4), np.uint8)), r"patches: expected shape"),
         (lambda: to_tensor_layout(np.zeros((4, 4), np.uint8)), r"patches: expected shape"),
         (lambda: to_tensor_layout(np.zeros((1, 4, 4, 3), np.uint8), std=(1, 0, 1)), "std"),
         (lambda: to_tensor_layout(np.zeros((1, 4, 4, 3), np.uint8), mean=(1, 2)), "mean"),
         (lambda: to_tensor_layout(np.zeros((1, 4, 4, 3), np.uint8), mean=np.nan), "mean"),
         (lambda: to_tensor_layout(np.zeros((1, 4, 4, 3), np.uint8), n_threads=0), "n_threads"),
-        (lambda: from_tensor_layout(np.zeros((1, 4, 4, 3), np.float32)), r"tensors: expected shape"),
+        (
+            lambda: from_tensor_layout(np.zeros((1, 4, 4, 3), np.float32)),
+            r"tensors: expected shape",
+        ),
         (lambda: from_tensor_layout(np.zeros((3, 4), np.float32)), r"tensors: expected shape"),
         (lambda: from_tensor_layout(np.zeros((3, 4, 4), np.complex64)), "tensors"),
     ],

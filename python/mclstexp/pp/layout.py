@@ -46,8 +46,7 @@ def _as_patches(patches: object, arg: str = "patches") -> tuple[np.ndarray, bool
     if array.ndim == 4 and array.shape[-1] == 3:
         return np.ascontiguousarray(array), False
     raise ValueError(
-        f"{arg}: expected shape (H, W, 3) or (N, H, W, 3) (RGB, channels last), "
-        f"got {array.shape}"
+        f"{arg}: expected shape (H, W, 3) or (N, H, W, 3) (RGB, channels last), got {array.shape}"
     )
 
 

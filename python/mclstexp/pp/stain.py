@@ -151,7 +151,8 @@ class StainNormalizer:
     def _require_fitted(self) -> None:
         if not self.is_fitted:
             raise RuntimeError(
-                "StainNormalizer is not fitted: call fit(target_image) or StainNormalizer.load(path)"
+                "StainNormalizer is not fitted: call fit(target_image) or "
+                "StainNormalizer.load(path)"
             )
 
     # -- fitting ------------------------------------------------------------------------------
@@ -206,9 +207,9 @@ class StainNormalizer:
         self.n_skipped_last = int(skipped.sum())
         if self.n_skipped_last:
             warnings.warn(
-                f"{self.n_skipped_last} of {skipped.size} patches had too little tissue or a single "
-                f"colour and were returned unchanged (min_tissue={self.params['min_tissue']:g}, "
-                f"beta={self.params['beta']:g})",
+                f"{self.n_skipped_last} of {skipped.size} patches had too little tissue or a "
+                f"single colour and were returned unchanged "
+                f"(min_tissue={self.params['min_tissue']:g}, beta={self.params['beta']:g})",
                 StainNormalizationWarning,
                 stacklevel=3,
             )
@@ -316,7 +317,9 @@ class StainNormalizer:
         (32, 32, 2)
         """
         if self.method != "macenko":
-            raise ValueError("concentrations: need method='macenko' (Reinhard has no stain vectors)")
+            raise ValueError(
+                "concentrations: need method='macenko' (Reinhard has no stain vectors)"
+            )
         self._require_fitted()
         array, single = _as_patches(patches)
         _, conc = self._macenko(array, concentrations=True)
