@@ -80,9 +80,11 @@ def patches() -> np.ndarray:
 def _summary(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is None or not _results:
         return
-    write = reporter.write_line
+    lines: list[str] = []
+    write = lines.append
     write("")
     write(
         f"stain/layout summary ({N_PATCHES} patches {SIZE}x{SIZE}, {THREADS} threads, best round)"
@@ -99,6 +101,13 @@ def _summary(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         for impl, rate in sorted(rows.items(), key=lambda kv: -kv[1]):
             ratio = f"  {rate / base:7.1f}x vs {base_name}" if base else ""
             write(f"  {task:9s} {impl:22s} {rate:10.0f} patches/s{ratio}")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            for line in lines:
+                reporter.write_line(line)
+    else:
+        for line in lines:
+            reporter.write_line(line)
 
 
 def _record(benchmark, task: str, impl: str, n: int) -> None:  # type: ignore[no-untyped-def]
