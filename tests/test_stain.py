@@ -472,3 +472,15 @@ def test_import_pp_stain_does_not_import_torch() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"
+
+
+@pytest.mark.realdata
+def test_from_spec_for_the_command_line(shared_data: Path, tmp_path: Path) -> None:
+    image = shared_data / "images" / "tiatoolbox_target_image.png"
+    assert StainNormalizer.from_spec(str(image)).method == "macenko"
+    reinhard = StainNormalizer.from_spec(f"reinhard:{image}")
+    assert reinhard.method == "reinhard" and reinhard.is_fitted
+    reinhard.save(tmp_path / "t.json")
+    assert StainNormalizer.from_spec(tmp_path / "t.json").to_dict() == reinhard.to_dict()
+    with pytest.raises(FileNotFoundError, match="stain target"):
+        StainNormalizer.from_spec(tmp_path / "missing.png")

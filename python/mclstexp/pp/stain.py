@@ -178,7 +178,7 @@ class StainNormalizer:
         Examples
         --------
         >>> import numpy as np
-        >>> flat = np.full((8, 8, 3), 200, dtype=np.uint8)
+        >>> flat = np.full((8, 8, 3), 250, dtype=np.uint8)
         >>> try:
         ...     StainNormalizer("macenko").fit(flat)
         ... except ValueError as err:
@@ -324,6 +324,36 @@ class StainNormalizer:
         array, single = _as_patches(patches)
         _, conc = self._macenko(array, concentrations=True)
         return conc[0] if single else conc
+
+    @classmethod
+    def from_spec(
+        cls, spec: str | os.PathLike[str], *, n_threads: int | None = None
+    ) -> StainNormalizer:
+        """Build a fitted normaliser from a command-line value (e.g. ``--stain-normalize``).
+
+        ``spec`` is a JSON file written by :meth:`save`, or ``[METHOD:]IMAGE`` with ``METHOD``
+        one of ``macenko`` (default) and ``reinhard`` and ``IMAGE`` a target image file to fit on.
+
+        Examples
+        --------
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "stain.json")
+        >>> StainNormalizer("reinhard").save(path)
+        >>> StainNormalizer.from_spec(path).method
+        'reinhard'
+        """
+        text = os.fspath(spec)
+        if text.lower().endswith(".json"):
+            return cls.load(text, n_threads=n_threads)
+        method, sep, image = text.partition(":")
+        if not sep or method not in _METHODS:
+            method, image = "macenko", text
+        if not Path(image).is_file():
+            raise FileNotFoundError(
+                f"stain target {image!r} not found (expected a target image, "
+                "'reinhard:IMAGE', or a JSON file from StainNormalizer.save)"
+            )
+        return cls(method, n_threads=n_threads).fit(image)  # type: ignore[arg-type]
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
