@@ -20,7 +20,8 @@
 //! scales concentrations by `target.max_conc / max_conc` and re-composes
 //! `min(io * exp(-target.stain_matrix . C), 255)`, truncated to `u8` (as `astype(np.uint8)`).
 //! The whole re-composition is linear in OD, so each output channel is a product of three per-byte
-//! tables: no `exp` per pixel.
+//! tables: no `exp` per pixel. Percentiles are exact order statistics found through a histogram
+//! filled while the values are computed, then a selection inside the one or two bins concerned.
 //!
 //! # Reinhard (Reinhard et al., 2001; the torchstain/HistomicsTK formulation)
 //! CIE LAB (sRGB, D65 white `(0.95047, 1, 1.08883)`), per-channel mean/std matching:
