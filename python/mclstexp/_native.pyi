@@ -4,6 +4,7 @@ Each section belongs to one core area; keep them in the order of ``rust/mclstexp
 """
 
 import os
+from collections.abc import Sequence
 from typing import final
 
 import numpy as np
@@ -23,6 +24,14 @@ __all__ = [
     # retrieval
     "_ExactIndex",
     "topk_cosine",
+    # normalize
+    "normalize_to_tensor_layout",
+    "normalize_from_tensor_layout",
+    # stain
+    "stain_macenko_fit",
+    "stain_macenko_transform",
+    "stain_reinhard_fit",
+    "stain_reinhard_transform",
 ]
 
 # --- pool -------------------------------------------------------------------------------------
@@ -51,3 +60,58 @@ class _ExactIndex:
 def topk_cosine(
     queries: _F32Matrix, reference: _F32Matrix, k: int, *, n_threads: int | None = None
 ) -> tuple[_F32Matrix, _I64Matrix]: ...
+
+# --- normalize --------------------------------------------------------------------------------
+def normalize_to_tensor_layout(
+    patches: npt.NDArray[np.uint8],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.float32]: ...
+def normalize_from_tensor_layout(
+    tensors: npt.NDArray[np.float32],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.uint8]: ...
+
+# --- stain ------------------------------------------------------------------------------------
+def stain_macenko_fit(
+    image: npt.NDArray[np.uint8],
+    *,
+    io: float = 240.0,
+    alpha: float = 1.0,
+    beta: float = 0.15,
+    min_tissue: float = 0.01,
+) -> tuple[list[list[float]], list[float]]: ...
+def stain_macenko_transform(
+    patches: npt.NDArray[np.uint8],
+    stain_matrix: Sequence[Sequence[float]],
+    max_conc: Sequence[float],
+    *,
+    io: float = 240.0,
+    alpha: float = 1.0,
+    beta: float = 0.15,
+    min_tissue: float = 0.01,
+    concentrations: bool = False,
+    n_threads: int | None = None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_], npt.NDArray[np.float32] | None]: ...
+def stain_reinhard_fit(
+    image: npt.NDArray[np.uint8],
+    *,
+    io: float = 240.0,
+    beta: float = 0.15,
+    min_tissue: float = 0.01,
+) -> tuple[list[float], list[float]]: ...
+def stain_reinhard_transform(
+    patches: npt.NDArray[np.uint8],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    io: float = 240.0,
+    beta: float = 0.15,
+    min_tissue: float = 0.01,
+    n_threads: int | None = None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...

@@ -13,6 +13,7 @@ _EXPORTS = {
     "PatchCache": "patches",
     "detect_tissue": "patches",
     "StainNormalizer": "stain",
+    "StainNormalizationWarning": "stain",
     "to_tensor_layout": "layout",
     "from_tensor_layout": "layout",
 }

@@ -8,7 +8,9 @@
 //! - [`retrieval`]: exact top-k cosine retrieval (SIMD kernel fused with top-k selection).
 
 pub mod error;
+pub mod normalize;
 pub mod pool;
 pub mod retrieval;
+pub mod stain;
 
 pub use error::{Error, Result};

@@ -6,8 +6,10 @@
 
 mod errors;
 mod gil;
+mod normalize;
 mod pool;
 mod retrieval;
+mod stain;
 
 use pyo3::prelude::*;
 
@@ -16,5 +18,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     pool::register(m)?;
     retrieval::register(m)?;
+    normalize::register(m)?;
+    stain::register(m)?;
     Ok(())
 }

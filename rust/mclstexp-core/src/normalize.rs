@@ -1,0 +1,210 @@
+//! Tensor layout conversion: uint8 `N x H x W x 3` patches <-> float32 `N x 3 x H x W` tensors.
+//!
+//! Forward: `out[n, c, y, x] = (patch[n, y, x, c] / 255 - mean[c]) / std[c]`, computed in `f32` with
+//! exactly that operation order, through one 256-entry lookup table per channel (so the result is
+//! bit-identical to numpy's float32 `(x.astype(np.float32) / 255 - mean) / std`). One pass over the
+//! input, one over the output, parallel over patches.
+//!
+//! Inverse (for display): `patch = clip(round_half_even((t * std[c] + mean[c]) * 255), 0, 255)`.
+//! Non-finite tensor values become 0 (NaN) or clip (infinities); the result is always a valid image.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::pool;
+
+/// Checks the per-channel mean and std and returns them as `f32`.
+fn check_mean_std(mean: [f64; 3], std: [f64; 3]) -> Result<([f32; 3], [f32; 3])> {
+    let mut m = [0f32; 3];
+    let mut s = [0f32; 3];
+    for c in 0..3 {
+        if !mean[c].is_finite() {
+            return Err(Error::invalid(
+                "mean",
+                format!("must be finite, got {} for channel {c}", mean[c]),
+            ));
+        }
+        if !(std[c].is_finite() && std[c] > 0.0) {
+            return Err(Error::invalid(
+                "std",
+                format!("must be finite and > 0, got {} for channel {c}", std[c]),
+            ));
+        }
+        m[c] = mean[c] as f32;
+        s[c] = std[c] as f32;
+        if s[c] == 0.0 || !s[c].is_finite() {
+            return Err(Error::invalid(
+                "std",
+                format!(
+                    "channel {c} value {} is not representable as float32",
+                    std[c]
+                ),
+            ));
+        }
+    }
+    Ok((m, s))
+}
+
+fn check_len(arg: &'static str, len: usize, n: usize, pixels: usize) -> Result<()> {
+    let want = n
+        .checked_mul(pixels)
+        .and_then(|v| v.checked_mul(3))
+        .ok_or_else(|| Error::invalid(arg, "shape is too large"))?;
+    if len != want {
+        return Err(Error::invalid(
+            arg,
+            format!("expected {n} x {pixels} pixels x 3 channels = {want} values, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The lookup table of the forward conversion: `lut[c][v] = (v / 255 - mean[c]) / std[c]` in `f32`.
+pub fn forward_lut(mean: [f64; 3], std: [f64; 3]) -> Result<[[f32; 256]; 3]> {
+    let (m, s) = check_mean_std(mean, std)?;
+    let mut lut = [[0f32; 256]; 3];
+    for c in 0..3 {
+        for (v, slot) in lut[c].iter_mut().enumerate() {
+            *slot = (v as f32 / 255.0f32 - m[c]) / s[c];
+        }
+    }
+    Ok(lut)
+}
+
+/// uint8 patches `[n, pixels, 3]` (row-major `H x W` pixels) -> float32 `[n, 3, pixels]`.
+///
+/// `patches.len()` must be `n * pixels * 3`. Parallel over patches in the pool of `n_threads`.
+pub fn to_tensor_layout(
+    patches: &[u8],
+    n: usize,
+    pixels: usize,
+    mean: [f64; 3],
+    std: [f64; 3],
+    n_threads: Option<usize>,
+) -> Result<Vec<f32>> {
+    check_len("patches", patches.len(), n, pixels)?;
+    let lut = forward_lut(mean, std)?;
+    let mut out = vec![0f32; patches.len()];
+    if pixels == 0 || n == 0 {
+        return Ok(out);
+    }
+    pool::install(n_threads, || {
+        out.par_chunks_mut(3 * pixels)
+            .zip(patches.par_chunks(3 * pixels))
+            .for_each(|(dst, src)| forward_one(&lut, src, dst, pixels));
+    })?;
+    Ok(out)
+}
+
+/// One patch: `src` is `[pixels, 3]`, `dst` is `[3, pixels]`.
+fn forward_one(lut: &[[f32; 256]; 3], src: &[u8], dst: &mut [f32], pixels: usize) {
+    let (d0, rest) = dst.split_at_mut(pixels);
+    let (d1, d2) = rest.split_at_mut(pixels);
+    let (l0, l1, l2) = (&lut[0], &lut[1], &lut[2]);
+    for (((px, a), b), c) in src
+        .chunks_exact(3)
+        .zip(d0.iter_mut())
+        .zip(d1.iter_mut())
+        .zip(d2.iter_mut())
+    {
+        *a = l0[px[0] as usize];
+        *b = l1[px[1] as usize];
+        *c = l2[px[2] as usize];
+    }
+}
+
+/// float32 tensors `[n, 3, pixels]` -> uint8 `[n, pixels, 3]` (the inverse of [`to_tensor_layout`]).
+pub fn from_tensor_layout(
+    tensors: &[f32],
+    n: usize,
+    pixels: usize,
+    mean: [f64; 3],
+    std: [f64; 3],
+    n_threads: Option<usize>,
+) -> Result<Vec<u8>> {
+    check_len("tensors", tensors.len(), n, pixels)?;
+    let (m, s) = check_mean_std(mean, std)?;
+    let mut out = vec![0u8; tensors.len()];
+    if pixels == 0 || n == 0 {
+        return Ok(out);
+    }
+    pool::install(n_threads, || {
+        out.par_chunks_mut(3 * pixels)
+            .zip(tensors.par_chunks(3 * pixels))
+            .for_each(|(dst, src)| {
+                let (s0, rest) = src.split_at(pixels);
+                let (s1, s2) = rest.split_at(pixels);
+                for (((px, a), b), c) in dst
+                    .chunks_exact_mut(3)
+                    .zip(s0.iter())
+                    .zip(s1.iter())
+                    .zip(s2.iter())
+                {
+                    px[0] = to_byte((a * s[0] + m[0]) * 255.0);
+                    px[1] = to_byte((b * s[1] + m[1]) * 255.0);
+                    px[2] = to_byte((c * s[2] + m[2]) * 255.0);
+                }
+            });
+    })?;
+    Ok(out)
+}
+
+/// Rounds half to even and clips to `0..=255`; NaN becomes 0.
+#[inline]
+fn to_byte(v: f32) -> u8 {
+    // `as u8` saturates and maps NaN to 0, which is the documented behaviour.
+    v.round_ties_even() as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+    const STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+    #[test]
+    fn forward_matches_the_formula_and_layout() {
+        let (n, h, w) = (2usize, 3usize, 4usize);
+        let patches: Vec<u8> = (0..n * h * w * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let out = to_tensor_layout(&patches, n, h * w, MEAN, STD, Some(2)).unwrap_or_default();
+        assert_eq!(out.len(), patches.len());
+        for i in 0..n {
+            for p in 0..h * w {
+                for c in 0..3 {
+                    let v = patches[(i * h * w + p) * 3 + c] as f32;
+                    let want = (v / 255.0 - MEAN[c] as f32) / STD[c] as f32;
+                    assert_eq!(out[(i * 3 + c) * h * w + p].to_bits(), want.to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        let patches: Vec<u8> = (0..256 * 3).map(|i| (i % 256) as u8).collect();
+        let t = to_tensor_layout(&patches, 1, 256, MEAN, STD, Some(1)).unwrap_or_default();
+        let back = from_tensor_layout(&t, 1, 256, MEAN, STD, Some(1)).unwrap_or_default();
+        assert_eq!(back, patches);
+    }
+
+    #[test]
+    fn inverse_clips_and_maps_nan_to_zero() {
+        let t = [f32::NAN, 1e9, -1e9];
+        let back = from_tensor_layout(&t, 1, 1, [0.0; 3], [1.0; 3], Some(1)).unwrap_or_default();
+        assert_eq!(back, vec![0, 255, 0]);
+    }
+
+    #[test]
+    fn bad_arguments_name_themselves() {
+        let e = to_tensor_layout(&[0u8; 3], 1, 1, MEAN, [0.2, 0.0, 0.2], None);
+        assert!(matches!(e, Err(Error::InvalidArgument { arg: "std", .. })));
+        let e = to_tensor_layout(&[0u8; 3], 1, 1, [f64::NAN, 0.0, 0.0], STD, None);
+        assert!(matches!(e, Err(Error::InvalidArgument { arg: "mean", .. })));
+        let e = to_tensor_layout(&[0u8; 4], 1, 1, MEAN, STD, None);
+        assert!(matches!(
+            e,
+            Err(Error::InvalidArgument { arg: "patches", .. })
+        ));
+    }
+}
