@@ -8,5 +8,8 @@
 
 pub mod error;
 pub mod pool;
+pub mod slide;
+pub mod tiling;
+pub mod tissue;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@
 mod errors;
 mod gil;
 mod pool;
+mod slide;
 
 use pyo3::prelude::*;
 
@@ -14,5 +15,6 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     pool::register(m)?;
+    slide::register(m)?;
     Ok(())
 }
