@@ -14,7 +14,7 @@ from importlib import import_module
 import mclstexp
 
 # Modules that define subcommands, in the order --help lists them.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("tile",)
 
 
 def build_parser() -> argparse.ArgumentParser:
