@@ -8,7 +8,6 @@ from typing import final as _final
 
 import numpy as _np
 import numpy.typing as _npt
-from typing_extensions import disjoint_base as _disjoint_base
 
 __version__: str
 
@@ -32,7 +31,6 @@ def _diagnostic_sleep(n_tasks: int, millis: int, *, n_threads: int | None = None
 # --- slide ------------------------------------------------------------------------------------
 
 @_final
-@_disjoint_base
 class NativeSlide:
     def __new__(cls, path: str | _os.PathLike[str], *, cache_bytes: int = ...) -> NativeSlide: ...
     @property
