@@ -79,5 +79,9 @@ def grid_centers(
     min_fraction: float = 0.5,
 ) -> _npt.NDArray[_np.float64]: ...
 def resize_rgb(
-    image: _npt.NDArray[_np.uint8], width: int, height: int
+    image: _npt.NDArray[_np.uint8],
+    width: int,
+    height: int,
+    *,
+    box: tuple[float, float, float, float] | None = None,
 ) -> _npt.NDArray[_np.uint8]: ...

@@ -77,7 +77,9 @@ def main() -> None:
     ]
     files["tag_array_past_eof.tif"] = b"II*\x00" + struct.pack("<I", 8) + ifd(e) + b"\x00" * 32
     # A BigTIFF header with an unsupported offset size.
-    files["bigtiff_bad_header.tif"] = b"II\x2b\x00\x04\x00\x00\x00" + struct.pack("<Q", 16) + b"\0" * 8
+    files["bigtiff_bad_header.tif"] = (
+        b"II\x2b\x00\x04\x00\x00\x00" + struct.pack("<Q", 16) + b"\0" * 8
+    )
     # Real tiled files, then damaged.
     deflate = valid_tiff("zlib")
     files["truncated_deflate.tif"] = deflate[: len(deflate) // 2]

@@ -104,10 +104,12 @@ class _OpenSlideReader:
             fov = size * scale
             half = 0.5 if size % 2 else 0.0
             bx, by = (fx + half) / ds - fov / 2, (fy + half) / ds - fov / 2
-            x0, y0 = math.floor(bx), math.floor(by)
-            w, h = math.ceil(bx + fov) - x0, math.ceil(by + fov) - y0
+            m = math.ceil(max(scale, 1.0)) + 1  # filter support beyond the box
+            x0, y0 = math.floor(bx) - m, math.floor(by) - m
+            w, h = math.ceil(bx + fov) + m - x0, math.ceil(by + fov) + m - y0
             region = self.read_region(round(x0 * ds), round(y0 * ds), level, w, h)
-            img = _native.resize_rgb(region, size, size)
+            box = (bx - x0, by - y0, bx - x0 + fov, by - y0 + fov)
+            img = _native.resize_rgb(region, size, size, box=box)
             inside = bx >= 0 and by >= 0 and bx + fov <= lw and by + fov <= lh
             return img, inside
 

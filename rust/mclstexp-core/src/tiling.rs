@@ -231,6 +231,49 @@ pub fn resize(src: &[u8], sw: usize, sh: usize, ow: usize, oh: usize) -> Result<
     Ok(out)
 }
 
+/// Resamples the continuous box `(bx, by, bw, bh)` of an RGB image `src` (`sw x sh`) to
+/// `ow x oh` (Pillow's `resize(..., BILINEAR, box=...)`; taps outside replicate the edge).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_box(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    bx: f64,
+    by: f64,
+    bw: f64,
+    bh: f64,
+    ow: usize,
+    oh: usize,
+) -> Result<Vec<u8>> {
+    if src.len() != sw * sh * 3 || sw == 0 || sh == 0 || ow == 0 || oh == 0 {
+        return Err(Error::invalid(
+            "image",
+            "must be a non-empty packed RGB buffer of sw*sh*3 bytes",
+        ));
+    }
+    if ![bx, by, bw, bh].iter().all(|v| v.is_finite()) || bw <= 0.0 || bh <= 0.0 {
+        return Err(Error::invalid(
+            "box",
+            "must be finite with positive width and height",
+        ));
+    }
+    let mut out = vec![0u8; ow * oh * 3];
+    resample_from(
+        bx,
+        by,
+        bw / ow as f64,
+        bh / oh as f64,
+        ow,
+        oh,
+        &mut out,
+        |x, y, w, h, buf| {
+            copy_clamped(src, sw, sh, x, y, w, h, buf);
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
 /// Copies a window of an in-memory image, replicating edge pixels outside it (Pillow clamps taps
 /// to the image; replicating the edge gives the same weights' effect closely).
 #[allow(clippy::too_many_arguments)]

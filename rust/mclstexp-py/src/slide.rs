@@ -216,13 +216,16 @@ fn grid_centers<'py>(
     Ok(a.into_pyarray(py))
 }
 
-/// Resizes an RGB image (uint8 `(h, w, 3)`) with Pillow's antialiased bilinear filter.
+/// Resizes an RGB image (uint8 `(h, w, 3)`), or the continuous `box` `(x0, y0, x1, y1)` of it,
+/// with Pillow's antialiased bilinear filter.
 #[pyfunction]
+#[pyo3(signature = (image, width, height, *, r#box=None))]
 fn resize_rgb<'py>(
     py: Python<'py>,
     image: PyReadonlyArray3<'py, u8>,
     width: usize,
     height: usize,
+    r#box: Option<(f64, f64, f64, f64)>,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
     let view = image.as_array();
     let (h, w, c) = view.dim();
@@ -233,7 +236,10 @@ fn resize_rgb<'py>(
         )));
     }
     let data: Vec<u8> = view.iter().copied().collect();
-    let v = detached(py, || tiling::resize(&data, w, h, width, height))?;
+    let (x0, y0, x1, y1) = r#box.unwrap_or((0.0, 0.0, w as f64, h as f64));
+    let v = detached(py, || {
+        tiling::resize_box(&data, w, h, x0, y0, x1 - x0, y1 - y0, width, height)
+    })?;
     let a: Array3<u8> = Array::from_shape_vec((height, width, 3), v).map_err(shape_err)?;
     Ok(a.into_pyarray(py))
 }
