@@ -423,18 +423,19 @@ def tile_slide(
         return batch, patches, inside
 
     def write(batch: list[int], patches: np.ndarray, inside: np.ndarray) -> None:
+        # Batches are runs of consecutive chunks, except after a resume skipped some.
         pos = 0
-        for c in batch:
-            a, b = c * chunk, min((c + 1) * chunk, n)
+        for run in _runs(batch):
+            a, b = run[0] * chunk, min((run[-1] + 1) * chunk, n)
             group["patches"][a:b] = patches[pos : pos + (b - a)]
             in_bounds[a:b] = inside[pos : pos + (b - a)]
             pos += b - a
-            group["in_bounds"][:] = in_bounds
-            # Mark the chunk done only after its data is written: a kill before this line
-            # means the chunk is rewritten on resume.
-            done[c] = True
-            group["done"][:] = done
-            _advance(bar, b - a)
+        group["in_bounds"][:] = in_bounds
+        # Mark the chunks done only after their data is written: a kill before this line
+        # means they are rewritten on resume.
+        done[batch] = True
+        group["done"][:] = done
+        _advance(bar, pos)
 
     # Read batch i+1 (GIL released in Rust) while batch i is compressed and written.
     with ThreadPoolExecutor(max_workers=1) as reader:
@@ -456,6 +457,17 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"stain_normalizer.to_dict(): {type(o).__name__} is not JSON-serialisable")
+
+
+def _runs(chunks: list[int]) -> list[list[int]]:
+    """Split sorted chunk indices into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for c in chunks:
+        if runs and runs[-1][-1] + 1 == c:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
 
 
 def _count(todo: list[int], chunk: int, n: int) -> int:
