@@ -149,6 +149,7 @@ impl Taps {
 
 /// Resamples the continuous box `[bx, bx + ow*scale_x) x [by, by + oh*scale_y)` of an RGB image
 /// provided through `read(x, y, w, h, buf)` into `out` (`oh * ow * 3`).
+#[allow(clippy::too_many_arguments)]
 fn resample_from<F>(
     bx: f64,
     by: f64,

@@ -10,7 +10,7 @@ const SHARDS: usize = 16;
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<u64, Arc<[u8]>>,
+    map: HashMap<u64, Arc<Vec<u8>>>,
     order: VecDeque<u64>,
     bytes: usize,
 }
@@ -52,7 +52,7 @@ impl TileCache {
     }
 
     /// The cached tile, if present.
-    pub fn get(&self, key: u64) -> Option<Arc<[u8]>> {
+    pub fn get(&self, key: u64) -> Option<Arc<Vec<u8>>> {
         if self.shard_budget == 0 {
             return None;
         }
@@ -64,7 +64,7 @@ impl TileCache {
     }
 
     /// Stores a tile, evicting the oldest ones of its shard when over budget.
-    pub fn insert(&self, key: u64, tile: Arc<[u8]>) {
+    pub fn insert(&self, key: u64, tile: Arc<Vec<u8>>) {
         if self.shard_budget == 0 || tile.len() > self.shard_budget {
             return;
         }
@@ -113,14 +113,14 @@ mod tests {
     fn stays_within_budget_and_returns_what_was_stored() {
         let cache = TileCache::new(16 * 1000);
         for i in 0..500u64 {
-            cache.insert(key(0, i), Arc::from(vec![i as u8; 100]));
+            cache.insert(key(0, i), Arc::new(vec![i as u8; 100]));
             assert!(cache.used() <= cache.budget());
         }
         let last = cache.get(key(0, 499));
         assert_eq!(last.as_deref().map(|t| t[0]), Some((499 % 256) as u8));
         assert!(cache.get(key(0, 0)).is_none());
         let off = TileCache::new(0);
-        off.insert(1, Arc::from(vec![0u8; 10]));
+        off.insert(1, Arc::new(vec![0u8; 10]));
         assert!(off.get(1).is_none());
     }
 }

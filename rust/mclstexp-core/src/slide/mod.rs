@@ -135,7 +135,7 @@ impl Slide {
                     extra.push(img);
                 }
             }
-            extra.sort_by(|a, b| b.width.cmp(&a.width));
+            extra.sort_by_key(|im| std::cmp::Reverse(im.width));
             extra.dedup_by(|a, b| a.width == b.width);
             images.extend(extra);
         }
@@ -283,8 +283,8 @@ impl Slide {
         let y0 = y.max(0);
         let x1 = (x + w as i64).min(iw);
         let y1 = (y + h as i64).min(ih);
-        if x0 > 0 || y0 > 0 || x0 != x || y0 != y || x1 - x != w as i64 || y1 - y != h as i64 {
-            out.fill(255);
+        if x0 != x || y0 != y || x1 - x != w as i64 || y1 - y != h as i64 {
+            out.fill(255); // part of the request lies outside the image
         }
         if x1 <= x0 || y1 <= y0 {
             return Ok(());
@@ -391,7 +391,7 @@ impl Slide {
         self.read_region(level, x, y, w, h, n_threads)
     }
 
-    fn tile(&self, level: usize, tx: u64, ty: u64) -> Result<Arc<[u8]>> {
+    fn tile(&self, level: usize, tx: u64, ty: u64) -> Result<Arc<Vec<u8>>> {
         let Backend::Tiff { src, images } = &self.backend else {
             return Err(fmt_err(&self.path, "internal: tile read on a raster image"));
         };
@@ -411,7 +411,7 @@ impl Slide {
             decode::decode_tile(im, &raw, rows)
                 .map_err(|m| src.format_error(format!("level {level}, tile {idx}: {m}")))?
         };
-        let tile: Arc<[u8]> = Arc::from(decoded);
+        let tile: Arc<Vec<u8>> = Arc::new(decoded);
         self.cache.insert(key, Arc::clone(&tile));
         Ok(tile)
     }
@@ -458,8 +458,7 @@ fn raster_bound(src: &FileSource, w: u64, h: u64) -> Result<u64> {
     let limit = src
         .len()
         .saturating_mul(MAX_RASTER_RATIO)
-        .max(64 << 20)
-        .min(MAX_RASTER_BYTES);
+        .clamp(64 << 20, MAX_RASTER_BYTES);
     if need > limit {
         return Err(src.format_error(format!(
             "image declares {w} x {h} pixels, implausibly large for a file of {} bytes \
