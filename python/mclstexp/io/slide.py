@@ -90,6 +90,8 @@ class _OpenSlideReader:
             scale = target / self.level_downsamples[level]
             if abs(scale - 1.0) < 1e-6:
                 scale = 1.0
+            if scale * size > 32768:
+                raise ValueError(f"mpp: {mpp} um/px is too coarse for this slide")
         ds = self.level_downsamples[level]
         lw, lh = self.level_dimensions[level]
 

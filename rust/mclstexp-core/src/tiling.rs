@@ -12,6 +12,9 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::slide::{Level, Slide};
 
+/// Largest side, in source pixels, that one resampled patch may cover.
+pub const MAX_SOURCE_SIDE: f64 = 32768.0;
+
 /// How patches are sampled from the slide.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PatchSpec {
@@ -95,6 +98,16 @@ pub fn plan(levels: &[Level], spec: &PatchSpec) -> Result<Plan> {
             } else {
                 scale
             };
+            let side = scale * spec.size as f64;
+            if side > MAX_SOURCE_SIDE {
+                return Err(Error::invalid(
+                    "mpp",
+                    format!(
+                        "{mpp} um/px is too coarse for this slide: a patch would cover {side:.0} \
+                         pixels of its coarsest suitable level (at most {MAX_SOURCE_SIDE})"
+                    ),
+                ));
+            }
             Ok(Plan { level, scale })
         }
     }
@@ -526,6 +539,14 @@ mod tests {
                 scale: 2.0
             })
         );
+        let spec = PatchSpec {
+            mpp: Some(1e6),
+            ..spec
+        };
+        assert!(matches!(
+            plan(&l, &spec),
+            Err(Error::InvalidArgument { arg: "mpp", .. })
+        ));
     }
 
     #[test]

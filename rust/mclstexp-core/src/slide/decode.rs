@@ -15,8 +15,19 @@ use super::tiff::{compression, photometric, TiffImage};
 /// on top of a 1 MiB allowance. Deflate cannot exceed ~1032:1; LZW stays below ~1400:1.
 const MAX_RATIO: u64 = 2048;
 
+/// Runs a third-party decoder, turning a panic inside it into an error (defence in depth: the
+/// decoders are fuzzed upstream, but a hostile file must never take the process down).
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err("the decoder failed on corrupt data".to_string()))
+}
+
 /// Decodes one tile/strip of `image` (`rows` rows of `image.tile_w` pixels) into packed RGB.
 pub fn decode_tile(image: &TiffImage, raw: &[u8], rows: u64) -> Result<Vec<u8>, String> {
+    guarded(|| decode_tile_inner(image, raw, rows))
+}
+
+fn decode_tile_inner(image: &TiffImage, raw: &[u8], rows: u64) -> Result<Vec<u8>, String> {
     let w = image.tile_w as usize;
     let h = rows as usize;
     let spp = usize::from(image.samples);

@@ -176,10 +176,10 @@ impl Slide {
 
     fn open_raster(src: FileSource, format: RasterFormat) -> Result<Self> {
         let bytes = read_all(&src)?;
-        let dims = match format {
+        let dims = decode::guarded(|| match format {
             RasterFormat::Jpeg => decode::jpeg_dimensions(&bytes),
             RasterFormat::Png => decode::png_dimensions(&bytes),
-        }
+        })
         .map_err(|m| src.format_error(m))?;
         let (w, h) = (dims.0 as u64, dims.1 as u64);
         if w == 0 || h == 0 {
@@ -432,10 +432,10 @@ impl Slide {
         let bytes = read_all(src)?;
         let lv = self.levels[0];
         let limit = raster_bound(src, lv.width, lv.height)?;
-        let (px, w, h) = match format {
+        let (px, w, h) = decode::guarded(|| match format {
             RasterFormat::Jpeg => decode::decode_jpeg(&bytes, false, 1 << 16),
             RasterFormat::Png => decode::decode_png(&bytes, limit),
-        }
+        })
         .map_err(|m| src.format_error(m))?;
         if (w as u64, h as u64) != (lv.width, lv.height) {
             return Err(src.format_error("image size changed between header and decode"));
