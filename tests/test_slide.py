@@ -266,3 +266,45 @@ def test_read_patches_releases_the_gil(her2st_jpeg: Path) -> None:
         progress += 1
     t.join()
     assert progress > 10_000
+
+
+def test_auto_falls_back_to_openslide_for_unsupported_layouts(tmp_path: Path) -> None:
+    img = (np.random.default_rng(0).random((300, 280, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "planar.tif"
+    tifffile.imwrite(
+        path,
+        np.ascontiguousarray(img.transpose(2, 0, 1)),
+        tile=(64, 64),
+        compression="zlib",
+        planarconfig="separate",
+        photometric="rgb",
+    )
+    with pytest.raises(SlideFormatError, match="unsupported"):
+        open_slide(path, backend="native")
+    slide = open_slide(path)
+    assert slide.backend == "openslide"
+    np.testing.assert_array_equal(slide.read_region((10, 20), 0, (100, 90)), img[20:110, 10:110])
+    patches = slide.read_patches([[150, 140]], size=32)
+    np.testing.assert_array_equal(patches[0], img[124:156, 134:166])
+
+
+def test_bigtiff_stripped_lzw_predictor_and_ome_mpp(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    img = np.cumsum(rng.integers(0, 3, size=(200, 150, 3)), axis=1).astype(np.uint8)
+    path = tmp_path / "strips.ome.tif"
+    tifffile.imwrite(
+        path,
+        img,
+        bigtiff=True,
+        rowsperstrip=16,
+        compression="lzw",
+        predictor=True,
+        photometric="rgb",
+        metadata={"axes": "YXS", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25},
+    )
+    slide = open_slide(path, backend="native")
+    assert slide.vendor == "ome-tiff" and slide.mpp == pytest.approx(0.25)
+    np.testing.assert_array_equal(slide.read_region((0, 0), 0, (150, 200)), img)
+    np.testing.assert_array_equal(
+        slide.read_region((-5, 190), 0, (20, 20))[:10, 5:], img[190:, :15]
+    )
