@@ -321,3 +321,34 @@ def test_dask_local_two_workers_two_slides(slide_path: Path, tmp_path: Path) -> 
     for key, path in (("synth", slide_path), ("other", other)):
         cache = open_patch_cache(store, key)
         np.testing.assert_array_equal(cache.patches[:], open_slide(path).read_patches(xy, size=32))
+
+
+def test_read_spots_formats(slide_path: Path, tmp_path: Path) -> None:
+    from mclstexp.cli.tile import read_spots
+
+    csv = tmp_path / "a.csv"
+    csv.write_text("barcode,x,y\nA,1.5,2\nB,3,4\n")
+    xy, ids = read_spots(csv)
+    assert ids == ["A", "B"] and xy.tolist() == [[1.5, 2.0], [3.0, 4.0]]
+    tsv = tmp_path / "b.tsv"
+    tsv.write_text("x\ty\n5\t6\n")
+    xy, ids = read_spots(tsv)
+    assert ids == ["0"] and xy.tolist() == [[5.0, 6.0]]
+    her2st = tmp_path / "C1_selection.tsv"
+    her2st.write_text(
+        "x\ty\tnew_x\tnew_y\tpixel_x\tpixel_y\tselected\n"
+        "25\t13\t24.9\t13.0\t6930.58\t3510.24\t1\n"
+        "24\t13\t24.0\t13.1\t6674.96\t3517.82\t0\n"
+    )
+    xy, ids = read_spots(her2st)
+    assert ids == ["25x13"] and xy.tolist() == [[6930.58, 3510.24]]
+    adata = _adata(slide_path, n=5)
+    h5ad = tmp_path / "s.h5ad"
+    adata.write_h5ad(h5ad)
+    xy, ids = read_spots(h5ad)
+    assert ids == list(adata.obs_names)
+    np.testing.assert_array_equal(xy, adata.obsm["spatial"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="id, x, y"):
+        read_spots(bad)
