@@ -125,12 +125,16 @@ def native_reader(path: Path) -> Callable[[np.ndarray], int]:
     from mclstexp.io import open_slide
 
     slide = open_slide(path, backend="native")
+    batch = 512
+    buffer = np.empty((batch, PATCH, PATCH, 3), np.uint8)  # reused, as the cache writer does
 
     def run(centers: np.ndarray) -> int:
         slide._reader.clear_cache()  # cold tile cache each round
         n = 0
-        for a in range(0, len(centers), 1024):  # bounded memory for the grid
-            n += len(slide.read_patches(centers[a : a + 1024], size=PATCH, n_threads=THREADS))
+        for a in range(0, len(centers), batch):
+            part = centers[a : a + batch]
+            out = buffer[: len(part)]
+            n += len(slide.read_patches(part, size=PATCH, n_threads=THREADS, out=out))
         return n
 
     return run

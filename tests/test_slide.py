@@ -308,3 +308,21 @@ def test_bigtiff_stripped_lzw_predictor_and_ome_mpp(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         slide.read_region((-5, 190), 0, (20, 20))[:10, 5:], img[190:, :15]
     )
+
+
+def test_read_patches_into_a_reused_buffer(tmp_path: Path) -> None:
+    img = (np.random.default_rng(3).random((120, 100, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "r.png"
+    Image.fromarray(img).save(path)
+    slide = open_slide(path)
+    centers = np.array([[50.0, 60.0], [10.0, 10.0], [90.0, 115.0]])
+    ref, ref_inside = slide.read_patches(centers, size=16, return_mask=True)
+    buf = np.zeros((3, 16, 16, 3), np.uint8)
+    got, inside = slide.read_patches(centers, size=16, return_mask=True, out=buf)
+    assert got is buf
+    np.testing.assert_array_equal(buf, ref)
+    np.testing.assert_array_equal(inside, ref_inside)
+    with pytest.raises(ValueError, match="out"):
+        slide.read_patches(centers, size=16, out=np.zeros((3, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="out"):
+        slide.read_patches(centers, size=16, out=np.zeros((3, 16, 16, 3), np.float32))

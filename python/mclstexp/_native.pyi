@@ -62,6 +62,7 @@ class NativeSlide:
         mpp: float | None = None,
         slide_mpp: float | None = None,
         n_threads: int | None = None,
+        out: _npt.NDArray[_np.uint8] | None = None,
     ) -> tuple[_npt.NDArray[_np.uint8], _npt.NDArray[_np.bool_]]: ...
     def thumbnail(
         self, max_size: int, *, n_threads: int | None = None

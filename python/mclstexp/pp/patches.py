@@ -408,7 +408,11 @@ def tile_slide(
     bar = _progress_bar(progress, n, initial=n - _count(todo, chunk, n), desc=key)
     batches = [todo[i : i + int(batch_chunks)] for i in range(0, len(todo), int(batch_chunks))]
 
-    def read(batch: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    # Two reusable batch buffers: one being filled while the other is written.
+    batch_len = chunk * int(batch_chunks)
+    buffers = [np.empty((min(batch_len, n), int(size), int(size), 3), np.uint8) for _ in range(2)]
+
+    def read(i: int, batch: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
         idx = np.concatenate([np.arange(c * chunk, min((c + 1) * chunk, n)) for c in batch])
         patches, inside = slide.read_patches(
             centers[idx],
@@ -417,6 +421,7 @@ def tile_slide(
             level=int(level),
             n_threads=n_threads,
             return_mask=True,
+            out=buffers[i % 2][: len(idx)],
         )
         if stain_normalizer is not None:
             patches = np.asarray(stain_normalizer.transform(patches), dtype=np.uint8)
@@ -439,11 +444,12 @@ def tile_slide(
 
     # Read batch i+1 (GIL released in Rust) while batch i is compressed and written.
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(read, batches[0]) if batches else None
+        pending = reader.submit(read, 0, batches[0]) if batches else None
         for i in range(len(batches)):
             assert pending is not None
             batch, patches, inside = pending.result()
-            pending = reader.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
+            nxt = i + 1
+            pending = reader.submit(read, nxt, batches[nxt]) if nxt < len(batches) else None
             write(batch, patches, inside)
     if bar is not None and hasattr(bar, "close"):
         bar.close()

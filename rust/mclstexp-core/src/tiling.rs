@@ -372,7 +372,6 @@ pub fn read_patches(
     spec: &PatchSpec,
     n_threads: Option<usize>,
 ) -> Result<(Vec<u8>, Vec<bool>)> {
-    let plan = plan(slide.levels(), spec)?;
     let per = spec.size * spec.size * 3;
     let total = (per as u64).saturating_mul(centers.len() as u64);
     if total > crate::slide::MAX_REGION_BYTES {
@@ -383,8 +382,35 @@ pub fn read_patches(
     }
     let mut out = vec![0u8; per * centers.len()];
     let mut inside = vec![false; centers.len()];
+    read_patches_into(slide, centers, spec, n_threads, &mut out, &mut inside)?;
+    Ok((out, inside))
+}
+
+/// Like [`read_patches`], writing into caller-provided buffers (`out`: `N * size * size * 3`
+/// bytes, `inside`: `N`), so a caller reading many batches can reuse one buffer.
+pub fn read_patches_into(
+    slide: &Slide,
+    centers: &[[f64; 2]],
+    spec: &PatchSpec,
+    n_threads: Option<usize>,
+    out: &mut [u8],
+    inside: &mut [bool],
+) -> Result<()> {
+    let plan = plan(slide.levels(), spec)?;
+    let per = spec.size * spec.size * 3;
+    if out.len() != per * centers.len() || inside.len() != centers.len() {
+        return Err(Error::invalid(
+            "out",
+            format!(
+                "expected a buffer of shape ({}, {}, {}, 3)",
+                centers.len(),
+                spec.size,
+                spec.size
+            ),
+        ));
+    }
     if centers.is_empty() {
-        return Ok((out, inside));
+        return Ok(());
     }
     crate::pool::install(n_threads, || {
         out.par_chunks_mut(per)
@@ -394,8 +420,7 @@ pub fn read_patches(
                 *ok = read_one(slide, &plan, spec, c, patch)?;
                 Ok::<(), Error>(())
             })
-    })??;
-    Ok((out, inside))
+    })?
 }
 
 /// A thumbnail of the whole slide whose longer side is at most `max_size` pixels.

@@ -7,7 +7,8 @@ use mclstexp_core::slide::{Slide, DEFAULT_CACHE_BYTES};
 use mclstexp_core::{tiling, tissue};
 use numpy::ndarray::{Array, Array2, Array3, Array4};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray4, PyReadonlyArray2, PyReadonlyArray3,
+    IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray4, PyArrayMethods, PyReadonlyArray2,
+    PyReadonlyArray3,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -117,8 +118,10 @@ impl NativeSlide {
     }
 
     /// Patches at level-0 `centers` (float64 `(n, 2)`, x then y): returns uint8
-    /// `(n, size, size, 3)` and a bool `(n,)` mask of patches fully inside the slide.
-    #[pyo3(signature = (centers, *, size=224, level=0, mpp=None, slide_mpp=None, n_threads=None))]
+    /// `(n, size, size, 3)` and a bool `(n,)` mask of patches fully inside the slide. With `out`
+    /// (a C-contiguous uint8 `(n, size, size, 3)` array) the patches are written there and `out`
+    /// is returned, so batches can reuse one buffer.
+    #[pyo3(signature = (centers, *, size=224, level=0, mpp=None, slide_mpp=None, n_threads=None, out=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn read_patches<'py>(
         &self,
@@ -129,6 +132,7 @@ impl NativeSlide {
         mpp: Option<f64>,
         slide_mpp: Option<f64>,
         n_threads: Option<usize>,
+        out: Option<Bound<'py, PyArray4<u8>>>,
     ) -> PyResult<(Bound<'py, PyArray4<u8>>, Bound<'py, PyArray1<bool>>)> {
         let view = centers.as_array();
         if view.ncols() != 2 {
@@ -145,11 +149,43 @@ impl NativeSlide {
             slide_mpp: slide_mpp.or_else(|| self.inner.mpp().map(|m| (m.0 + m.1) / 2.0)),
         };
         let n = pts.len();
-        let (v, inside) = detached(py, || {
-            tiling::read_patches(&self.inner, &pts, &spec, n_threads)
-        })?;
-        let a: Array4<u8> = Array::from_shape_vec((n, size, size, 3), v).map_err(shape_err)?;
-        Ok((a.into_pyarray(py), inside.into_pyarray(py)))
+        match out {
+            None => {
+                let (v, inside) = detached(py, || {
+                    tiling::read_patches(&self.inner, &pts, &spec, n_threads)
+                })?;
+                let a: Array4<u8> =
+                    Array::from_shape_vec((n, size, size, 3), v).map_err(shape_err)?;
+                Ok((a.into_pyarray(py), inside.into_pyarray(py)))
+            }
+            Some(array) => {
+                let mut inside = vec![false; n];
+                {
+                    let mut rw = array
+                        .try_readwrite()
+                        .map_err(|e| PyValueError::new_err(format!("out: not writeable ({e})")))?;
+                    if rw.as_array().shape() != [n, size, size, 3] {
+                        return Err(PyValueError::new_err(format!(
+                            "out: expected shape ({n}, {size}, {size}, 3)"
+                        )));
+                    }
+                    let buf = rw.as_slice_mut().map_err(|_| {
+                        PyValueError::new_err("out: must be a C-contiguous uint8 array")
+                    })?;
+                    detached(py, || {
+                        tiling::read_patches_into(
+                            &self.inner,
+                            &pts,
+                            &spec,
+                            n_threads,
+                            buf,
+                            &mut inside,
+                        )
+                    })?;
+                }
+                Ok((array, inside.into_pyarray(py)))
+            }
+        }
     }
 
     /// A thumbnail whose longer side is at most `max_size` pixels; uint8 `(h, w, 3)`.
