@@ -373,6 +373,10 @@ def tile_slide(
     }
     store = Path(store)
     root = zarr.open_group(str(store), mode="a")
+    if key in root and "format" not in dict(root[key].attrs):
+        # Killed while the group was being created (before its attributes): start it afresh.
+        shutil.rmtree(store / key)
+        root = zarr.open_group(str(store), mode="a")
     if key in root:
         group = root[key]
         old = {k: v for k, v in dict(group.attrs).items() if k != "complete"}
