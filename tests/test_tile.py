@@ -352,3 +352,13 @@ def test_read_spots_formats(slide_path: Path, tmp_path: Path) -> None:
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="id, x, y"):
         read_spots(bad)
+
+
+def test_half_created_group_is_recreated(slide_path: Path, tmp_path: Path) -> None:
+    import zarr
+
+    store = tmp_path / "h.zarr"
+    zarr.open_group(str(store), mode="a").create_group("k")  # killed before its attributes
+    xy, ids = _spots(10)
+    cache = tile_slide(slide_path, xy, ids, store=store, key="k", size=16, progress=False)
+    assert cache.complete and len(cache) == 10
