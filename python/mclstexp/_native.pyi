@@ -32,6 +32,11 @@ __all__ = [
     "stain_macenko_transform",
     "stain_reinhard_fit",
     "stain_reinhard_transform",
+    # slide
+    "NativeSlide",
+    "tissue_mask",
+    "grid_centers",
+    "resize_rgb",
 ]
 
 # --- pool -------------------------------------------------------------------------------------
@@ -115,3 +120,62 @@ def stain_reinhard_transform(
     min_tissue: float = 0.01,
     n_threads: int | None = None,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...
+
+# --- slide ------------------------------------------------------------------------------------
+
+@final
+class NativeSlide:
+    def __new__(cls, path: str | os.PathLike[str], *, cache_bytes: int = ...) -> NativeSlide: ...
+    @property
+    def path(self) -> os.PathLike[str]: ...
+    @property
+    def file_size(self) -> int: ...
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]: ...
+    @property
+    def level_downsamples(self) -> list[float]: ...
+    @property
+    def mpp(self) -> tuple[float, float] | None: ...
+    @property
+    def vendor(self) -> str: ...
+    @property
+    def description(self) -> str | None: ...
+    def tile_size(self, level: int) -> tuple[int, int]: ...
+    def cache_used(self) -> int: ...
+    def clear_cache(self) -> None: ...
+    def read_region(
+        self, x: int, y: int, level: int, width: int, height: int, *, n_threads: int | None = None
+    ) -> npt.NDArray[np.uint8]: ...
+    def read_patches(
+        self,
+        centers: npt.NDArray[np.float64],
+        *,
+        size: int = 224,
+        level: int = 0,
+        mpp: float | None = None,
+        slide_mpp: float | None = None,
+        n_threads: int | None = None,
+        out: npt.NDArray[np.uint8] | None = None,
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]: ...
+    def thumbnail(
+        self, max_size: int, *, n_threads: int | None = None
+    ) -> npt.NDArray[np.uint8]: ...
+
+def tissue_mask(
+    image: npt.NDArray[np.uint8], *, min_saturation: int = 20, radius: int = 2
+) -> tuple[npt.NDArray[np.bool_], int]: ...
+def grid_centers(
+    width: int,
+    height: int,
+    fov: float,
+    mask: npt.NDArray[np.bool_],
+    *,
+    min_fraction: float = 0.5,
+) -> npt.NDArray[np.float64]: ...
+def resize_rgb(
+    image: npt.NDArray[np.uint8],
+    width: int,
+    height: int,
+    *,
+    box: tuple[float, float, float, float] | None = None,
+) -> npt.NDArray[np.uint8]: ...

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import mclstexp
 
@@ -22,13 +27,244 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cut patches at spot centres or on a tissue grid into a Zarr patch cache.",
     )
     parser.add_argument("--version", action="version", version=f"mclstexp {mclstexp.__version__}")
+    _add_arguments(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mclstexp-tile`` and return the exit status."""
-    build_parser().parse_args(argv)
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files (SVS, TIFF, JPEG…)")
+    parser.add_argument("--out", required=True, metavar="STORE", help="Zarr store to write")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--spots",
+        nargs="+",
+        metavar="FILE",
+        help="spot files, one per slide (same order): CSV/TSV with id,x,y columns, an .h5ad "
+        "(obsm['spatial']), or a her2st *_selection.tsv",
+    )
+    where.add_argument("--grid", action="store_true", help="tile the tissue on a regular grid")
+    parser.add_argument("--patch-size", type=int, default=224, help="patch side in px (224)")
+    parser.add_argument("--mpp", type=float, default=None, help="target microns per pixel")
+    parser.add_argument("--level", type=int, default=0, help="level read without --mpp (0)")
+    parser.add_argument("--slide-mpp", type=float, default=None, help="mpp of files without one")
+    parser.add_argument("--min-tissue", type=float, default=0.5, help="grid: tissue fraction")
+    parser.add_argument("--stain-normalize", choices=["macenko", "reinhard"], default=None)
+    parser.add_argument("--stain-target", metavar="IMAGE", default=None, help="target H&E image")
+    parser.add_argument("--threads", type=int, default=None, help="threads per slide")
+    parser.add_argument(
+        "--dask", metavar="local|ADDRESS", default=None, help="one task per slide on dask"
+    )
+    parser.add_argument("--dask-workers", type=int, default=2, help="workers of --dask local")
+    parser.add_argument("--chunk-patches", type=int, default=32, help="patches per Zarr chunk")
+    parser.add_argument("--overwrite", action="store_true", help="replace mismatching caches")
+    parser.add_argument("--backend", choices=["auto", "native", "openslide"], default="auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def read_spots(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read spot centres and ids from a CSV/TSV (id, x, y), an .h5ad or a her2st spot file.
+
+    Examples
+    --------
+    >>> xy, ids = read_spots("C2_selection.tsv")  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    from mclstexp import _keys
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "spot file not found", str(path))
+    if path.suffix == ".h5ad":
+        import anndata
+
+        adata = anndata.read_h5ad(path)
+        if _keys.SPATIAL not in adata.obsm:
+            raise ValueError(f"{path}: obsm[{_keys.SPATIAL!r}] is missing")
+        return np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64), list(
+            map(str, adata.obs_names)
+        )
+    sep = "\t" if path.suffix in (".tsv", ".txt") or path.name.endswith(".tsv.gz") else ","
+    df = pd.read_csv(path, sep=sep)
+    cols = {c.lower(): c for c in df.columns}
+    if {"pixel_x", "pixel_y", "x", "y"} <= set(cols):  # her2st *_selection.tsv
+        if "selected" in cols:
+            df = df[df[cols["selected"]] == 1]
+        ids = [f"{round(a)}x{round(b)}" for a, b in zip(df[cols["x"]], df[cols["y"]], strict=True)]
+        xy = df[[cols["pixel_x"], cols["pixel_y"]]].to_numpy(dtype=np.float64)
+        return xy, ids
+    id_col = next((cols[c] for c in ("id", "spot_id", "barcode", "spot") if c in cols), None)
+    if "x" not in cols or "y" not in cols:
+        raise ValueError(f"{path}: expected columns id, x, y (got {list(df.columns)})")
+    xy = df[[cols["x"], cols["y"]]].to_numpy(dtype=np.float64)
+    ids = list(map(str, df[id_col])) if id_col else [str(i) for i in range(len(df))]
+    return xy, ids
+
+
+def _fit_stain(method: str | None, target: str | None) -> Any:
+    if method is None:
+        return None
+    if target is None:
+        raise ValueError("--stain-normalize needs --stain-target IMAGE")
+    from PIL import Image
+
+    from mclstexp.pp.stain import StainNormalizer  # type: ignore[import-not-found,unused-ignore]
+
+    with Image.open(target) as im:
+        image = np.asarray(im.convert("RGB"))
+    normalizer = StainNormalizer(method=method)
+    normalizer.fit(image)
+    return normalizer
+
+
+def _tile_one(job: dict[str, Any]) -> dict[str, Any]:
+    """One slide: spots or grid -> cache group. Runs in-process or as a dask task."""
+    from mclstexp.io.slide import open_slide
+    from mclstexp.pp.patches import grid_centers, tile_slide
+
+    t0 = time.perf_counter()
+    slide = job["slide"]
+    if job["spots"] is not None:
+        xy, ids = read_spots(job["spots"])
+    else:
+        s = open_slide(slide, backend=job["backend"], mpp=job["slide_mpp"])
+        xy = grid_centers(
+            s, size=job["size"], mpp=job["mpp"], level=job["level"], min_tissue=job["min_tissue"]
+        )
+        ids = [f"{int(x)}x{int(y)}" for x, y in xy]
+    cache = tile_slide(
+        slide,
+        xy,
+        ids,
+        store=job["out"],
+        key=job["key"],
+        size=job["size"],
+        mpp=job["mpp"],
+        level=job["level"],
+        slide_mpp=job["slide_mpp"],
+        stain_normalizer=job["stain"],
+        n_threads=job["threads"],
+        chunk_patches=job["chunk"],
+        overwrite=job["overwrite"],
+        backend=job["backend"],
+        progress=job["progress"],
+    )
+    return {
+        "slide": str(slide),
+        "key": cache.key,
+        "patches": len(cache),
+        "out_of_bounds": int((~cache.in_bounds).sum()),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``mclstexp-tile`` for parsed ``args``; returns the exit status."""
+    slides = [Path(s) for s in args.slides]
+    for s in slides:
+        if not s.exists():
+            raise FileNotFoundError(2, "slide not found", str(s))
+    spots: list[str | None] = [None] * len(slides)
+    if args.spots is not None:
+        if len(args.spots) != len(slides):
+            raise ValueError(
+                f"--spots: give one spot file per slide ({len(slides)} slides, "
+                f"{len(args.spots)} spot files)"
+            )
+        spots = list(args.spots)
+    keys = [s.stem for s in slides]
+    if len(set(keys)) != len(keys):
+        raise ValueError("slides: file names (without suffix) must be unique; they name groups")
+    stain = _fit_stain(args.stain_normalize, args.stain_target)
+    jobs = [
+        {
+            "slide": str(s),
+            "spots": sp,
+            "out": str(args.out),
+            "key": k,
+            "size": args.patch_size,
+            "mpp": args.mpp,
+            "level": args.level,
+            "slide_mpp": args.slide_mpp,
+            "min_tissue": args.min_tissue,
+            "stain": stain,
+            "threads": args.threads,
+            "chunk": args.chunk_patches,
+            "overwrite": args.overwrite,
+            "backend": args.backend,
+            "progress": not args.quiet and args.dask is None,
+        }
+        for s, sp, k in zip(slides, spots, keys, strict=True)
+    ]
+    t0 = time.perf_counter()
+    results = [_tile_one(j) for j in jobs] if args.dask is None else _run_dask(jobs, args)
+    seconds = time.perf_counter() - t0
+    n = sum(r["patches"] for r in results)
+    oob = sum(r["out_of_bounds"] for r in results)
+    print(
+        f"mclstexp-tile: slides: {len(results)}, patches: {n}, out of bounds: {oob}, "
+        f"seconds: {seconds:.2f}, patches/s: {n / seconds if seconds > 0 else 0.0:.1f} "
+        f"-> {args.out}"
+    )
     return 0
+
+
+def _run_dask(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("--dask needs dask.distributed: pip install 'mclstexp[dask]'") from err
+    from tqdm.auto import tqdm
+
+    cluster = None
+    if args.dask == "local":
+        cluster = LocalCluster(
+            n_workers=args.dask_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+        client = Client(cluster)
+    else:
+        client = Client(args.dask)
+    try:
+        # Groups are created by the tasks; create the store first so they do not race on it.
+        import zarr
+
+        zarr.open_group(str(args.out), mode="a")
+        futures = client.map(_tile_one, jobs, pure=False)
+        results = []
+        for fut in tqdm(as_completed(futures), total=len(futures), disable=args.quiet):
+            results.append(fut.result())
+        return results
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def register(subparsers: Any) -> None:
+    """Register ``mclstexp tile`` (the same options as ``mclstexp-tile``)."""
+    parser = subparsers.add_parser(
+        "tile", help="cut patches at spots or on a tissue grid into a Zarr patch cache"
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mclstexp-tile`` and return the exit status.
+
+    Examples
+    --------
+    >>> main(["C2.jpg", "--spots", "C2_selection.tsv", "--out", "p.zarr"])  # doctest: +SKIP
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError, mclstexp.MclstexpError) as err:
+        print(f"mclstexp-tile: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ pub mod error;
 pub mod normalize;
 pub mod pool;
 pub mod retrieval;
+pub mod slide;
 pub mod stain;
+pub mod tiling;
+pub mod tissue;
 
 pub use error::{Error, Result};

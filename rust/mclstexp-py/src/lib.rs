@@ -9,6 +9,7 @@ mod gil;
 mod normalize;
 mod pool;
 mod retrieval;
+mod slide;
 mod stain;
 
 use pyo3::prelude::*;
@@ -20,5 +21,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     retrieval::register(m)?;
     normalize::register(m)?;
     stain::register(m)?;
+    slide::register(m)?;
     Ok(())
 }

@@ -1,0 +1,604 @@
+"""Patch extraction into a Zarr v3 patch cache, and tissue detection for grid tiling.
+
+Cache layout (one group per slide, inside the store ``store``)::
+
+    <store>/<key>/patches    uint8   [N, size, size, 3]  chunked by ``chunk_patches``, zstd
+    <store>/<key>/coords     float64 [N, 2]              level-0 pixel centres (x, y)
+    <store>/<key>/spot_ids   string  [N]
+    <store>/<key>/in_bounds  bool    [N]                 False where the patch leaves the slide
+    <store>/<key>/done       bool    [n_chunks]          chunks written (resume bookkeeping)
+    <store>/<key>.attrs      source path, size and checksum of the slide, mpp, patch size,
+                             level, stain normalisation, package version, ``complete``
+
+A run on identical inputs reuses a complete cache; an interrupted run resumes at the first chunk
+not marked done and ends identical to an uninterrupted run; a cache made with other parameters
+raises :class:`mclstexp.exceptions.CacheMismatchError` unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mclstexp import _keys
+from mclstexp.exceptions import CacheMismatchError, NoTissueError
+
+FORMAT_VERSION = 1
+_FULL_HASH_LIMIT = 256 << 20  # hash whole slides up to this size; sample larger ones
+_SAMPLE = 4 << 20
+
+
+def slide_checksum(path: str | Path) -> dict[str, Any]:
+    """A checksum of a slide file: sha256 of the whole file up to 256 MiB, else of its size and
+    four 4 MiB samples (start, two interior points, end), which is fast on multi-GB slides.
+
+    Examples
+    --------
+    >>> slide_checksum("slide.svs")["algorithm"]  # doctest: +SKIP
+    'sha256'
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return {"algorithm": "sha256", "value": h.hexdigest()}
+        h.update(str(size).encode())
+        for off in (0, size // 3, 2 * size // 3, size - _SAMPLE):
+            f.seek(off)
+            h.update(f.read(_SAMPLE))
+    return {"algorithm": "sha256-sampled-4x4MiB", "value": h.hexdigest()}
+
+
+def _version() -> str:
+    import mclstexp
+
+    return str(mclstexp.__version__)
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    """A tissue mask on a thumbnail of a slide.
+
+    Attributes
+    ----------
+    mask
+        bool ``(h, w)``; True on tissue.
+    downsample
+        Level-0 pixels per mask pixel along ``(x, y)``.
+    threshold
+        The saturation threshold used (0-255).
+    thumbnail
+        The RGB thumbnail the mask was computed on.
+    """
+
+    mask: np.ndarray
+    downsample: tuple[float, float]
+    threshold: int
+    thumbnail: np.ndarray
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of the thumbnail covered by tissue."""
+        return float(self.mask.mean())
+
+
+def detect_tissue(
+    slide: Any,
+    *,
+    max_size: int = 2048,
+    min_saturation: int = 20,
+    radius: int = 2,
+    n_threads: int | None = None,
+) -> TissueMask:
+    """Detect tissue on a thumbnail: Otsu's threshold on HSV saturation, closing then opening.
+
+    Parameters
+    ----------
+    slide
+        A :class:`mclstexp.io.Slide` or a path to one.
+    max_size
+        Longer side of the thumbnail in pixels.
+    min_saturation
+        Lower bound of the threshold (0-255), so a blank slide yields no tissue.
+    radius
+        Radius of the square structuring element of the morphology, in thumbnail pixels.
+    n_threads
+        Threads for reading the thumbnail.
+
+    Returns
+    -------
+    TissueMask
+        The mask and its geometry.
+
+    Examples
+    --------
+    >>> from mclstexp.pp import detect_tissue
+    >>> tissue = detect_tissue("slide.svs")  # doctest: +SKIP
+    >>> tissue.fraction  # doctest: +SKIP
+    """
+    from mclstexp import _native
+    from mclstexp.io.slide import Slide, open_slide
+
+    if not isinstance(slide, Slide):
+        slide = open_slide(slide)
+    if not 0 <= int(min_saturation) <= 255:
+        raise ValueError(f"min_saturation: must be in [0, 255], got {min_saturation}")
+    thumb = slide.thumbnail(int(max_size), n_threads=n_threads)
+    mask, threshold = _native.tissue_mask(
+        np.ascontiguousarray(thumb), min_saturation=int(min_saturation), radius=int(radius)
+    )
+    w0, h0 = slide.dimensions
+    return TissueMask(
+        mask=mask,
+        downsample=(w0 / thumb.shape[1], h0 / thumb.shape[0]),
+        threshold=int(threshold),
+        thumbnail=thumb,
+    )
+
+
+def grid_centers(
+    slide: Any,
+    *,
+    size: int = 224,
+    mpp: float | None = None,
+    level: int = 0,
+    min_tissue: float = 0.5,
+    tissue: TissueMask | None = None,
+) -> np.ndarray:
+    """Centres (level-0 ``(x, y)``) of a regular patch grid over the tissue of a slide.
+
+    The grid cell is the patch's field of view (``size`` pixels of ``level``, or ``size * mpp``
+    microns); cells whose tissue fraction is at least ``min_tissue`` are kept.
+
+    Examples
+    --------
+    >>> centers = grid_centers("slide.svs", size=224, mpp=0.5)  # doctest: +SKIP
+    """
+    from mclstexp import _native
+    from mclstexp.io.slide import Slide, open_slide
+
+    if not isinstance(slide, Slide):
+        slide = open_slide(slide)
+    tissue = tissue if tissue is not None else detect_tissue(slide)
+    if mpp is not None:
+        if slide.mpp is None:
+            raise ValueError("mpp: the slide declares no microns per pixel; use mpp=None")
+        fov = size * mpp / slide.mpp
+    else:
+        fov = size * slide.level_downsamples[level]
+    w0, h0 = slide.dimensions
+    centers = _native.grid_centers(
+        w0, h0, float(fov), np.ascontiguousarray(tissue.mask), min_fraction=float(min_tissue)
+    )
+    if len(centers) == 0:
+        raise NoTissueError(
+            f"{slide.path}: no grid cell of {fov:.0f} px has at least {min_tissue:.0%} tissue "
+            f"(tissue covers {tissue.fraction:.1%} of the thumbnail); lower min_tissue or check "
+            "the slide"
+        )
+    return centers
+
+
+class PatchCache:
+    """A slide's patches in a Zarr v3 store (see :func:`extract_patches`).
+
+    Attributes
+    ----------
+    patches
+        The ``zarr`` array uint8 ``[N, size, size, 3]``; index it like numpy.
+    spot_ids
+        ``(N,)`` array of str, aligned with ``patches``.
+    coords
+        float64 ``(N, 2)`` level-0 pixel centres (x, y).
+    in_bounds
+        bool ``(N,)``; False where the patch extends outside the slide (padded white).
+    attrs
+        Provenance and parameters (source, checksum, mpp, size, level, stain, version).
+
+    Examples
+    --------
+    >>> cache = open_patch_cache("patches.zarr")  # doctest: +SKIP
+    >>> cache.patches[:8].shape  # doctest: +SKIP
+    (8, 224, 224, 3)
+    """
+
+    def __init__(self, group: Any, key: str) -> None:
+        self._group = group
+        self.key = key
+        self.patches = group["patches"]
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+    def __repr__(self) -> str:
+        return f"PatchCache(key={self.key!r}, n={len(self)}, size={self.attrs.get('patch_size')})"
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.patches[index])
+
+    @property
+    def spot_ids(self) -> np.ndarray:
+        return np.array([str(s) for s in self._group["spot_ids"][:]], dtype=str)
+
+    @property
+    def coords(self) -> np.ndarray:
+        return np.asarray(self._group["coords"][:], dtype=np.float64)
+
+    @property
+    def in_bounds(self) -> np.ndarray:
+        return np.asarray(self._group["in_bounds"][:], dtype=bool)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._group.attrs.get("complete", False))
+
+
+def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
+    """Open a complete patch cache written by :func:`extract_patches` or ``mclstexp-tile``.
+
+    Parameters
+    ----------
+    store
+        The Zarr store (a directory).
+    key
+        The slide's group; may be omitted when the store holds one slide.
+
+    Examples
+    --------
+    >>> cache = open_patch_cache("patches.zarr", "C2")  # doctest: +SKIP
+    """
+    import zarr
+
+    store = Path(store)
+    if not store.exists():
+        raise FileNotFoundError(2, "patch cache not found", str(store))
+    root = zarr.open_group(str(store), mode="r")
+    keys = sorted(root.group_keys())
+    if key is None:
+        if len(keys) != 1:
+            raise ValueError(f"key: the store holds {len(keys)} slides {keys}; pass one of them")
+        key = keys[0]
+    if key not in keys:
+        raise KeyError(f"{store}: no slide {key!r} in the cache (has {keys})")
+    group = root[key]
+    if not group.attrs.get("complete", False):
+        raise CacheMismatchError(
+            f"{store}/{key}: the cache is incomplete (an interrupted run); re-run the tiler"
+        )
+    return PatchCache(group, key)
+
+
+def _sanitize_key(key: str) -> str:
+    out = "".join(c if c.isalnum() or c in "-_." else "_" for c in key).strip(".")
+    if not out:
+        raise ValueError(f"key: {key!r} is not usable as a cache group name")
+    return out
+
+
+def _coords_digest(centers: np.ndarray, ids: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(centers, dtype="<f8").tobytes())
+    for s in ids:
+        h.update(s.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def tile_slide(
+    slide_path: str | Path,
+    centers: np.ndarray,
+    spot_ids: Sequence[str],
+    *,
+    store: str | Path,
+    key: str | None = None,
+    size: int = 224,
+    mpp: float | None = None,
+    level: int = 0,
+    slide_mpp: float | None = None,
+    stain_normalizer: Any = None,
+    n_threads: int | None = None,
+    chunk_patches: int = 32,
+    batch_chunks: int = 4,
+    overwrite: bool = False,
+    backend: str = "auto",
+    progress: bool | Callable[[int], None] = True,
+) -> PatchCache:
+    """Cut patches of one slide at ``centers`` into ``store`` (the engine of
+    :func:`extract_patches` and ``mclstexp-tile``; see there for the parameters).
+
+    Examples
+    --------
+    >>> tile_slide("C2.jpg", xy, ids, store="p.zarr", key="C2")  # doctest: +SKIP
+    """
+    import zarr
+
+    from mclstexp.io.slide import open_slide
+
+    slide_path = Path(slide_path)
+    centers = np.ascontiguousarray(np.asarray(centers, dtype=np.float64))
+    if centers.ndim != 2 or centers.shape[1] != 2:
+        raise ValueError(f"centers: expected shape (n, 2), got {centers.shape}")
+    if not np.isfinite(centers).all():
+        raise ValueError("centers: must be finite")
+    ids = [str(s) for s in spot_ids]
+    if len(ids) != len(centers):
+        raise ValueError(f"spot_ids: {len(ids)} ids for {len(centers)} centres")
+    if len(set(ids)) != len(ids):
+        raise ValueError("spot_ids: must be unique")
+    if int(size) < 1:
+        raise ValueError(f"size: must be >= 1, got {size}")
+    if int(chunk_patches) < 1 or int(batch_chunks) < 1:
+        raise ValueError("chunk_patches and batch_chunks must be >= 1")
+    slide = open_slide(slide_path, backend=backend)  # type: ignore[arg-type]
+    if slide.mpp is None and slide_mpp is not None:
+        slide = open_slide(slide_path, backend=backend, mpp=slide_mpp)  # type: ignore[arg-type]
+    key = _sanitize_key(key if key is not None else slide_path.stem)
+    n = len(centers)
+    chunk = int(chunk_patches)
+    n_chunks = math.ceil(n / chunk) if n else 0
+    stain = None
+    if stain_normalizer is not None:
+        stain = json.loads(json.dumps(stain_normalizer.to_dict(), default=_json_default))
+    attrs: dict[str, Any] = {
+        "format": "mclstexp-patch-cache",
+        "format_version": FORMAT_VERSION,
+        "source_path": str(slide_path.resolve()),
+        "slide_size": slide_path.stat().st_size,
+        "slide_checksum": slide_checksum(slide_path),
+        "slide_mpp": slide.mpp,
+        "mpp": mpp,
+        "patch_size": int(size),
+        "level": int(level) if mpp is None else None,
+        "stain_normalization": stain,
+        "n_patches": n,
+        "chunk_patches": chunk,
+        "spots_sha256": _coords_digest(centers, ids),
+        "package_version": _version(),
+    }
+    store = Path(store)
+    root = zarr.open_group(str(store), mode="a")
+    if key in root and "format" not in dict(root[key].attrs):
+        # Killed while the group was being created (before its attributes): start it afresh.
+        shutil.rmtree(store / key)
+        root = zarr.open_group(str(store), mode="a")
+    if key in root:
+        group = root[key]
+        old = {k: v for k, v in dict(group.attrs).items() if k != "complete"}
+        if old != attrs:
+            if not overwrite:
+                diff = sorted(k for k in set(old) | set(attrs) if old.get(k) != attrs.get(k))
+                raise CacheMismatchError(
+                    f"{store}/{key}: a patch cache made with other parameters exists "
+                    f"(differs in {diff}); pass overwrite=True (--overwrite) or another store"
+                )
+            shutil.rmtree(store / key)
+            root = zarr.open_group(str(store), mode="a")
+        elif group.attrs.get("complete", False):
+            return PatchCache(group, key)
+    if key not in root:
+        group = root.create_group(key)
+        side = int(size)
+        group.create_array(
+            "patches", shape=(n, side, side, 3), dtype="uint8", chunks=(chunk, side, side, 3)
+        )
+        group.create_array("coords", shape=(n, 2), dtype="float64", chunks=(max(n, 1), 2))
+        ids_arr = group.create_array("spot_ids", shape=(n,), dtype=str, chunks=(max(n, 1),))
+        group.create_array("in_bounds", shape=(n,), dtype="bool", chunks=(max(n, 1),))
+        group.create_array("done", shape=(n_chunks,), dtype="bool", chunks=(max(n_chunks, 1),))
+        if n:
+            group["coords"][:] = centers
+            ids_arr[:] = np.array(ids, dtype=str)
+        group.attrs.update({**attrs, "complete": False})
+    group = root[key]
+    done = np.asarray(group["done"][:], dtype=bool) if n_chunks else np.zeros(0, bool)
+    in_bounds = np.asarray(group["in_bounds"][:], dtype=bool)
+    todo = [c for c in range(n_chunks) if not done[c]]
+    bar = _progress_bar(progress, n, initial=n - _count(todo, chunk, n), desc=key)
+    batches = [todo[i : i + int(batch_chunks)] for i in range(0, len(todo), int(batch_chunks))]
+
+    # Two reusable batch buffers: one being filled while the other is written.
+    batch_len = chunk * int(batch_chunks)
+    buffers = [np.empty((min(batch_len, n), int(size), int(size), 3), np.uint8) for _ in range(2)]
+
+    def read(i: int, batch: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
+        idx = np.concatenate([np.arange(c * chunk, min((c + 1) * chunk, n)) for c in batch])
+        patches, inside = slide.read_patches(
+            centers[idx],
+            size=int(size),
+            mpp=mpp,
+            level=int(level),
+            n_threads=n_threads,
+            return_mask=True,
+            out=buffers[i % 2][: len(idx)],
+        )
+        if stain_normalizer is not None:
+            patches = np.asarray(stain_normalizer.transform(patches), dtype=np.uint8)
+        return batch, patches, inside
+
+    def write(batch: list[int], patches: np.ndarray, inside: np.ndarray) -> None:
+        # Batches are runs of consecutive chunks, except after a resume skipped some.
+        pos = 0
+        for run in _runs(batch):
+            a, b = run[0] * chunk, min((run[-1] + 1) * chunk, n)
+            group["patches"][a:b] = patches[pos : pos + (b - a)]
+            in_bounds[a:b] = inside[pos : pos + (b - a)]
+            pos += b - a
+        group["in_bounds"][:] = in_bounds
+        # Mark the chunks done only after their data is written: a kill before this line
+        # means they are rewritten on resume.
+        done[batch] = True
+        group["done"][:] = done
+        _advance(bar, pos)
+
+    # Read batch i+1 (GIL released in Rust) while batch i is compressed and written.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read, 0, batches[0]) if batches else None
+        for i in range(len(batches)):
+            assert pending is not None
+            batch, patches, inside = pending.result()
+            nxt = i + 1
+            pending = reader.submit(read, nxt, batches[nxt]) if nxt < len(batches) else None
+            write(batch, patches, inside)
+    if bar is not None and hasattr(bar, "close"):
+        bar.close()
+    group.attrs["complete"] = True
+    return PatchCache(group, key)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"stain_normalizer.to_dict(): {type(o).__name__} is not JSON-serialisable")
+
+
+def _runs(chunks: list[int]) -> list[list[int]]:
+    """Split sorted chunk indices into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for c in chunks:
+        if runs and runs[-1][-1] + 1 == c:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
+
+
+def _count(todo: list[int], chunk: int, n: int) -> int:
+    return sum(min((c + 1) * chunk, n) - c * chunk for c in todo)
+
+
+def _progress_bar(progress: bool | Callable[[int], None], total: int, initial: int, desc: str):
+    if callable(progress):
+        return progress
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="patch", leave=False)
+
+
+def _advance(bar: Any, k: int) -> None:
+    if bar is None:
+        return
+    if hasattr(bar, "update"):
+        bar.update(k)
+    else:
+        bar(k)
+
+
+def extract_patches(
+    adata: Any,
+    *,
+    store: str | Path,
+    size: int = 224,
+    mpp: float | None = None,
+    level: int = 0,
+    stain_normalizer: Any = None,
+    n_threads: int | None = None,
+    key: str | None = None,
+    slide_path: str | Path | None = None,
+    chunk_patches: int = 32,
+    overwrite: bool = False,
+    backend: str = "auto",
+    progress: bool = True,
+) -> PatchCache:
+    """Cut a patch under every spot of ``adata`` into a Zarr v3 patch cache.
+
+    Spots come from ``adata.obsm["spatial"]`` (level-0 pixel centres, x then y) and
+    ``adata.obs_names``; the slide from ``adata.uns["mclstexp"]["slide_path"]`` (its ``mpp`` is
+    used when the slide file declares none).
+
+    Parameters
+    ----------
+    adata
+        AnnData following the mclstexp contract.
+    store
+        Zarr store directory; the slide's group is ``key`` inside it.
+    size
+        Patch side in pixels.
+    mpp
+        Target microns per pixel; ``None`` (default, the method's choice) cuts ``level`` as is.
+    level
+        Level read when ``mpp`` is ``None``.
+    stain_normalizer
+        Optional fitted normaliser with ``transform(patches) -> patches`` and ``to_dict()``
+        (e.g. :class:`mclstexp.pp.StainNormalizer`); its parameters are recorded.
+    n_threads
+        Threads for reading and decoding (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
+    key
+        Group name (default: ``uns["mclstexp"]["section"]``, else the slide file's stem).
+    slide_path
+        Overrides ``uns["mclstexp"]["slide_path"]``.
+    chunk_patches
+        Patches per Zarr chunk (also the unit of resumption).
+    overwrite
+        Replace a cache made with other parameters instead of raising.
+    backend
+        Slide backend (see :func:`mclstexp.io.open_slide`).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    PatchCache
+        The complete cache (reused untouched when it already was complete).
+
+    Raises
+    ------
+    mclstexp.exceptions.CacheMismatchError
+        A cache made with other parameters exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> import mclstexp as mx  # doctest: +SKIP
+    >>> cache = mx.pp.extract_patches(adata, store="patches.zarr")  # doctest: +SKIP
+    >>> cache.patches.shape  # doctest: +SKIP
+    (len(adata), 224, 224, 3)
+    """
+    uns = dict(adata.uns.get(_keys.UNS, {}) or {})
+    path = slide_path if slide_path is not None else uns.get(_keys.UNS_SLIDE_PATH)
+    if path is None:
+        raise ValueError(
+            f"adata: no slide path; set adata.uns[{_keys.UNS!r}][{_keys.UNS_SLIDE_PATH!r}] or "
+            "pass slide_path="
+        )
+    if _keys.SPATIAL not in adata.obsm:
+        raise ValueError(f"adata: obsm[{_keys.SPATIAL!r}] (spot pixel centres) is missing")
+    centers = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
+    if key is None and uns.get(_keys.UNS_SECTION) is not None:
+        key = str(uns[_keys.UNS_SECTION])
+    mpp0 = uns.get(_keys.UNS_MPP)
+    return tile_slide(
+        path,
+        centers,
+        list(map(str, adata.obs_names)),
+        store=store,
+        key=key,
+        size=size,
+        mpp=mpp,
+        level=level,
+        slide_mpp=None if mpp0 is None else float(mpp0),
+        stain_normalizer=stain_normalizer,
+        n_threads=n_threads,
+        chunk_patches=chunk_patches,
+        overwrite=overwrite,
+        backend=backend,
+        progress=progress,
+    )

@@ -1,0 +1,615 @@
+//! Patch boxes at spot centres or on a tissue grid, level/mpp choice, and resampling.
+//!
+//! Box convention (the method's): a `size` px patch at level `L` around the level-0 centre
+//! `(cx, cy)` starts at `floor(cx / ds_L) - size / 2` (integer division), so at level 0 it is the
+//! crop `[floor(cx) - size/2, floor(cx) - size/2 + size)`. With a target resolution (`mpp`) the
+//! patch covers `size * mpp / mpp0` level-0 pixels around the same centre; it is read from the
+//! coarsest level that is still at least as fine as the target and resampled (antialiased
+//! bilinear, the same filter as Pillow's `Image.resize(..., BILINEAR)`).
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::slide::{Level, Slide};
+
+/// Largest side, in source pixels, that one resampled patch may cover.
+pub const MAX_SOURCE_SIDE: f64 = 32768.0;
+
+/// How patches are sampled from the slide.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PatchSpec {
+    /// Output side in pixels.
+    pub size: usize,
+    /// Level to read (used when `mpp` is `None`).
+    pub level: usize,
+    /// Target microns per pixel; `None` reads `level` as is.
+    pub mpp: Option<f64>,
+    /// Microns per pixel of level 0 (from the slide or given by the caller); needed with `mpp`.
+    pub slide_mpp: Option<f64>,
+}
+
+/// Where a patch is read from: a level and, per axis, the source box in that level's continuous
+/// pixel coordinates (pixel `j` covers `[j, j + 1)`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan {
+    pub level: usize,
+    /// Source pixels per output pixel (1.0 = plain crop).
+    pub scale: f64,
+}
+
+/// The index of the coarsest level whose downsample is at most `target` (with a small tolerance),
+/// OpenSlide's `get_best_level_for_downsample`.
+pub fn best_level(levels: &[Level], target: f64) -> usize {
+    let mut best = 0;
+    for (i, lv) in levels.iter().enumerate() {
+        if lv.downsample <= target * (1.0 + 1e-6) && lv.downsample >= levels[best].downsample {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Chooses the level and scale for `spec` on a slide with `levels`.
+pub fn plan(levels: &[Level], spec: &PatchSpec) -> Result<Plan> {
+    if spec.size == 0 || spec.size > 1 << 14 {
+        return Err(Error::invalid(
+            "size",
+            format!("must be in [1, 16384], got {}", spec.size),
+        ));
+    }
+    match spec.mpp {
+        None => {
+            if spec.level >= levels.len() {
+                return Err(Error::invalid(
+                    "level",
+                    format!("must be in [0, {}), got {}", levels.len(), spec.level),
+                ));
+            }
+            Ok(Plan {
+                level: spec.level,
+                scale: 1.0,
+            })
+        }
+        Some(mpp) => {
+            if !(mpp.is_finite() && mpp > 0.0) {
+                return Err(Error::invalid(
+                    "mpp",
+                    format!("must be a positive number, got {mpp}"),
+                ));
+            }
+            let mpp0 = spec.slide_mpp.ok_or_else(|| {
+                Error::invalid(
+                    "mpp",
+                    "the slide declares no microns per pixel; pass the slide's mpp explicitly or \
+                     use mpp=None to read a level as is",
+                )
+            })?;
+            if !(mpp0.is_finite() && mpp0 > 0.0) {
+                return Err(Error::invalid(
+                    "slide_mpp",
+                    format!("must be positive, got {mpp0}"),
+                ));
+            }
+            let target = mpp / mpp0;
+            let level = best_level(levels, target);
+            let scale = target / levels[level].downsample;
+            let scale = if (scale - 1.0).abs() < 1e-6 {
+                1.0
+            } else {
+                scale
+            };
+            let side = scale * spec.size as f64;
+            if side > MAX_SOURCE_SIDE {
+                return Err(Error::invalid(
+                    "mpp",
+                    format!(
+                        "{mpp} um/px is too coarse for this slide: a patch would cover {side:.0} \
+                         pixels of its coarsest suitable level (at most {MAX_SOURCE_SIDE})"
+                    ),
+                ));
+            }
+            Ok(Plan { level, scale })
+        }
+    }
+}
+
+/// Separable filter taps for one axis: per output pixel, the first source index and weights.
+struct Taps {
+    start: Vec<i64>,
+    weights: Vec<Vec<f32>>,
+}
+
+/// Pillow's antialiased bilinear (triangle) filter for `out` pixels over the continuous source
+/// interval `[x0, x0 + out * scale)`.
+fn taps(x0: f64, scale: f64, out: usize) -> Taps {
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // triangle support 1.0, widened when downsampling
+    let mut start = Vec::with_capacity(out);
+    let mut weights = Vec::with_capacity(out);
+    for i in 0..out {
+        let center = x0 + (i as f64 + 0.5) * scale;
+        let lo = (center - support + 0.5).floor() as i64;
+        let hi = (center + support + 0.5).floor() as i64;
+        let mut w: Vec<f32> = (lo..hi)
+            .map(|j| {
+                let d = (j as f64 - center + 0.5) / filterscale;
+                (1.0 - d.abs()).max(0.0) as f32
+            })
+            .collect();
+        let sum: f32 = w.iter().sum();
+        if sum > 0.0 {
+            w.iter_mut().for_each(|v| *v /= sum);
+        }
+        start.push(lo);
+        weights.push(w);
+    }
+    Taps { start, weights }
+}
+
+impl Taps {
+    fn span(&self) -> (i64, i64) {
+        let lo = self.start.iter().copied().min().unwrap_or(0);
+        let hi = self
+            .start
+            .iter()
+            .zip(&self.weights)
+            .map(|(s, w)| s + w.len() as i64)
+            .max()
+            .unwrap_or(0);
+        (lo, hi.max(lo + 1))
+    }
+}
+
+/// Resamples the continuous box `[bx, bx + ow*scale_x) x [by, by + oh*scale_y)` of an RGB image
+/// provided through `read(x, y, w, h, buf)` into `out` (`oh * ow * 3`).
+#[allow(clippy::too_many_arguments)]
+fn resample_from<F>(
+    bx: f64,
+    by: f64,
+    scale_x: f64,
+    scale_y: f64,
+    ow: usize,
+    oh: usize,
+    out: &mut [u8],
+    read: F,
+) -> Result<()>
+where
+    F: FnOnce(i64, i64, usize, usize, &mut [u8]) -> Result<()>,
+{
+    let tx = taps(bx, scale_x, ow);
+    let ty = taps(by, scale_y, oh);
+    let (x_lo, x_hi) = tx.span();
+    let (y_lo, y_hi) = ty.span();
+    let (sw, sh) = ((x_hi - x_lo) as usize, (y_hi - y_lo) as usize);
+    let mut src = vec![255u8; sw * sh * 3];
+    read(x_lo, y_lo, sw, sh, &mut src)?;
+    // Horizontal pass: sh rows x ow columns.
+    let mut mid = vec![0f32; sh * ow * 3];
+    for r in 0..sh {
+        let row = &src[r * sw * 3..(r + 1) * sw * 3];
+        for (i, (s, w)) in tx.start.iter().zip(&tx.weights).enumerate() {
+            let base = (s - x_lo) as usize;
+            let mut acc = [0f32; 3];
+            for (k, &wk) in w.iter().enumerate() {
+                let p = (base + k) * 3;
+                acc[0] += wk * f32::from(row[p]);
+                acc[1] += wk * f32::from(row[p + 1]);
+                acc[2] += wk * f32::from(row[p + 2]);
+            }
+            let m = (r * ow + i) * 3;
+            mid[m..m + 3].copy_from_slice(&acc);
+        }
+    }
+    // Vertical pass.
+    for (j, (s, w)) in ty.start.iter().zip(&ty.weights).enumerate() {
+        let base = (s - y_lo) as usize;
+        for i in 0..ow {
+            let mut acc = [0f32; 3];
+            for (k, &wk) in w.iter().enumerate() {
+                let m = ((base + k) * ow + i) * 3;
+                acc[0] += wk * mid[m];
+                acc[1] += wk * mid[m + 1];
+                acc[2] += wk * mid[m + 2];
+            }
+            let o = (j * ow + i) * 3;
+            for c in 0..3 {
+                out[o + c] = acc[c].round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resamples a whole RGB image `src` (`sw x sh`) to `ow x oh` (Pillow BILINEAR semantics).
+pub fn resize(src: &[u8], sw: usize, sh: usize, ow: usize, oh: usize) -> Result<Vec<u8>> {
+    if src.len() != sw * sh * 3 || sw == 0 || sh == 0 || ow == 0 || oh == 0 {
+        return Err(Error::invalid(
+            "image",
+            "must be a non-empty packed RGB buffer of sw*sh*3 bytes",
+        ));
+    }
+    let mut out = vec![0u8; ow * oh * 3];
+    resample_from(
+        0.0,
+        0.0,
+        sw as f64 / ow as f64,
+        sh as f64 / oh as f64,
+        ow,
+        oh,
+        &mut out,
+        |x, y, w, h, buf| {
+            copy_clamped(src, sw, sh, x, y, w, h, buf);
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Resamples the continuous box `(bx, by, bw, bh)` of an RGB image `src` (`sw x sh`) to
+/// `ow x oh` (Pillow's `resize(..., BILINEAR, box=...)`; taps outside replicate the edge).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_box(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    bx: f64,
+    by: f64,
+    bw: f64,
+    bh: f64,
+    ow: usize,
+    oh: usize,
+) -> Result<Vec<u8>> {
+    if src.len() != sw * sh * 3 || sw == 0 || sh == 0 || ow == 0 || oh == 0 {
+        return Err(Error::invalid(
+            "image",
+            "must be a non-empty packed RGB buffer of sw*sh*3 bytes",
+        ));
+    }
+    if ![bx, by, bw, bh].iter().all(|v| v.is_finite()) || bw <= 0.0 || bh <= 0.0 {
+        return Err(Error::invalid(
+            "box",
+            "must be finite with positive width and height",
+        ));
+    }
+    let mut out = vec![0u8; ow * oh * 3];
+    resample_from(
+        bx,
+        by,
+        bw / ow as f64,
+        bh / oh as f64,
+        ow,
+        oh,
+        &mut out,
+        |x, y, w, h, buf| {
+            copy_clamped(src, sw, sh, x, y, w, h, buf);
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Copies a window of an in-memory image, replicating edge pixels outside it (Pillow clamps taps
+/// to the image; replicating the edge gives the same weights' effect closely).
+#[allow(clippy::too_many_arguments)]
+fn copy_clamped(
+    src: &[u8],
+    sw: usize,
+    sh: usize,
+    x: i64,
+    y: i64,
+    w: usize,
+    h: usize,
+    buf: &mut [u8],
+) {
+    for r in 0..h {
+        let sy = (y + r as i64).clamp(0, sh as i64 - 1) as usize;
+        for c in 0..w {
+            let sx = (x + c as i64).clamp(0, sw as i64 - 1) as usize;
+            let s = (sy * sw + sx) * 3;
+            let o = (r * w + c) * 3;
+            buf[o..o + 3].copy_from_slice(&src[s..s + 3]);
+        }
+    }
+}
+
+/// Reads one patch into `out` (`size * size * 3`); returns whether its box lies inside the level.
+fn read_one(
+    slide: &Slide,
+    plan: &Plan,
+    spec: &PatchSpec,
+    c: [f64; 2],
+    out: &mut [u8],
+) -> Result<bool> {
+    let lv = slide.levels()[plan.level];
+    let size = spec.size;
+    if !(c[0].is_finite() && c[1].is_finite()) || c[0].abs() > 1e12 || c[1].abs() > 1e12 {
+        return Err(Error::invalid(
+            "centers",
+            format!("non-finite or absurd centre {c:?}"),
+        ));
+    }
+    let (fx, fy) = (c[0].floor(), c[1].floor());
+    if plan.scale == 1.0 {
+        let left = (fx / lv.downsample).floor() as i64 - (size / 2) as i64;
+        let top = (fy / lv.downsample).floor() as i64 - (size / 2) as i64;
+        slide.read_into(plan.level, left, top, size, size, out)?;
+        let inside = left >= 0
+            && top >= 0
+            && left + size as i64 <= lv.width as i64
+            && top + size as i64 <= lv.height as i64;
+        return Ok(inside);
+    }
+    // Continuous centre matching the crop at scale 1 (odd sizes centre on the pixel's middle).
+    let half_odd = if size % 2 == 1 { 0.5 } else { 0.0 };
+    let ds = lv.downsample;
+    let fov = size as f64 * plan.scale; // level-L pixels
+    let bx = (fx + half_odd) / ds - fov / 2.0;
+    let by = (fy + half_odd) / ds - fov / 2.0;
+    let inside = bx >= -1e-9
+        && by >= -1e-9
+        && bx + fov <= lv.width as f64 + 1e-9
+        && by + fov <= lv.height as f64 + 1e-9;
+    resample_from(
+        bx,
+        by,
+        plan.scale,
+        plan.scale,
+        size,
+        size,
+        out,
+        |x, y, w, h, buf| slide.read_into(plan.level, x, y, w, h, buf),
+    )?;
+    Ok(inside)
+}
+
+/// Reads patches at `centers` (level-0 `(x, y)`), in parallel on the process pool.
+///
+/// Returns the patches (`N * size * size * 3`, RGB, white outside the slide) and, per patch,
+/// whether its box lies fully inside the slide.
+pub fn read_patches(
+    slide: &Slide,
+    centers: &[[f64; 2]],
+    spec: &PatchSpec,
+    n_threads: Option<usize>,
+) -> Result<(Vec<u8>, Vec<bool>)> {
+    let per = spec.size * spec.size * 3;
+    let total = (per as u64).saturating_mul(centers.len() as u64);
+    if total > crate::slide::MAX_REGION_BYTES {
+        return Err(Error::invalid(
+            "centers",
+            "too many patches for one call (over 4 GiB); read them in batches",
+        ));
+    }
+    let mut out = vec![0u8; per * centers.len()];
+    let mut inside = vec![false; centers.len()];
+    read_patches_into(slide, centers, spec, n_threads, &mut out, &mut inside)?;
+    Ok((out, inside))
+}
+
+/// Like [`read_patches`], writing into caller-provided buffers (`out`: `N * size * size * 3`
+/// bytes, `inside`: `N`), so a caller reading many batches can reuse one buffer.
+pub fn read_patches_into(
+    slide: &Slide,
+    centers: &[[f64; 2]],
+    spec: &PatchSpec,
+    n_threads: Option<usize>,
+    out: &mut [u8],
+    inside: &mut [bool],
+) -> Result<()> {
+    let plan = plan(slide.levels(), spec)?;
+    let per = spec.size * spec.size * 3;
+    if out.len() != per * centers.len() || inside.len() != centers.len() {
+        return Err(Error::invalid(
+            "out",
+            format!(
+                "expected a buffer of shape ({}, {}, {}, 3)",
+                centers.len(),
+                spec.size,
+                spec.size
+            ),
+        ));
+    }
+    if centers.is_empty() {
+        return Ok(());
+    }
+    crate::pool::install(n_threads, || {
+        out.par_chunks_mut(per)
+            .zip(inside.par_iter_mut())
+            .zip(centers.par_iter())
+            .try_for_each(|((patch, ok), &c)| {
+                *ok = read_one(slide, &plan, spec, c, patch)?;
+                Ok::<(), Error>(())
+            })
+    })?
+}
+
+/// A thumbnail of the whole slide whose longer side is at most `max_size` pixels.
+///
+/// Returns `(pixels, width, height)`; the thumbnail's pixel `(i, j)` covers level-0 pixels
+/// `[i * W0 / width, (i + 1) * W0 / width)` (and likewise for rows).
+pub fn thumbnail(
+    slide: &Slide,
+    max_size: usize,
+    n_threads: Option<usize>,
+) -> Result<(Vec<u8>, usize, usize)> {
+    if max_size == 0 {
+        return Err(Error::invalid("max_size", "must be >= 1"));
+    }
+    let l0 = slide.levels()[0];
+    let f = (max_size as f64 / l0.width.max(l0.height) as f64).min(1.0);
+    let tw = ((l0.width as f64 * f).round() as usize).max(1);
+    let th = ((l0.height as f64 * f).round() as usize).max(1);
+    let level = best_level(
+        slide.levels(),
+        (l0.width as f64 / tw as f64).min(l0.height as f64 / th as f64),
+    );
+    let lv = slide.levels()[level];
+    let (lw, lh) = (lv.width as usize, lv.height as usize);
+    let full = slide.read_region(level, 0, 0, lw, lh, n_threads)?;
+    if (lw, lh) == (tw, th) {
+        return Ok((full, tw, th));
+    }
+    Ok((resize(&full, lw, lh, tw, th)?, tw, th))
+}
+
+/// Centres (level-0 `(x, y)`) of a regular grid of `fov`-pixel cells over the slide, keeping the
+/// cells whose tissue fraction in `mask` (a `mw x mh` thumbnail mask) is at least `min_fraction`.
+/// Only whole cells inside the slide are returned, row by row.
+pub fn grid_centers(
+    width: u64,
+    height: u64,
+    fov: f64,
+    mask: &[bool],
+    mw: usize,
+    mh: usize,
+    min_fraction: f64,
+) -> Result<Vec<[f64; 2]>> {
+    if !(fov.is_finite() && fov >= 1.0) {
+        return Err(Error::invalid(
+            "size",
+            "grid cells must be at least one pixel",
+        ));
+    }
+    if mask.len() != mw * mh || mw == 0 || mh == 0 {
+        return Err(Error::invalid("mask", "must have mw * mh entries"));
+    }
+    if !(0.0..=1.0).contains(&min_fraction) {
+        return Err(Error::invalid("min_tissue", "must be in [0, 1]"));
+    }
+    let nx = (width as f64 / fov).floor() as usize;
+    let ny = (height as f64 / fov).floor() as usize;
+    let (sx, sy) = (mw as f64 / width as f64, mh as f64 / height as f64);
+    let mut out = Vec::new();
+    for gy in 0..ny {
+        for gx in 0..nx {
+            let (x0, y0) = (gx as f64 * fov, gy as f64 * fov);
+            // Thumbnail pixels whose centres fall inside the cell (at least the nearest one).
+            let mx0 = ((x0 * sx).floor() as usize).min(mw - 1);
+            let my0 = ((y0 * sy).floor() as usize).min(mh - 1);
+            let mx1 = (((x0 + fov) * sx).ceil() as usize).clamp(mx0 + 1, mw);
+            let my1 = (((y0 + fov) * sy).ceil() as usize).clamp(my0 + 1, mh);
+            let mut hit = 0usize;
+            for my in my0..my1 {
+                hit += mask[my * mw + mx0..my * mw + mx1]
+                    .iter()
+                    .filter(|&&b| b)
+                    .count();
+            }
+            let n = (mx1 - mx0) * (my1 - my0);
+            if hit > 0 && hit as f64 >= min_fraction * n as f64 {
+                out.push([x0 + fov / 2.0, y0 + fov / 2.0]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn levels() -> Vec<Level> {
+        [1.0, 4.0, 16.0]
+            .iter()
+            .map(|&d| Level {
+                width: (1000.0 / d) as u64,
+                height: (800.0 / d) as u64,
+                downsample: d,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn best_level_is_the_coarsest_not_coarser_than_asked() {
+        let l = levels();
+        assert_eq!(best_level(&l, 1.0), 0);
+        assert_eq!(best_level(&l, 3.9), 0);
+        assert_eq!(best_level(&l, 4.0), 1);
+        assert_eq!(best_level(&l, 100.0), 2);
+        assert_eq!(best_level(&l, 0.5), 0);
+    }
+
+    #[test]
+    fn plan_needs_an_mpp_to_resample() {
+        let l = levels();
+        let spec = PatchSpec {
+            size: 224,
+            level: 0,
+            mpp: Some(1.0),
+            slide_mpp: None,
+        };
+        assert!(matches!(
+            plan(&l, &spec),
+            Err(Error::InvalidArgument { arg: "mpp", .. })
+        ));
+        let spec = PatchSpec {
+            slide_mpp: Some(0.25),
+            ..spec
+        };
+        assert_eq!(
+            plan(&l, &spec).ok(),
+            Some(Plan {
+                level: 1,
+                scale: 1.0
+            })
+        );
+        let spec = PatchSpec {
+            mpp: Some(0.5),
+            ..spec
+        };
+        assert_eq!(
+            plan(&l, &spec).ok(),
+            Some(Plan {
+                level: 0,
+                scale: 2.0
+            })
+        );
+        let spec = PatchSpec {
+            mpp: Some(1e6),
+            ..spec
+        };
+        assert!(matches!(
+            plan(&l, &spec),
+            Err(Error::InvalidArgument { arg: "mpp", .. })
+        ));
+    }
+
+    #[test]
+    fn resize_identity_and_constant() {
+        let src: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 11 % 256) as u8).collect();
+        assert_eq!(resize(&src, 5, 4, 5, 4).ok(), Some(src.clone()));
+        let flat = vec![77u8; 9 * 7 * 3];
+        assert!(resize(&flat, 9, 7, 4, 3)
+            .unwrap_or_default()
+            .iter()
+            .all(|&v| v == 77));
+    }
+
+    #[test]
+    fn box_downsample_by_two_averages_pairs() {
+        // A 4x1 grey ramp halved: Pillow's triangle filter with support 2 over pairs.
+        let src: Vec<u8> = [0u8, 100, 200, 250]
+            .iter()
+            .flat_map(|&v| [v, v, v])
+            .collect();
+        let out = resize(&src, 4, 1, 2, 1).unwrap_or_default();
+        // Output 0 centred at source 1.0: taps j=0 (w .75) and 1 (w .75) and -1/2 (0.25, clamped)
+        assert!(out[0] < out[3]);
+    }
+
+    #[test]
+    fn grid_keeps_tissue_cells() {
+        // 4x4 mask over a 400x400 slide, tissue in the top-left quarter.
+        let mut mask = vec![false; 16];
+        for y in 0..2 {
+            for x in 0..2 {
+                mask[y * 4 + x] = true;
+            }
+        }
+        let c = grid_centers(400, 400, 100.0, &mask, 4, 4, 0.5).unwrap_or_default();
+        assert_eq!(
+            c,
+            vec![[50.0, 50.0], [150.0, 50.0], [50.0, 150.0], [150.0, 150.0]]
+        );
+    }
+}

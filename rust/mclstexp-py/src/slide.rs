@@ -1,0 +1,289 @@
+//! Bindings for the slide reader, patch tiling and tissue detection (`mclstexp_core::slide`,
+//! `tiling`, `tissue`). Conversion, GIL release and error mapping only.
+
+use std::path::PathBuf;
+
+use mclstexp_core::slide::{Slide, DEFAULT_CACHE_BYTES};
+use mclstexp_core::{tiling, tissue};
+use numpy::ndarray::{Array, Array2, Array3, Array4};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray4, PyArrayMethods, PyReadonlyArray2,
+    PyReadonlyArray3,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::gil::detached;
+
+fn shape_err(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("internal shape error: {e}"))
+}
+
+/// A slide opened by the native reader (TIFF/BigTIFF, SVS, OME-TIFF, JPEG, PNG).
+#[pyclass(name = "NativeSlide", module = "mclstexp._native", frozen)]
+pub struct NativeSlide {
+    inner: Slide,
+}
+
+#[pymethods]
+impl NativeSlide {
+    #[new]
+    #[pyo3(signature = (path, *, cache_bytes=DEFAULT_CACHE_BYTES))]
+    fn new(py: Python<'_>, path: PathBuf, cache_bytes: usize) -> PyResult<Self> {
+        let inner = detached(py, || Slide::open_with_cache(&path, cache_bytes))?;
+        Ok(Self { inner })
+    }
+
+    /// The slide's path.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    /// File size in bytes.
+    #[getter]
+    fn file_size(&self) -> u64 {
+        self.inner.file_len()
+    }
+
+    /// `(width, height)` of every level, level 0 first.
+    #[getter]
+    fn level_dimensions(&self) -> Vec<(u64, u64)> {
+        self.inner
+            .levels()
+            .iter()
+            .map(|l| (l.width, l.height))
+            .collect()
+    }
+
+    /// Downsample of every level relative to level 0.
+    #[getter]
+    fn level_downsamples(&self) -> Vec<f64> {
+        self.inner.levels().iter().map(|l| l.downsample).collect()
+    }
+
+    /// Microns per pixel `(x, y)` of level 0 from the file's metadata, or `None`.
+    #[getter]
+    fn mpp(&self) -> Option<(f64, f64)> {
+        self.inner.mpp()
+    }
+
+    /// Detected format: `aperio`, `ome-tiff`, `generic-tiff`, `jpeg` or `png`.
+    #[getter]
+    fn vendor(&self) -> &'static str {
+        self.inner.vendor()
+    }
+
+    /// Level 0's ImageDescription, or `None`.
+    #[getter]
+    fn description(&self) -> Option<String> {
+        self.inner.description().map(str::to_owned)
+    }
+
+    /// `(width, height)` of a level's tiles.
+    fn tile_size(&self, py: Python<'_>, level: usize) -> PyResult<(u64, u64)> {
+        detached(py, || self.inner.tile_size(level))
+    }
+
+    /// Bytes of decoded tiles held in the cache.
+    fn cache_used(&self) -> usize {
+        self.inner.cache().used()
+    }
+
+    /// Empties the tile cache.
+    fn clear_cache(&self) {
+        self.inner.cache().clear();
+    }
+
+    /// OpenSlide-style region: `(x, y)` in level-0 coordinates, `width x height` pixels of
+    /// `level`; uint8 `(height, width, 3)`, white outside the slide.
+    #[pyo3(signature = (x, y, level, width, height, *, n_threads=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn read_region<'py>(
+        &self,
+        py: Python<'py>,
+        x: i64,
+        y: i64,
+        level: usize,
+        width: usize,
+        height: usize,
+        n_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        let v = detached(py, || {
+            self.inner
+                .read_region_l0(x, y, level, width, height, n_threads)
+        })?;
+        let a: Array3<u8> = Array::from_shape_vec((height, width, 3), v).map_err(shape_err)?;
+        Ok(a.into_pyarray(py))
+    }
+
+    /// Patches at level-0 `centers` (float64 `(n, 2)`, x then y): returns uint8
+    /// `(n, size, size, 3)` and a bool `(n,)` mask of patches fully inside the slide. With `out`
+    /// (a C-contiguous uint8 `(n, size, size, 3)` array) the patches are written there and `out`
+    /// is returned, so batches can reuse one buffer.
+    #[pyo3(signature = (centers, *, size=224, level=0, mpp=None, slide_mpp=None, n_threads=None, out=None))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn read_patches<'py>(
+        &self,
+        py: Python<'py>,
+        centers: PyReadonlyArray2<'py, f64>,
+        size: usize,
+        level: usize,
+        mpp: Option<f64>,
+        slide_mpp: Option<f64>,
+        n_threads: Option<usize>,
+        out: Option<Bound<'py, PyArray4<u8>>>,
+    ) -> PyResult<(Bound<'py, PyArray4<u8>>, Bound<'py, PyArray1<bool>>)> {
+        let view = centers.as_array();
+        if view.ncols() != 2 {
+            return Err(PyValueError::new_err(format!(
+                "centers: expected shape (n, 2), got {:?}",
+                view.shape()
+            )));
+        }
+        let pts: Vec<[f64; 2]> = view.rows().into_iter().map(|r| [r[0], r[1]]).collect();
+        let spec = tiling::PatchSpec {
+            size,
+            level,
+            mpp,
+            slide_mpp: slide_mpp.or_else(|| self.inner.mpp().map(|m| (m.0 + m.1) / 2.0)),
+        };
+        let n = pts.len();
+        match out {
+            None => {
+                let (v, inside) = detached(py, || {
+                    tiling::read_patches(&self.inner, &pts, &spec, n_threads)
+                })?;
+                let a: Array4<u8> =
+                    Array::from_shape_vec((n, size, size, 3), v).map_err(shape_err)?;
+                Ok((a.into_pyarray(py), inside.into_pyarray(py)))
+            }
+            Some(array) => {
+                let mut inside = vec![false; n];
+                {
+                    let mut rw = array
+                        .try_readwrite()
+                        .map_err(|e| PyValueError::new_err(format!("out: not writeable ({e})")))?;
+                    if rw.as_array().shape() != [n, size, size, 3] {
+                        return Err(PyValueError::new_err(format!(
+                            "out: expected shape ({n}, {size}, {size}, 3)"
+                        )));
+                    }
+                    let buf = rw.as_slice_mut().map_err(|_| {
+                        PyValueError::new_err("out: must be a C-contiguous uint8 array")
+                    })?;
+                    detached(py, || {
+                        tiling::read_patches_into(
+                            &self.inner,
+                            &pts,
+                            &spec,
+                            n_threads,
+                            buf,
+                            &mut inside,
+                        )
+                    })?;
+                }
+                Ok((array, inside.into_pyarray(py)))
+            }
+        }
+    }
+
+    /// A thumbnail whose longer side is at most `max_size` pixels; uint8 `(h, w, 3)`.
+    #[pyo3(signature = (max_size, *, n_threads=None))]
+    fn thumbnail<'py>(
+        &self,
+        py: Python<'py>,
+        max_size: usize,
+        n_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        let (v, w, h) = detached(py, || tiling::thumbnail(&self.inner, max_size, n_threads))?;
+        let a: Array3<u8> = Array::from_shape_vec((h, w, 3), v).map_err(shape_err)?;
+        Ok(a.into_pyarray(py))
+    }
+}
+
+/// Tissue mask of an RGB thumbnail (uint8 `(h, w, 3)`): Otsu on saturation plus morphology.
+/// Returns the bool mask `(h, w)` and the saturation threshold used.
+#[pyfunction]
+#[pyo3(signature = (image, *, min_saturation=20, radius=2))]
+fn tissue_mask<'py>(
+    py: Python<'py>,
+    image: PyReadonlyArray3<'py, u8>,
+    min_saturation: u8,
+    radius: usize,
+) -> PyResult<(Bound<'py, PyArray2<bool>>, u8)> {
+    let view = image.as_array();
+    let (h, w, c) = view.dim();
+    if c != 3 {
+        return Err(PyValueError::new_err(format!(
+            "image: expected shape (h, w, 3), got {:?}",
+            view.shape()
+        )));
+    }
+    let data: Vec<u8> = view.iter().copied().collect();
+    let (mask, t) = detached(py, || {
+        tissue::tissue_mask(&data, w, h, min_saturation, radius)
+    })?;
+    let a: Array2<bool> = Array::from_shape_vec((h, w), mask).map_err(shape_err)?;
+    Ok((a.into_pyarray(py), t))
+}
+
+/// Level-0 centres `(n, 2)` of `fov`-pixel grid cells whose tissue fraction in `mask` is at
+/// least `min_fraction`.
+#[pyfunction]
+#[pyo3(signature = (width, height, fov, mask, *, min_fraction=0.5))]
+fn grid_centers<'py>(
+    py: Python<'py>,
+    width: u64,
+    height: u64,
+    fov: f64,
+    mask: PyReadonlyArray2<'py, bool>,
+    min_fraction: f64,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let view = mask.as_array();
+    let (mh, mw) = view.dim();
+    let m: Vec<bool> = view.iter().copied().collect();
+    let pts = detached(py, || {
+        tiling::grid_centers(width, height, fov, &m, mw, mh, min_fraction)
+    })?;
+    let n = pts.len();
+    let flat: Vec<f64> = pts.into_iter().flatten().collect();
+    let a: Array2<f64> = Array::from_shape_vec((n, 2), flat).map_err(shape_err)?;
+    Ok(a.into_pyarray(py))
+}
+
+/// Resizes an RGB image (uint8 `(h, w, 3)`), or the continuous `box` `(x0, y0, x1, y1)` of it,
+/// with Pillow's antialiased bilinear filter.
+#[pyfunction]
+#[pyo3(signature = (image, width, height, *, r#box=None))]
+fn resize_rgb<'py>(
+    py: Python<'py>,
+    image: PyReadonlyArray3<'py, u8>,
+    width: usize,
+    height: usize,
+    r#box: Option<(f64, f64, f64, f64)>,
+) -> PyResult<Bound<'py, PyArray3<u8>>> {
+    let view = image.as_array();
+    let (h, w, c) = view.dim();
+    if c != 3 {
+        return Err(PyValueError::new_err(format!(
+            "image: expected shape (h, w, 3), got {:?}",
+            view.shape()
+        )));
+    }
+    let data: Vec<u8> = view.iter().copied().collect();
+    let (x0, y0, x1, y1) = r#box.unwrap_or((0.0, 0.0, w as f64, h as f64));
+    let v = detached(py, || {
+        tiling::resize_box(&data, w, h, x0, y0, x1 - x0, y1 - y0, width, height)
+    })?;
+    let a: Array3<u8> = Array::from_shape_vec((height, width, 3), v).map_err(shape_err)?;
+    Ok(a.into_pyarray(py))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeSlide>()?;
+    m.add_function(wrap_pyfunction!(tissue_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(grid_centers, m)?)?;
+    m.add_function(wrap_pyfunction!(resize_rgb, m)?)?;
+    Ok(())
+}
