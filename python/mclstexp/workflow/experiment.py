@@ -142,7 +142,10 @@ def run_experiment(
     runs: list[dict[str, Any]] = []
     last: FoldOutcome | None = None
     for preset_name in presets:
-        overrides = {} if epochs is None else {"train__epochs": int(epochs)}
+        # The checkpoint records the patch size, so `mclstexp predict` cuts patches like training.
+        overrides: dict[str, Any] = {"train__patch_size": int(dataset.patch_size)}
+        if epochs is not None:
+            overrides["train__epochs"] = int(epochs)
         preset = load_preset(preset_name, **overrides)
         for seed in seeds:
             for test_sections in folds:
