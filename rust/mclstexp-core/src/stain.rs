@@ -843,7 +843,7 @@ fn angle_percentiles(
 }
 
 fn check_pixels(arg: &'static str, pixels: &[u8]) -> Result<()> {
-    if pixels.is_empty() || pixels.len() % 3 != 0 {
+    if pixels.is_empty() || !pixels.len().is_multiple_of(3) {
         return Err(Error::invalid(
             arg,
             format!(
