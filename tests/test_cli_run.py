@@ -114,3 +114,34 @@ def test_predict_reproduces_the_saved_predictions(tiny_run, tmp_path) -> None:
     assert code == 0
     record = json.loads((tmp_path / "m.json").read_text())
     assert record["target"] == "default" and record["scope"] == "per-section"
+
+
+def test_dense_prediction_over_tissue_grid(tiny_run, tmp_path) -> None:
+    out, data = tiny_run
+    fold = out / "cpu" / "seed0" / "A1"
+    slide = next(data.rglob("A1.tif"))
+    pred_path = tmp_path / "dense.h5ad"
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(fold),
+            "--grid",
+            str(slide),
+            "--k",
+            "20",
+            "--out",
+            str(pred_path),
+            "--device",
+            "cpu",
+            "--plot-genes",
+            "G000",
+            "G001",
+        ]
+    )
+    assert code == 0
+    dense = ad.read_h5ad(pred_path)
+    assert dense.n_obs > 50 and dense.n_vars == 50
+    assert np.isfinite(np.asarray(dense.X)).all()
+    with Image.open(pred_path.with_suffix(".png")) as im:
+        assert im.size[0] > 300

@@ -6,6 +6,7 @@ from mclstexp._lazy import lazy_exports
 
 _EXPORTS = {
     "spatial_expression": "spatial",
+    "spatial_prediction": "spatial",
     "pcc_distribution": "summary",
     "fold_summary": "summary",
 }

@@ -86,7 +86,6 @@ def spatial_expression(
     >>> len(fig.axes) >= 2
     True
     """
-    from matplotlib.collections import EllipseCollection
     from matplotlib.colors import Normalize
 
     gene_list = [genes] if isinstance(genes, str) else [str(g) for g in genes]
@@ -138,26 +137,7 @@ def spatial_expression(
         coll = None
         for col, (vals, label) in enumerate(((vt, "measured"), (vp, f"predicted, {pcc_txt}"))):
             ax = axes[row, col]
-            if image is not None:
-                ax.imshow(image, interpolation="antialiased")
-            coll = EllipseCollection(
-                widths=np.full(len(xy), 0.9 * diam),
-                heights=np.full(len(xy), 0.9 * diam),
-                angles=np.zeros(len(xy)),
-                units="xy",
-                offsets=xy,
-                offset_transform=ax.transData,
-                cmap=cmap,
-                norm=norm,
-                edgecolors="none",
-            )
-            coll.set_array(np.ma.masked_invalid(vals))
-            ax.add_collection(coll)
-            ax.set_xlim(x0, x1)
-            ax.set_ylim(y1, y0)  # image convention: y grows downwards
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            coll = _draw_spots(ax, xy, vals, diam, norm, cmap, image, (x0, x1, y0, y1))
             ax.set_title(f"{gene}: {label}", fontsize=10)
         cb = fig.colorbar(coll, ax=list(axes[row]), shrink=0.85, pad=0.02)
         cb.set_label(f"{gene} expression", fontsize=9)
@@ -167,5 +147,118 @@ def spatial_expression(
         section = uns.get(_keys.UNS_SECTION) if isinstance(uns, dict) else None
         title = "Measured vs predicted expression" + (f", section {section}" if section else "")
     fig.suptitle(title, fontsize=12)
+    save_figure(fig, path, dpi=dpi)
+    return fig
+
+
+def _draw_spots(
+    ax: Any,
+    xy: np.ndarray,
+    values: np.ndarray,
+    diam: float,
+    norm: Any,
+    cmap: str,
+    image: np.ndarray | None,
+    limits: tuple[float, float, float, float],
+) -> Any:
+    """One map panel: the H&E thumbnail (if any) under spots coloured by ``values``."""
+    from matplotlib.collections import EllipseCollection
+
+    if image is not None:
+        ax.imshow(image, interpolation="antialiased")
+    coll = EllipseCollection(
+        widths=np.full(len(xy), 0.9 * diam),
+        heights=np.full(len(xy), 0.9 * diam),
+        angles=np.zeros(len(xy)),
+        units="xy",
+        offsets=xy,
+        offset_transform=ax.transData,
+        cmap=cmap,
+        norm=norm,
+        edgecolors="none",
+    )
+    coll.set_array(np.ma.masked_invalid(values))
+    ax.add_collection(coll)
+    x0, x1, y0, y1 = limits
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y1, y0)  # image convention: y grows downwards
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return coll
+
+
+def spatial_prediction(
+    adata_pred: Any,
+    genes: str | Sequence[str],
+    *,
+    image: np.ndarray | None = None,
+    scale: float = 1.0,
+    path: str | Path | None = None,
+    title: str | None = None,
+    cmap: str = "viridis",
+    dpi: int = 120,
+) -> Any:
+    """Predicted expression of chosen genes over the H&E thumbnail (no measurement needed).
+
+    For dense prediction on a slide without expression (``mclstexp predict --grid``): one panel
+    per gene, every patch of the tissue grid coloured by its predicted value.
+
+    Parameters
+    ----------
+    adata_pred
+        Predictions with ``obsm["spatial"]`` (full-resolution pixel centres).
+    genes
+        Gene name(s) to draw.
+    image, scale
+        Optional RGB thumbnail and its scale relative to full resolution.
+    path
+        Where to write the PNG (None: only return the figure).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> spatial_prediction(pred, ["ERBB2"], path="erbb2.png")  # doctest: +SKIP
+    """
+    from matplotlib.colors import Normalize
+
+    gene_list = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    if not gene_list:
+        raise ValueError("genes is empty; pass at least one gene name")
+    if _keys.SPATIAL not in adata_pred.obsm:
+        raise ValueError(f'adata_pred has no obsm["{_keys.SPATIAL}"] (spot pixel centres)')
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale}")
+    xy = np.asarray(adata_pred.obsm[_keys.SPATIAL], dtype=np.float64)[:, :2] * scale
+    diam = _spot_diameter(xy)
+    pad = 1.5 * diam
+    limits = (
+        xy[:, 0].min() - pad,
+        xy[:, 0].max() + pad,
+        xy[:, 1].min() - pad,
+        xy[:, 1].max() + pad,
+    )
+    aspect = (limits[3] - limits[2]) / max(limits[1] - limits[0], 1e-9)
+    ncols = min(len(gene_list), 3)
+    nrows = -(-len(gene_list) // ncols)
+    panel_w = 4.0
+    panel_h = float(np.clip(panel_w * aspect, 2.0, 6.0))
+    fig = new_figure((ncols * (panel_w + 0.8), nrows * (panel_h + 0.6) + 0.5))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel()[len(gene_list) :]:
+        ax.set_axis_off()
+    for ax, gene in zip(axes.ravel(), gene_list, strict=False):
+        vals = _gene_column(adata_pred, gene, "adata_pred")
+        finite = vals[np.isfinite(vals)]
+        lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        coll = _draw_spots(ax, xy, vals, diam, Normalize(vmin=lo, vmax=hi), cmap, image, limits)
+        ax.set_title(f"{gene}: predicted", fontsize=10)
+        fig.colorbar(coll, ax=ax, shrink=0.85, pad=0.02).set_label(f"{gene} expression", fontsize=9)
+    fig.suptitle(title or "Predicted expression", fontsize=12)
     save_figure(fig, path, dpi=dpi)
     return fig
