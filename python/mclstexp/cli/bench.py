@@ -12,7 +12,7 @@ from importlib import import_module
 from typing import Any
 
 # Modules of mclstexp.cli that each add one benchmark kind, in the order --help lists them.
-_BENCH_MODULES: tuple[str, ...] = ("bench_retrieval",)
+_BENCH_MODULES: tuple[str, ...] = ("bench_retrieval", "bench_fidelity")
 
 
 def register(subparsers: Any) -> None:
