@@ -150,8 +150,8 @@ def run_fidelity(
     summary.to_csv(out_dir / "fidelity.csv", index=False)
     pd.DataFrame(runs).to_csv(out_dir / "fidelity_runs.csv", index=False)
     _chart(summary, out_dir / "fidelity.png")
-    speed_text = "training speed and memory per preset (mean, sd over seeds x folds):\n" + str(
-        speed
+    speed_text = "training speed and memory per preset (mean, sd over seeds x folds):\n" + (
+        speed.to_string()
     )
     (out_dir / "fidelity.txt").write_text(table + "\n\n" + speed_text + "\n")
     return {
