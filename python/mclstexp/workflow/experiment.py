@@ -141,6 +141,7 @@ def run_experiment(
     records: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     last: FoldOutcome | None = None
+    colour_cache: dict[str, np.ndarray] = {}
     for preset_name in presets:
         # The checkpoint records the patch size, so `mclstexp predict` cuts patches like training.
         overrides: dict[str, Any] = {"train__patch_size": int(dataset.patch_size)}
@@ -148,6 +149,8 @@ def run_experiment(
             overrides["train__epochs"] = int(epochs)
         preset = load_preset(preset_name, **overrides)
         for seed in seeds:
+            # Frozen-backbone features depend on (preset, seed); colour features on patches only.
+            feature_cache: dict[str, Any] = {"colour": colour_cache}
             for test_sections in folds:
                 fold_name = "+".join(test_sections)
                 fold_dir = out_dir / Path(preset_name).stem / f"seed{seed}" / fold_name
@@ -165,6 +168,7 @@ def run_experiment(
                     aggregation=aggregation,
                     backend=backend,
                     progress=progress,
+                    feature_cache=feature_cache,
                 )
                 _write_predictions(outcome, fold_dir)
                 for rec in outcome.records:

@@ -60,6 +60,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _check_backbone_fingerprint(cache: dict[str, Any], model: Any) -> None:
+    """Refuse to reuse cached backbone features if this fold's backbone differs."""
+    import torch
+
+    with torch.no_grad():
+        params = list(model.image_encoder.backbone.parameters())
+        fingerprint = [float(p.double().sum()) for p in (params[0], params[-1])]
+    seen = cache.setdefault("fingerprint", fingerprint)
+    if seen != fingerprint:
+        raise RuntimeError(
+            "feature_cache: the frozen backbone differs between folds; cached features would be "
+            "wrong (use one cache per preset and seed)"
+        )
+
+
 def select_fold_genes(dataset: DatasetSpec, train: Sequence[AnnData]) -> list[str]:
     """Genes for this fold, chosen from the TRAINING sections only (no leak from held-out ones)."""
     if dataset.gene_method == "all":
@@ -98,6 +113,7 @@ def run_fold(
     backend: str = "native",
     baselines: bool = True,
     progress: bool = True,
+    feature_cache: dict[str, Any] | None = None,
 ) -> FoldOutcome:
     """Train on every section not in ``test_sections``, then predict and evaluate those.
 
@@ -117,6 +133,11 @@ def run_fold(
         Retrieval settings (default: the original's K = 200 and inverse squared L1 distance).
     baselines
         Also fit and score the reference rows (training mean, colour ridge, library size).
+    feature_cache
+        A dict kept across the folds of one (preset, seed): per-section frozen-backbone features
+        and colour features are computed once instead of once per fold. Valid because the
+        backbone is built first from the seed and stays frozen; a fingerprint of its weights is
+        checked on every fold, so a mismatch raises instead of silently reusing features.
 
     Returns
     -------
@@ -125,7 +146,7 @@ def run_fold(
     """
     from mclstexp.baselines import patch_colour_features, reference_baselines
     from mclstexp.metrics import evaluate_section
-    from mclstexp.tl.embed import embed_patches
+    from mclstexp.tl.embed import backbone_features, embed_patches
     from mclstexp.tl.predict import DEFAULT_AGGREGATION, DEFAULT_K, predict_expression
     from mclstexp.tl.reference import build_reference
     from mclstexp.train import TrainingSection, train_model
@@ -149,12 +170,28 @@ def run_fold(
         )
         for a in train
     ]
+    frozen = bool(preset.train.freeze_backbone)
+    cache = feature_cache if (feature_cache is not None and frozen) else None
+    backbone = cache.setdefault("backbone", {}) if cache is not None else {}
+    cached = None
+    if cache is not None and all(s.name in backbone for s in train_sections):
+        cached = [backbone[s.name] for s in train_sections]
     started = time.perf_counter()
     result = train_model(
-        train_sections, preset, run_dir=fold_dir, device=device, seed=seed, progress=progress
+        train_sections,
+        preset,
+        run_dir=fold_dir,
+        device=device,
+        seed=seed,
+        progress=progress,
+        frozen_features=cached,
     )
     train_seconds = time.perf_counter() - started
     model = result.model
+    if cache is not None:
+        _check_backbone_fingerprint(cache, model)
+        for section, feats in zip(train_sections, result.frozen_features or [], strict=False):
+            backbone.setdefault(section.name, feats)
 
     # --- reference: training spots' embeddings + their expression in every target -------------
     targets_by_section = {
@@ -182,7 +219,12 @@ def run_fold(
     for adata in test:
         name = section_id(adata)
         patches = caches[name].patches
-        queries = embed_patches(model, patches, device=device)
+        if cache is not None:
+            if name not in backbone:
+                backbone[name] = backbone_features(model, patches, device=device)
+            queries = embed_patches(model, None, device=device, frozen_features=backbone[name])
+        else:
+            queries = embed_patches(model, patches, device=device)
         pred = predict_expression(
             adata,
             model,
@@ -198,14 +240,14 @@ def run_fold(
         rows.setdefault(name, {})[model_name] = {t: np.asarray(pred.layers[t]) for t in TARGETS}
 
     if baselines:
-        train_features = np.concatenate(
-            [patch_colour_features(caches[section_id(a)].patches) for a in train]
-        )
+        colour = feature_cache.setdefault("colour", {}) if feature_cache is not None else {}
+        for a in dataset.sections:
+            if section_id(a) not in colour:
+                colour[section_id(a)] = patch_colour_features(caches[section_id(a)].patches)
+        train_features = np.concatenate([colour[section_id(a)] for a in train])
         train_depth = np.concatenate([_log_library_size(a) for a in train])
         groups = np.concatenate([[i] * a.n_obs for i, a in enumerate(train)])
-        test_features = {
-            section_id(a): patch_colour_features(caches[section_id(a)].patches) for a in test
-        }
+        test_features = {section_id(a): colour[section_id(a)] for a in test}
         for target in TARGETS:
             train_values = np.concatenate(
                 [_dense(targets_by_section[section_id(a)][target].X) for a in train]
