@@ -79,6 +79,7 @@ def run_experiment(
     progress: bool = True,
     log: Any = print,
     patch_dir: str | Path | None = None,
+    baselines: bool = True,
 ) -> ExperimentResult:
     """Tile, then train/predict/evaluate every preset x seed x held-out fold.
 
@@ -98,6 +99,8 @@ def run_experiment(
         Override the presets' epoch count (e.g. a time budget).
     patch_dir
         Where the patch caches live (default ``out_dir / "patches"``); share it between runs.
+    baselines
+        Fit and score the reference rows (deterministic; computed once per fold is enough).
 
     Returns
     -------
@@ -169,6 +172,7 @@ def run_experiment(
                     backend=backend,
                     progress=progress,
                     feature_cache=feature_cache,
+                    baselines=baselines,
                 )
                 _write_predictions(outcome, fold_dir)
                 for rec in outcome.records:
