@@ -88,13 +88,7 @@ def spatial_expression(
     """
     from matplotlib.colors import Normalize
 
-    gene_list = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-    if not gene_list:
-        raise ValueError("genes is empty; pass at least one gene name")
-    if _keys.SPATIAL not in adata_true.obsm:
-        raise ValueError(f'adata_true has no obsm["{_keys.SPATIAL}"] (spot pixel centres)')
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive number, got {scale}")
+    gene_list, xy, diam, (x0, x1, y0, y1) = _map_inputs(adata_true, "adata_true", genes, scale)
     missing = adata_true.obs_names.difference(adata_pred.obs_names)
     if len(missing):
         raise ValueError(
@@ -102,16 +96,11 @@ def spatial_expression(
             f"(e.g. {list(missing[:3])}); predict the same section's spots"
         )
     pred = adata_pred[adata_true.obs_names]
-    xy = np.asarray(adata_true.obsm[_keys.SPATIAL], dtype=np.float64)[:, :2] * scale
     if image is not None:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise ValueError(f"image must be (h, w, 3) RGB, got shape {image.shape}")
 
-    diam = _spot_diameter(xy)
-    pad = 1.5 * diam
-    x0, x1 = xy[:, 0].min() - pad, xy[:, 0].max() + pad
-    y0, y1 = xy[:, 1].min() - pad, xy[:, 1].max() + pad
     aspect = (y1 - y0) / max(x1 - x0, 1e-9)
     panel_w = 3.6
     panel_h = float(np.clip(panel_w * aspect, 2.0, 6.0))
@@ -149,6 +138,29 @@ def spatial_expression(
     fig.suptitle(title, fontsize=12)
     save_figure(fig, path, dpi=dpi)
     return fig
+
+
+def _map_inputs(
+    adata: Any, name: str, genes: str | Sequence[str], scale: float
+) -> tuple[list[str], np.ndarray, float, tuple[float, float, float, float]]:
+    """Validate map arguments; return genes, scaled spot centres, spot diameter and axis limits."""
+    gene_list = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    if not gene_list:
+        raise ValueError("genes is empty; pass at least one gene name")
+    if _keys.SPATIAL not in adata.obsm:
+        raise ValueError(f'{name} has no obsm["{_keys.SPATIAL}"] (spot pixel centres)')
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale}")
+    xy = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)[:, :2] * scale
+    diam = _spot_diameter(xy)
+    pad = 1.5 * diam
+    limits = (
+        xy[:, 0].min() - pad,
+        xy[:, 0].max() + pad,
+        xy[:, 1].min() - pad,
+        xy[:, 1].max() + pad,
+    )
+    return gene_list, xy, diam, limits
 
 
 def _draw_spots(
@@ -225,22 +237,7 @@ def spatial_prediction(
     """
     from matplotlib.colors import Normalize
 
-    gene_list = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-    if not gene_list:
-        raise ValueError("genes is empty; pass at least one gene name")
-    if _keys.SPATIAL not in adata_pred.obsm:
-        raise ValueError(f'adata_pred has no obsm["{_keys.SPATIAL}"] (spot pixel centres)')
-    if not (np.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive number, got {scale}")
-    xy = np.asarray(adata_pred.obsm[_keys.SPATIAL], dtype=np.float64)[:, :2] * scale
-    diam = _spot_diameter(xy)
-    pad = 1.5 * diam
-    limits = (
-        xy[:, 0].min() - pad,
-        xy[:, 0].max() + pad,
-        xy[:, 1].min() - pad,
-        xy[:, 1].max() + pad,
-    )
+    gene_list, xy, diam, limits = _map_inputs(adata_pred, "adata_pred", genes, scale)
     aspect = (limits[3] - limits[2]) / max(limits[1] - limits[0], 1e-9)
     ncols = min(len(gene_list), 3)
     nrows = -(-len(gene_list) // ncols)
