@@ -240,6 +240,31 @@ def test_densenet_final_activation_can_be_dropped() -> None:
         build_backbone("test_efficientnet", drop_final_activation=True)
 
 
+def test_multiscale_pooling_is_the_mean_of_every_stage() -> None:
+    torch.manual_seed(0)
+    m = build_backbone("test_resnet", pooling="multiscale").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        _, stages = m.model.forward_intermediates(x)
+        expected = torch.cat([f.mean(dim=(2, 3)) for f in stages], dim=1)
+        got = m(x)
+    assert got.shape == (2, m.num_features) and m.num_features == expected.shape[1]
+    assert torch.allclose(got, expected)
+    # the last block of the concatenation is the global pooling of the plain backbone
+    plain = build_backbone("test_resnet").eval()
+    plain.load_state_dict(m.model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(got[:, -plain.num_features :], plain(x), atol=1e-6)
+    # the encoder and the model config carry it; bad values are refused
+    enc = ImageEncoder("test_resnet", embed_dim=4, pooling="multiscale")
+    assert enc.num_features == m.num_features and enc(x).shape == (2, 4)
+    assert MclSTExp(small_config(backbone="test_resnet", pooling="multiscale"))
+    with pytest.raises(ValueError, match="pooling"):
+        ModelConfig(pooling="max")
+    with pytest.raises(ValueError, match="pooling"):
+        build_backbone("test_resnet", pooling="max")
+
+
 # ----------------------------------------------------------------------------- presets
 
 
@@ -261,7 +286,7 @@ def test_presets() -> None:
     assert dm.sequence == "neighbourhood" and dm.position_rows == 0
     assert dt.expression_normalization == "default"
     _cm, ct = load_preset("cpu", train__epochs=2)
-    assert ct.freeze_backbone and ct.epochs == 2
+    assert ct.freeze_backbone and ct.epochs == 2 and _cm.pooling == "multiscale"
     with pytest.raises(ValueError, match="unknown preset"):
         load_preset("nope")
     with pytest.raises(ValueError, match="unknown TrainConfig field"):

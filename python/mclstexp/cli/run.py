@@ -43,7 +43,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
     parser.add_argument("--epochs", type=int, help="override the preset's number of epochs")
-    parser.add_argument("--k", type=int, help="neighbours per query (default: 200)")
+    parser.add_argument(
+        "--k",
+        type=_k_value,
+        default="auto",
+        help="neighbours per query: a number (200 is the original's on HER2+) or 'auto' "
+        "(default: chosen per fold on the training sections only, leaving each out in turn)",
+    )
     parser.add_argument(
         "--aggregation",
         choices=["mean", "similarity", "inverse_l1", "inverse_l2"],
@@ -54,6 +60,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<dataset>)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.set_defaults(func=_run)
+
+
+def _k_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:

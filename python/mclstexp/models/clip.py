@@ -56,6 +56,7 @@ class MclSTExp(nn.Module):
             drop_final_activation=config.drop_final_activation,
             normalization=config.image_normalization,
             head_dropout=config.head_dropout,
+            pooling=config.pooling,
         )
         self.spot_encoder = SpotEncoder(
             config.n_genes,

@@ -52,6 +52,11 @@ class ModelConfig:
         Local file (safetensors or a torch state dict) with backbone weights; never downloaded.
     drop_final_activation
         Drop the backbone's last activation before pooling (the original does for DenseNet-121).
+    pooling
+        ``"global"`` (the backbone's own pooling of its last stage; the method) or
+        ``"multiscale"`` (the mean of every stage's feature map, concatenated: better frozen
+        features from a backbone without pretrained weights, see
+        :class:`mclstexp.models.image_encoder.MultiScalePool`).
     image_normalization
         ``"none"`` (images in [0, 1], the original), ``"imagenet"`` or ``"backbone"`` (the timm
         model's own mean/std).
@@ -92,6 +97,7 @@ class ModelConfig:
     backbone: str = "densenet121"
     weights: str | None = None
     drop_final_activation: bool = False
+    pooling: Literal["global", "multiscale"] = "global"
     image_normalization: Literal["none", "imagenet", "backbone"] = "imagenet"
     n_genes: int = 0
     embed_dim: int = 256
@@ -113,6 +119,10 @@ class ModelConfig:
         if self.sequence not in ("batch", "neighbourhood"):
             raise ValueError(
                 f"ModelConfig.sequence must be 'batch' or 'neighbourhood', got {self.sequence!r}"
+            )
+        if self.pooling not in ("global", "multiscale"):
+            raise ValueError(
+                f"ModelConfig.pooling must be 'global' or 'multiscale', got {self.pooling!r}"
             )
         if self.image_normalization not in ("none", "imagenet", "backbone"):
             raise ValueError(

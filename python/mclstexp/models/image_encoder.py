@@ -15,14 +15,18 @@ from torch import nn
 
 from mclstexp.models.heads import ProjectionHead
 
-__all__ = ["ImageEncoder", "build_backbone", "load_backbone_weights"]
+__all__ = ["ImageEncoder", "MultiScalePool", "build_backbone", "load_backbone_weights"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_backbone(
-    name: str, *, weights: str | Path | None = None, drop_final_activation: bool = False
+    name: str,
+    *,
+    weights: str | Path | None = None,
+    drop_final_activation: bool = False,
+    pooling: str = "global",
 ) -> nn.Module:
     """Create a timm backbone without classifier (``num_classes=0``), never downloading weights.
 
@@ -35,11 +39,18 @@ def build_backbone(
     drop_final_activation
         Replace the activation of DenseNet's final ``norm5`` by identity (the original feeds the
         pre-ReLU features to the pooling).
+    pooling
+        ``"global"``: the backbone's own pooled output (its last stage; the method).
+        ``"multiscale"``: the spatial mean of every stage's feature map, concatenated
+        (:class:`MultiScalePool`); for frozen backbones without pretrained weights, whose last
+        stage alone keeps little of the colour and texture a spot's expression depends on.
 
     Examples
     --------
     >>> build_backbone("resnet18").num_features
     512
+    >>> build_backbone("resnet18", pooling="multiscale").num_features
+    1024
     """
     import timm
 
@@ -58,7 +69,50 @@ def build_backbone(
         norm5.act = nn.Identity()
     if weights is not None:
         load_backbone_weights(model, weights)
+    if pooling == "multiscale":
+        return MultiScalePool(model, name)
+    if pooling != "global":
+        raise ValueError(f"pooling must be 'global' or 'multiscale', got {pooling!r}")
     return model
+
+
+class MultiScalePool(nn.Module):
+    """A timm backbone whose output is the spatial mean of every stage's feature map.
+
+    The concatenated means (``num_features`` = the sum of the stages' channels) keep what the
+    early, high-resolution stages see (colour, nuclei, texture at the scale of cells) next to the
+    last stage's context. Weights load as for the wrapped model (``load_backbone_weights`` is
+    applied before wrapping).
+
+    Parameters
+    ----------
+    model
+        A timm model that implements ``forward_intermediates`` (ResNets, ConvNeXts, ViTs, ...).
+    name
+        Its timm name, for error messages.
+
+    Examples
+    --------
+    >>> m = MultiScalePool(build_backbone("test_resnet"), "test_resnet")
+    >>> m(torch.zeros(2, 3, 32, 32)).shape[1] == m.num_features
+    True
+    """
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        super().__init__()
+        info = getattr(model, "feature_info", None)
+        if not hasattr(model, "forward_intermediates") or not info:
+            raise ValueError(
+                f"pooling='multiscale' needs a timm backbone with forward_intermediates and "
+                f"feature_info; {name!r} has none. Use pooling='global'."
+            )
+        self.model = model
+        self.num_features = int(sum(int(f["num_chs"]) for f in info))
+        self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, stages = self.model.forward_intermediates(x)
+        return torch.cat([f.float().mean(dim=(2, 3)) for f in stages], dim=1)
 
 
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
@@ -150,6 +204,8 @@ class ImageEncoder(nn.Module):
         ``"none"``, ``"imagenet"`` or ``"backbone"``.
     head_dropout
         Dropout of the projection head.
+    pooling
+        ``"global"`` or ``"multiscale"``, see :func:`build_backbone`.
 
     Examples
     --------
@@ -170,10 +226,14 @@ class ImageEncoder(nn.Module):
         drop_final_activation: bool = False,
         normalization: str = "imagenet",
         head_dropout: float = 0.0,
+        pooling: str = "global",
     ) -> None:
         super().__init__()
         self.backbone = build_backbone(
-            backbone, weights=weights, drop_final_activation=drop_final_activation
+            backbone,
+            weights=weights,
+            drop_final_activation=drop_final_activation,
+            pooling=pooling,
         )
         self.num_features = int(cast(int, self.backbone.num_features))
         if normalization == "none":

@@ -10,6 +10,7 @@ _EXPORTS = {
     "build_reference": "reference",
     "Reference": "reference",
     "predict_expression": "predict",
+    "select_k": "select_k",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

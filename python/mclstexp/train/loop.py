@@ -179,6 +179,7 @@ def _frozen_features(
         "backbone": cfg.backbone,
         "weights": cfg.weights,
         "drop_final_activation": cfg.drop_final_activation,
+        "pooling": cfg.pooling,
         "image_normalization": cfg.image_normalization,
         "sections": [[s.name, s.n_obs, list(s.patch_shape)] for s in sections],
     }

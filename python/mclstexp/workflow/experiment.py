@@ -71,7 +71,7 @@ def run_experiment(
     holdout: Sequence[str] | None = None,
     device: str = "auto",
     epochs: int | None = None,
-    k: int | None = None,
+    k: int | str | None = "auto",
     aggregation: str | None = None,
     backend: str = "native",
     n_threads: int | None = None,
@@ -97,6 +97,9 @@ def run_experiment(
         Held-out section ids (one fold each); default leave-one-section-out over all sections.
     epochs
         Override the presets' epoch count (e.g. a time budget).
+    k, aggregation, backend
+        Retrieval settings of :func:`mclstexp.workflow.fold.run_fold`. ``k="auto"`` (default)
+        chooses K per fold on the training sections only; ``k=200`` is the original's HER2+ value.
     patch_dir
         Where the patch caches live (default ``out_dir / "patches"``); share it between runs.
     baselines
@@ -192,6 +195,8 @@ def run_experiment(
                         "train_spots": n_train,
                         "spots_per_second": n_train * epochs_run / max(outcome.train_seconds, 1e-9),
                         "peak_rss_mb": outcome.peak_rss_mb,
+                        "k": outcome.k,
+                        "k_selection": outcome.k_selection,
                     }
                 )
                 model_rows = [

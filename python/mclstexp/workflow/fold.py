@@ -44,6 +44,8 @@ class FoldOutcome:
     train_seconds: float
     peak_rss_mb: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    k: int = 0
+    k_selection: dict[str, Any] | None = None
 
 
 def _dense(x: Any) -> np.ndarray:
@@ -108,7 +110,7 @@ def run_fold(
     fold_dir: str | Path,
     seed: int = 0,
     device: str = "auto",
-    k: int | None = None,
+    k: int | str | None = None,
     aggregation: str | None = None,
     backend: str = "native",
     baselines: bool = True,
@@ -131,6 +133,9 @@ def run_fold(
         Where the checkpoints, reference and per-epoch log of this fold go.
     k, aggregation
         Retrieval settings (default: the original's K = 200 and inverse squared L1 distance).
+        ``k="auto"`` chooses K on the training sections only (:func:`mclstexp.tl.select_k.select_k`:
+        each training section queries a reference of the others); the choice and its inner-CV
+        scores go to ``FoldOutcome.k_selection`` and every record's ``"k"``.
     baselines
         Also fit and score the reference rows (training mean, colour ridge, library size).
     feature_cache
@@ -208,9 +213,30 @@ def run_fold(
     )
     reference.save(fold_dir / "reference.npz")
 
+    def image_embeddings(name: str, patches: Any) -> np.ndarray:
+        if cache is None:
+            return embed_patches(model, patches, device=device)
+        if name not in backbone:
+            backbone[name] = backbone_features(model, patches, device=device)
+        return embed_patches(model, None, device=device, frozen_features=backbone[name])
+
     # --- predict + evaluate -------------------------------------------------------------------
-    k = DEFAULT_K if k is None else k
     aggregation = DEFAULT_AGGREGATION if aggregation is None else aggregation
+    k_selection = None
+    if k == "auto" and len(train_sections) < 2:
+        # nothing to leave out: fall back to the original's K (clipped to the reference)
+        k, k_selection = DEFAULT_K, {"k": DEFAULT_K, "reason": "one training section"}
+    if k == "auto":
+        from mclstexp.tl.select_k import select_k
+
+        inner = {s.name: image_embeddings(s.name, s.patches) for s in train_sections}
+        selection = select_k(inner, reference, aggregation=aggregation, backend=backend)
+        k, k_selection = selection.k, selection.to_dict()
+    elif k is None:
+        k = DEFAULT_K
+    elif isinstance(k, str) or int(k) < 1:
+        raise ValueError(f"k: expected a positive integer or 'auto', got {k!r}")
+    k = int(k)
     model_name = f"mclstexp[{preset_name}]"
     records: list[dict[str, Any]] = []
     predictions: dict[str, AnnData] = {}
@@ -219,12 +245,7 @@ def run_fold(
     for adata in test:
         name = section_id(adata)
         patches = caches[name].patches
-        if cache is not None:
-            if name not in backbone:
-                backbone[name] = backbone_features(model, patches, device=device)
-            queries = embed_patches(model, None, device=device, frozen_features=backbone[name])
-        else:
-            queries = embed_patches(model, patches, device=device)
+        queries = image_embeddings(name, patches)
         pred = predict_expression(
             adata,
             model,
@@ -281,6 +302,8 @@ def run_fold(
                         undefined_pred=UNDEFINED_PCC,
                     )
                 )
+                if method == model_name:
+                    records[-1]["k"] = k
     return FoldOutcome(
         records=records,
         predictions=predictions,
@@ -289,4 +312,6 @@ def run_fold(
         train_seconds=train_seconds,
         peak_rss_mb=_peak_rss_mb(),
         history=list(getattr(result, "history", [])),
+        k=k,
+        k_selection=k_selection,
     )
