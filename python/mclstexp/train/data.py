@@ -500,9 +500,7 @@ def augment_batch(
     if normalize is None:
         res = _native.augment_patches_uint8(*args, out=out_np, n_threads=n_threads)
     else:
-        res = _native.augment_patches_tensor(
-            *args, mean, std, out=out_np, n_threads=n_threads
-        )
+        res = _native.augment_patches_tensor(*args, mean, std, out=out_np, n_threads=n_threads)
     return out if out is not None else torch.from_numpy(res)
 
 
@@ -538,11 +536,13 @@ def _augment_torch(images: Any, params: AugmentParams, *, chunk: int = 4) -> Any
     bg = ((1 - sf) * cf * bf).to(dev)
     contrast_shift = ((1 - cf) * bf).to(dev)
     # geometry: output pixel p <- source R(-angle) p, mirrored when flipped (flip first);
-    # positive angles turn the image counter-clockwise on screen (y axis down); nearest neighbour = truncation of (coordinate + 0.5) since padded coordinates are >= 0.
+    # positive angles turn the image counter-clockwise on screen (y axis down); nearest
+    # neighbour = truncation of (coordinate + 0.5) since padded coordinates are >= 0;
     # cos/sin in float64, rounded once (the native kernel does the same)
     cos, sin = angle.cos().float().to(dev), angle.sin().float().to(dev)
     sign = torch.where(flips, -1.0, 1.0).float().to(dev)
-    # room for any rotation: half the diagonal - min(h, w) / 2 <= max (sqrt 2 - 1) / 2 + (max - min) / 2
+    # room for any rotation (also non-square):
+    # half diagonal - min(h, w) / 2 <= max(h, w) (sqrt 2 - 1) / 2 + (max - min) / 2
     pad = math.ceil(max(h, w) * (math.sqrt(2) - 1) / 2) + 1 + (abs(h - w) + 1) // 2
     hp, wp = h + 2 * pad, w + 2 * pad
     ys = (torch.arange(h, dtype=torch.float32, device=dev) - (h - 1) / 2).view(1, h, 1)
