@@ -187,3 +187,92 @@ def test_bad_arguments_raise_value_errors_naming_them() -> None:
         _native.augment_patches_tensor(
             a, one, one, one, no, one, MEAN, STD, out=np.empty((2, 8, 8, 3), np.float32)
         )
+
+
+# ----------------------------------------------------------------------------- batch pipeline
+
+
+def _zarr_patches(path, patches: np.ndarray, chunk: int, **kw):
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(
+        str(path), shape=patches.shape, chunks=(chunk, *patches.shape[1:]), dtype="uint8", **kw
+    )
+    z[:] = patches
+    return zarr.open_array(str(path), mode="r")
+
+
+def test_chunk_reader_reads_like_zarr(tmp_path) -> None:
+    import shutil
+
+    from mclstexp.train.data import ChunkReader
+
+    x = smooth_images(10, 8, 8, seed=6)
+    z = _zarr_patches(tmp_path / "p.zarr", x, chunk=3)
+    reader = ChunkReader.maybe(z)
+    assert reader is not None
+    idx = np.array([9, 0, 4, 4, 2, 7, 9])
+    np.testing.assert_array_equal(reader.take(idx), x[idx])
+    np.testing.assert_array_equal(reader.take(np.arange(10)), x)
+    assert reader.take(np.array([], np.int64)).shape == (0, 8, 8, 3)
+    with pytest.raises(IndexError):
+        reader.take(np.array([10]))
+    # one patch per chunk: decoded straight into the result
+    one = ChunkReader.maybe(_zarr_patches(tmp_path / "one.zarr", x, chunk=1))
+    assert one is not None
+    np.testing.assert_array_equal(one.take(idx), x[idx])
+    # a chunk never written reads as the fill value (as zarr does)
+    shutil.rmtree(tmp_path / "p.zarr" / "c" / "1")
+    np.testing.assert_array_equal(reader.take(idx), np.asarray(z)[idx])
+    assert (reader.take(np.array([3, 5])) == 0).all()
+    # a corrupt chunk is an error naming the file, never a crash or a wrong image
+    (tmp_path / "p.zarr" / "c" / "2" / "0" / "0" / "0").write_bytes(b"not zstd")
+    with pytest.raises(ValueError, match="corrupt patch cache chunk"):
+        reader.take(np.array([6]))
+    # other layouts go through zarr
+    assert ChunkReader.maybe(x) is None
+    zarr = pytest.importorskip("zarr")
+    raw = _zarr_patches(tmp_path / "raw.zarr", x, chunk=3, compressors=None)
+    assert ChunkReader.maybe(raw) is None
+    blosc = _zarr_patches(tmp_path / "blosc.zarr", x, chunk=3, compressors=zarr.codecs.BloscCodec())
+    assert ChunkReader.maybe(blosc) is None
+
+
+def _sections(tmp_path):
+    import anndata as ad
+    import pandas as pd
+
+    from mclstexp.train.data import TrainingSection
+
+    secs = []
+    for k, lazy in enumerate((False, True)):
+        n = 7 + k
+        x = smooth_images(n, 16, 16, seed=10 + k)
+        obs = pd.DataFrame(
+            {"array_row": np.arange(n), "array_col": np.zeros(n, int)},
+            index=[f"{k}_{i}" for i in range(n)],
+        )
+        adata = ad.AnnData(np.ones((n, 2), np.float32), obs=obs)
+        patches = _zarr_patches(tmp_path / f"{k}.zarr", x, chunk=2) if lazy else x
+        secs.append(TrainingSection(adata, patches, name=f"s{k}", in_memory=False))
+    return secs
+
+
+@pytest.mark.parametrize("image_format", ["uint8", "unit"])
+def test_batch_dataset_gathers_and_augments_like_augment_batch(tmp_path, image_format) -> None:
+    from mclstexp.train.loop import _BatchDataset
+
+    secs = _sections(tmp_path)
+    assert isinstance(secs[0].patches, np.ndarray) and not isinstance(secs[1].patches, np.ndarray)
+    every = np.concatenate([secs[0].patches, np.asarray(secs[1].patches)])
+    seqs = [np.array([8, 2, 14]), np.array([0, 9, 3, 13])]  # both sections, interleaved
+    ids = np.concatenate(seqs)
+    plain = _BatchDataset(secs, augment=False, features=None, image_format=image_format)
+    got = plain[(0, seqs)]["images"]
+    assert got.dtype == torch.uint8  # without augmentation the loader always sends uint8
+    np.testing.assert_array_equal(got.numpy(), every[ids])
+    aug = _BatchDataset(secs, augment=True, features=None, image_format=image_format)
+    norm = ((0, 0, 0), (1, 1, 1)) if image_format == "unit" else None
+    want = augment_batch(torch.from_numpy(every[ids]), gen(42), normalize=norm)
+    assert torch.equal(aug[(42, seqs)]["images"], want)
+    with pytest.raises(ValueError, match="image_format"):
+        _BatchDataset(secs, augment=True, features=None, image_format="float16")

@@ -55,6 +55,8 @@ def augment_patches_uint8(
     flip: npt.NDArray[np.bool_],
     angle: npt.NDArray[np.float64],
     *,
+    indices: npt.NDArray[np.int64] | None = None,
+    out_rows: npt.NDArray[np.int64] | None = None,
     out: npt.NDArray[np.uint8] | None = None,
     n_threads: int | None = None,
 ) -> npt.NDArray[np.uint8]: ...
@@ -68,6 +70,8 @@ def augment_patches_tensor(
     mean: Sequence[float],
     std: Sequence[float],
     *,
+    indices: npt.NDArray[np.int64] | None = None,
+    out_rows: npt.NDArray[np.int64] | None = None,
     out: npt.NDArray[np.float32] | None = None,
     n_threads: int | None = None,
 ) -> npt.NDArray[np.float32]: ...

@@ -81,6 +81,7 @@ class TrainingSection:
     in_memory: bool | None = None
     expression: np.ndarray = field(init=False, repr=False)
     positions: np.ndarray = field(init=False, repr=False)
+    _chunks: ChunkReader | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         adata = self.adata
@@ -118,6 +119,9 @@ class TrainingSection:
         self.positions = np.ascontiguousarray(np.round(pos).astype(np.int64))
         if not isinstance(self.patches, np.ndarray) and self._load_into_memory():
             self.patches = read_all(self.patches)
+        self._chunks = (
+            None if isinstance(self.patches, np.ndarray) else ChunkReader.maybe(self.patches)
+        )
 
     def _load_into_memory(self) -> bool:
         if self.in_memory is not None:
@@ -135,9 +139,111 @@ class TrainingSection:
         """``(H, W, 3)``."""
         return tuple(self.patches.shape[1:])  # type: ignore[return-value]
 
-    def read_patches(self, idx: np.ndarray) -> np.ndarray:
-        """Patches ``[len(idx), H, W, 3]`` in the order of ``idx`` (sorted reads from the store)."""
-        return take_rows(self.patches, idx)
+    def read_patches(self, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Patches ``[len(idx), H, W, 3]`` in the order of ``idx`` (sorted reads from the store),
+        written into ``out`` when given."""
+        if self._chunks is not None:
+            return self._chunks.take(idx, out=out)
+        if out is not None and isinstance(self.patches, np.ndarray):
+            return np.take(self.patches, np.asarray(idx, dtype=np.int64), axis=0, out=out)
+        rows = take_rows(self.patches, idx)
+        if out is None:
+            return rows
+        out[...] = rows
+        return out
+
+
+class ChunkReader:
+    """Direct reads of a Zarr v3 patch cache on a local disk: chunk files are read and zstd-decoded
+    into the result without zarr's per-chunk machinery (about 5x less CPU per patch).
+
+    Used for arrays in the layout :func:`mclstexp.pp.extract_patches` writes (local store,
+    regular chunks over the first axis only, codecs ``bytes`` + ``zstd``, no sharding); for
+    anything else :meth:`maybe` returns ``None`` and reads go through zarr. A missing chunk
+    reads as the fill value; a chunk that does not decode to exactly its size raises
+    ``ValueError`` naming the file.
+
+    Examples
+    --------
+    >>> import zarr
+    >>> z = zarr.open_array("p.zarr", mode="w", shape=(4, 8, 8, 3), chunks=(2, 8, 8, 3),
+    ...                     dtype="uint8")  # doctest: +SKIP
+    >>> ChunkReader.maybe(z).take(np.array([3, 0])).shape  # doctest: +SKIP
+    (2, 8, 8, 3)
+    """
+
+    def __init__(self, root: Any, shape: tuple[int, ...], chunk: int, fill: int, key: Any) -> None:
+        from numcodecs import Zstd
+
+        self.root = root
+        self.shape = shape
+        self.chunk = chunk
+        self.fill = fill
+        self.key = key
+        self.codec = Zstd()
+
+    @classmethod
+    def maybe(cls, arr: Any) -> ChunkReader | None:
+        """A reader for ``arr`` when it has the supported layout, else ``None``."""
+        from pathlib import Path
+
+        try:
+            meta = arr.metadata
+            store = arr.store
+            if (
+                meta.zarr_format != 3
+                or type(store).__name__ != "LocalStore"
+                or [type(c).__name__ for c in meta.codecs] != ["BytesCodec", "ZstdCodec"]
+                or type(meta.chunk_grid).__name__ != "RegularChunkGrid"
+                or tuple(meta.chunk_grid.chunk_shape[1:]) != tuple(arr.shape[1:])
+                or np.dtype(arr.dtype) != np.uint8
+            ):
+                return None
+            root = Path(store.root) / arr.path if arr.path else Path(store.root)
+            fill = int(meta.fill_value or 0)
+            return cls(
+                root,
+                tuple(arr.shape),
+                int(meta.chunk_grid.chunk_shape[0]),
+                fill,
+                meta.encode_chunk_key,
+            )
+        except Exception:  # any other layout or zarr version: zarr reads it
+            return None
+
+    def _chunk(self, c: int, out: np.ndarray | None = None) -> np.ndarray:
+        rows = (self.chunk, *self.shape[1:])
+        if out is None:
+            out = np.empty(rows, dtype=np.uint8)
+        path = self.root / self.key((c,) + (0,) * (len(self.shape) - 1))
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            out[...] = self.fill
+            return out
+        try:
+            self.codec.decode(raw, out=out.reshape(-1))
+        except Exception as e:
+            raise ValueError(f"{path}: corrupt patch cache chunk ({e})") from e
+        return out
+
+    def take(self, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``idx`` (any order, repeats allowed) as ``[len(idx), ...]`` uint8."""
+        idx = np.asarray(idx, dtype=np.int64)
+        n = self.shape[0]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"patch index out of range for {n} patches")
+        if out is None:
+            out = np.empty((idx.size, *self.shape[1:]), dtype=np.uint8)
+        chunks = idx // self.chunk
+        for c in np.unique(chunks):
+            where = np.flatnonzero(chunks == c)
+            if self.chunk == 1 and where.size == 1:  # decode straight into the result
+                self._chunk(int(c), out=out[int(where[0])].reshape(1, *self.shape[1:]))
+                continue
+            block = self._chunk(int(c))
+            out[where] = block[idx[where] - int(c) * self.chunk]
+        return out
 
 
 def read_all(arr: Any, block: int = 256) -> np.ndarray:

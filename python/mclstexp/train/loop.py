@@ -36,7 +36,13 @@ from mclstexp.models.loss import clip_loss, soft_target_loss
 from mclstexp.tl.embed import _autocast, backbone_features, resolve_device
 from mclstexp.train import distributed as D
 from mclstexp.train.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
-from mclstexp.train.data import SequenceSampler, TrainingSection, augment_batch, batch_sequences
+from mclstexp.train.data import (
+    SequenceSampler,
+    TrainingSection,
+    augment_batch,
+    batch_sequences,
+    draw_augment_params,
+)
 
 __all__ = ["TrainResult", "train_model"]
 
@@ -95,8 +101,22 @@ def _as_sections(sections: Any) -> list[TrainingSection]:
     return out
 
 
+# What the loader hands the model: uint8 (B, H, W, 3) (compact; the model converts on its device)
+# or float32 (B, 3, H, W) in [0, 1] (the model then only applies its mean/std). Both give the same
+# model input bits; "unit" moves the layout/scale pass into the loader (workers).
+_UNIT = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
 class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """Builds one batch (already a list of sequences) per key; used with ``batch_size=None``."""
+    """Builds one batch (already a list of sequences) per key; used with ``batch_size=None``.
+
+    Images are gathered from each section's patches (RAM-resident: straight into the fused
+    augmentation kernel, no intermediate copy; lazy Zarr: direct chunk reads) and, with
+    ``augment``, augmented by the native kernel with parameters drawn from the key's seed. Inside
+    a DataLoader worker the image batch is allocated in shared memory (no copy on the way to the
+    main process) and the kernel runs on one native thread (the workers are the parallelism);
+    in the main process it uses ``n_threads`` (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
+    """
 
     def __init__(
         self,
@@ -104,12 +124,18 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         *,
         augment: bool,
         features: list[np.ndarray] | None,
+        image_format: str = "uint8",
+        n_threads: int | None = None,
     ) -> None:
+        if image_format not in ("uint8", "unit"):
+            raise ValueError(f"image_format must be 'uint8' or 'unit', got {image_format!r}")
         self.sections = sections
         self.offsets = np.concatenate([[0], np.cumsum([s.n_obs for s in sections])])
         self.expression = np.concatenate([s.expression for s in sections])
         self.positions = np.concatenate([s.positions for s in sections])
         self.augment = augment
+        self.image_format = image_format
+        self.n_threads = n_threads
         self.features = None if features is None else np.concatenate(features)
 
     def __len__(self) -> int:  # unused (keys come from the sampler)
@@ -127,23 +153,60 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if self.features is not None:
             out["images"] = torch.from_numpy(self.features[ids])
             return out
+        out["images"] = self._images(ids, aug_seed)
+        return out
+
+    def _images(self, ids: np.ndarray, aug_seed: int) -> torch.Tensor:
+        from mclstexp import _native
+
+        in_worker = torch.utils.data.get_worker_info() is not None
+        threads = 1 if in_worker else self.n_threads
+        b = len(ids)
+        h, w, _ = first = self.sections[0].patch_shape
+        unit = self.augment and self.image_format == "unit"
+        shape = (b, 3, h, w) if unit else (b, h, w, 3)
+        images = torch.empty(shape, dtype=torch.float32 if unit else torch.uint8)
+        if in_worker:
+            images.share_memory_()  # the batch travels to the main process without a copy
+        dst = images.numpy()
+        params = None
+        if self.augment:
+            params = draw_augment_params(b, torch.Generator().manual_seed(aug_seed))
         sec = np.searchsorted(self.offsets, ids, side="right") - 1
-        first = self.sections[0].patch_shape
-        images = np.empty((len(ids), *first), dtype=np.uint8)
         for k in np.unique(sec):
-            where = np.flatnonzero(sec == k)
-            part = self.sections[k].read_patches(ids[where] - self.offsets[k])
-            if part.shape[1:] != first:
+            section = self.sections[k]
+            if section.patch_shape != first:
                 raise ValueError(
-                    f"section {self.sections[k].name} has patches {part.shape[1:]}, "
+                    f"section {section.name} has patches {section.patch_shape}, "
                     f"{self.sections[0].name} has {first}: use one patch size"
                 )
-            images[where] = part
-        t = torch.from_numpy(images)
-        if self.augment:
-            t = augment_batch(t, torch.Generator().manual_seed(aug_seed))
-        out["images"] = t
-        return out
+            where = np.flatnonzero(sec == k)
+            local = ids[where] - self.offsets[k]
+            whole = where.size == b  # the batch comes from this section only
+            if params is None:
+                if whole:
+                    section.read_patches(local, out=dst)
+                else:
+                    dst[where] = section.read_patches(local)
+                continue
+            patches = section.patches
+            if isinstance(patches, np.ndarray) and patches.flags.c_contiguous:
+                src, rows = patches, local  # gathered by the kernel
+            else:
+                src, rows = section.read_patches(local), np.arange(where.size)
+            args = (
+                src,
+                *(np.ascontiguousarray(getattr(params, f)[where]) for f in _PARAM_FIELDS),
+            )
+            kw = {"indices": rows, "out_rows": where, "out": dst, "n_threads": threads}
+            if unit:
+                _native.augment_patches_tensor(*args, *_UNIT, **kw)
+            else:
+                _native.augment_patches_uint8(*args, **kw)
+        return images
+
+
+_PARAM_FIELDS = ("brightness", "contrast", "saturation", "flip", "angle")
 
 
 class _EpochKeys:
@@ -406,7 +469,12 @@ def train_model(
     on_device = augment and (
         tcfg.augment_on == "device" or (tcfg.augment_on == "auto" and dev.type == "cuda")
     )
-    dataset = _BatchDataset(secs, augment=augment and not on_device, features=features)
+    # CPU training: the loader emits float32 (B, 3, H, W) in [0, 1] (layout and scaling done by
+    # the fused kernel, in the workers); CUDA: compact uint8, converted on the GPU
+    image_format = "unit" if dev.type == "cpu" else "uint8"
+    dataset = _BatchDataset(
+        secs, augment=augment and not on_device, features=features, image_format=image_format
+    )
     loss_fn = clip_loss if tcfg.loss == "clip" else soft_target_loss
 
     def make_checkpoint(epoch: int, final: bool = False) -> dict[str, Any]:
@@ -455,7 +523,11 @@ def train_model(
         for step, batch in enumerate(loader):
             images = batch["images"].to(dev, non_blocking=True)
             if on_device:
-                images = augment_batch(images, torch.Generator().manual_seed(keys[step][0]))
+                images = augment_batch(
+                    images,
+                    torch.Generator().manual_seed(keys[step][0]),
+                    normalize=_UNIT if image_format == "unit" else None,
+                )
             expr = batch["expression"].to(dev, non_blocking=True)
             pos = batch["positions"].to(dev, non_blocking=True)
             mask = batch["mask"].to(dev, non_blocking=True)

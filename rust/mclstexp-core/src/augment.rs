@@ -207,38 +207,103 @@ pub fn augment(
     out: Output<'_>,
     n_threads: Option<usize>,
 ) -> Result<()> {
+    let per = h.saturating_mul(w).saturating_mul(3);
+    if Some(src.len()) != per.checked_mul(n) {
+        return Err(Error::invalid(
+            "patches",
+            format!("expected {n} x {h} x {w} x 3 values, got {}", src.len()),
+        ));
+    }
+    let rows: Vec<usize> = (0..n).collect();
+    augment_rows(src, h, w, &rows, None, params, out, n_threads)
+}
+
+/// Where each augmented image goes: job `i` reads source image `indices[i]` of `src` (any number
+/// of `H x W x 3` images) with the parameters `params[i]` and writes output image `out_rows[i]`
+/// (default `i`) of `out`; output images no job writes are left untouched. This gathers batch
+/// rows straight from a RAM-resident patch cache without an intermediate copy.
+///
+/// Errors: `indices` out of range, `out_rows` out of range or repeated, and every check of
+/// [`augment`].
+#[allow(clippy::too_many_arguments)]
+pub fn augment_rows(
+    src: &[u8],
+    h: usize,
+    w: usize,
+    indices: &[usize],
+    out_rows: Option<&[usize]>,
+    params: &Params<'_>,
+    out: Output<'_>,
+    n_threads: Option<usize>,
+) -> Result<()> {
     let per = h
         .checked_mul(w)
         .and_then(|v| v.checked_mul(3))
         .ok_or_else(|| Error::invalid("patches", "image size overflows"))?;
-    let total = per
-        .checked_mul(n)
-        .ok_or_else(|| Error::invalid("patches", "shape is too large"))?;
-    if src.len() != total {
+    if per == 0 {
+        return Ok(());
+    }
+    if !src.len().is_multiple_of(per) {
         return Err(Error::invalid(
             "patches",
             format!(
-                "expected {n} x {h} x {w} x 3 = {total} values, got {}",
+                "expected whole {h} x {w} x 3 images, got {} values",
                 src.len()
             ),
         ));
     }
-    check_params(params, n)?;
+    let n_src = src.len() / per;
+    let jobs = indices.len();
+    if let Some((i, &k)) = indices.iter().enumerate().find(|(_, &k)| k >= n_src) {
+        return Err(Error::invalid(
+            "indices",
+            format!("index {k} (job {i}) is out of range for {n_src} images"),
+        ));
+    }
+    check_params(params, jobs)?;
     let out_len = match &out {
         Output::Uint8(o) => o.len(),
         Output::Tensor { out, .. } => out.len(),
     };
-    if out_len != total {
+    if !out_len.is_multiple_of(per) {
         return Err(Error::invalid(
             "out",
-            format!("expected {total} values ({n} x 3 x {h} x {w}), got {out_len}"),
+            format!("expected whole {h} x {w} x 3 images, got {out_len} values"),
         ));
     }
-    if per == 0 || n == 0 {
-        return Ok(());
+    let n_out = out_len / per;
+    let dest: Vec<usize> = match out_rows {
+        Some(r) => {
+            if r.len() != jobs {
+                return Err(Error::invalid(
+                    "out_rows",
+                    format!("expected one row per job ({jobs}), got {}", r.len()),
+                ));
+            }
+            r.to_vec()
+        }
+        None => (0..jobs).collect(),
+    };
+    let mut taken = vec![false; n_out];
+    for &r in &dest {
+        match taken.get_mut(r) {
+            Some(t) if !*t => *t = true,
+            Some(_) => {
+                return Err(Error::invalid(
+                    "out_rows",
+                    format!("row {r} is written twice"),
+                ))
+            }
+            None => {
+                return Err(Error::invalid(
+                    "out",
+                    format!("has {n_out} images, but row {r} is to be written"),
+                ))
+            }
+        }
     }
     let geo = Geometry::new(h, w);
-    let maps: Vec<ImageMap> = (0..n)
+    let maps: Vec<ImageMap> = (0..jobs)
         .map(|i| {
             ImageMap::new(
                 params.brightness[i],
@@ -249,40 +314,45 @@ pub fn augment(
             )
         })
         .collect();
+    let sources: Vec<&[u8]> = indices
+        .iter()
+        .map(|&k| &src[k * per..(k + 1) * per])
+        .collect();
     match out {
-        Output::Uint8(dst) => pool::install(n_threads, || {
-            dst.par_chunks_mut(per)
-                .zip(src.par_chunks(per))
-                .zip(maps.par_iter())
-                .for_each_init(Scratch::default, |scratch, ((d, s), m)| {
-                    dispatch(&geo, s, m, scratch, |y, [r, g, b]| {
-                        let row = &mut d[y * w * 3..(y + 1) * w * 3];
-                        for (((p, &r), &g), &b) in row.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
-                            // SAFETY: `run` emits integral values in 0..=255 (clamped, truncated),
-                            // which `to_int_unchecked` converts exactly (its only precondition is
-                            // a finite value representable in the target type).
-                            let v = unsafe {
-                                [
-                                    r.to_int_unchecked::<u8>(),
-                                    g.to_int_unchecked::<u8>(),
-                                    b.to_int_unchecked::<u8>(),
-                                ]
-                            };
-                            p.copy_from_slice(&v);
-                        }
-                    })
-                });
-        }),
+        Output::Uint8(dst) => {
+            let work = pair_rows(dst.chunks_mut(per), &dest, &sources, &maps);
+            pool::install(n_threads, || {
+                work.into_par_iter()
+                    .for_each_init(Scratch::default, |scratch, (d, s, m)| {
+                        dispatch(&geo, s, m, scratch, |y, [r, g, b]| {
+                            let row = &mut d[y * w * 3..(y + 1) * w * 3];
+                            for (((p, &r), &g), &b) in row.chunks_exact_mut(3).zip(r).zip(g).zip(b)
+                            {
+                                // SAFETY: `run` emits integral values in 0..=255 (clamped,
+                                // truncated), which `to_int_unchecked` converts exactly (its only
+                                // precondition is a finite value representable in the target).
+                                let v = unsafe {
+                                    [
+                                        r.to_int_unchecked::<u8>(),
+                                        g.to_int_unchecked::<u8>(),
+                                        b.to_int_unchecked::<u8>(),
+                                    ]
+                                };
+                                p.copy_from_slice(&v);
+                            }
+                        })
+                    });
+            })
+        }
         Output::Tensor { out, mean, std } => {
             // validates mean/std; the values below equal its entries bit for bit (same ops)
             forward_lut(mean, std)?;
             let (mf, sf) = (mean.map(|v| v as f32), std.map(|v| v as f32));
             let hw = h * w;
+            let work = pair_rows(out.chunks_mut(per), &dest, &sources, &maps);
             pool::install(n_threads, || {
-                out.par_chunks_mut(per)
-                    .zip(src.par_chunks(per))
-                    .zip(maps.par_iter())
-                    .for_each_init(Scratch::default, |scratch, ((d, s), m)| {
+                work.into_par_iter()
+                    .for_each_init(Scratch::default, |scratch, (d, s, m)| {
                         dispatch(&geo, s, m, scratch, |y, vals| {
                             for (k, vals) in vals.into_iter().enumerate() {
                                 let row = &mut d[k * hw + y * w..k * hw + (y + 1) * w];
@@ -296,6 +366,21 @@ pub fn augment(
             })
         }
     }
+}
+
+/// `(output image, source image, parameters)` per job; `dest` was checked to hold distinct rows
+/// in range, so every job gets its own output slice.
+fn pair_rows<'o, 's, T>(
+    chunks: std::slice::ChunksMut<'o, T>,
+    dest: &[usize],
+    sources: &[&'s [u8]],
+    maps: &'s [ImageMap],
+) -> Vec<(&'o mut [T], &'s [u8], &'s ImageMap)> {
+    let mut slots: Vec<Option<&'o mut [T]>> = chunks.map(Some).collect();
+    dest.iter()
+        .zip(sources.iter().zip(maps.iter()))
+        .filter_map(|(&r, (&s, m))| slots.get_mut(r).and_then(Option::take).map(|d| (d, s, m)))
+        .collect()
 }
 
 /// The image geometry shared by every image of a batch.
@@ -597,6 +682,60 @@ mod tests {
         p.b = vec![3.0];
         let out = run_u8(&src, n, h, w, &p);
         assert!(out.iter().all(|&v| v == 255));
+    }
+
+    #[test]
+    fn rows_gather_sources_and_scatter_to_destinations() {
+        let (h, w) = (5, 7);
+        let src = image(4, h, w, 9);
+        let per = h * w * 3;
+        let p = P::identity(2);
+        let mut out = vec![1u8; 3 * per];
+        let r = augment_rows(
+            &src,
+            h,
+            w,
+            &[3, 0],
+            Some(&[2, 0]),
+            &p.params(),
+            Output::Uint8(&mut out),
+            Some(2),
+        );
+        assert!(r.is_ok());
+        assert_eq!(&out[2 * per..], &src[3 * per..]);
+        assert_eq!(&out[..per], &src[..per]);
+        assert!(out[per..2 * per].iter().all(|&v| v == 1)); // untouched
+        let twice = augment_rows(
+            &src,
+            h,
+            w,
+            &[3, 0],
+            Some(&[1, 1]),
+            &p.params(),
+            Output::Uint8(&mut out),
+            None,
+        );
+        assert!(matches!(
+            twice,
+            Err(Error::InvalidArgument {
+                arg: "out_rows",
+                ..
+            })
+        ));
+        let far = augment_rows(
+            &src,
+            h,
+            w,
+            &[4, 0],
+            None,
+            &p.params(),
+            Output::Uint8(&mut out),
+            None,
+        );
+        assert!(matches!(
+            far,
+            Err(Error::InvalidArgument { arg: "indices", .. })
+        ));
     }
 
     #[test]
