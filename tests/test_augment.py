@@ -274,5 +274,16 @@ def test_batch_dataset_gathers_and_augments_like_augment_batch(tmp_path, image_f
     norm = ((0, 0, 0), (1, 1, 1)) if image_format == "unit" else None
     want = augment_batch(torch.from_numpy(every[ids]), gen(42), normalize=norm)
     assert torch.equal(aug[(42, seqs)]["images"], want)
+    # a ring of reused buffers gives the same batches (and does reuse them)
+    ring = _BatchDataset(
+        secs, augment=True, features=None, image_format=image_format, reuse_buffers=2
+    )
+    small = [np.array([1, 2])]
+    first = ring[(42, seqs)]["images"]
+    assert torch.equal(first, want)
+    second = ring[(7, small)]["images"]
+    assert torch.equal(second, aug[(7, small)]["images"])
+    third = ring[(42, seqs)]["images"]
+    assert third.data_ptr() == first.data_ptr() and torch.equal(third, want)
     with pytest.raises(ValueError, match="image_format"):
         _BatchDataset(secs, augment=True, features=None, image_format="float16")

@@ -145,7 +145,11 @@ class TrainingSection:
         if self._chunks is not None:
             return self._chunks.take(idx, out=out)
         if out is not None and isinstance(self.patches, np.ndarray):
-            return np.take(self.patches, np.asarray(idx, dtype=np.int64), axis=0, out=out)
+            idx = np.asarray(idx, dtype=np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= self.n_obs):
+                raise IndexError(f"section {self.name}: patch index out of range")
+            # mode="clip" (indices checked above): "raise" would buffer the whole result
+            return np.take(self.patches, idx, axis=0, out=out, mode="clip")
         rows = take_rows(self.patches, idx)
         if out is None:
             return rows

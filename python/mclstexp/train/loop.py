@@ -116,6 +116,12 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     a DataLoader worker the image batch is allocated in shared memory (no copy on the way to the
     main process) and the kernel runs on one native thread (the workers are the parallelism);
     in the main process it uses ``n_threads`` (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
+
+    ``reuse_buffers=k`` (main process only) recycles a ring of ``k`` image buffers: a fresh
+    77 MB float batch costs more to fault in than to augment on small machines. A returned image
+    tensor is then overwritten ``k`` batches later, so only a consumer that is done with a batch
+    before it asks for the ``k``-th next one may set it (:func:`train_model` with
+    ``num_workers=0`` uses 3: one batch in use, none queued).
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         features: list[np.ndarray] | None,
         image_format: str = "uint8",
         n_threads: int | None = None,
+        reuse_buffers: int = 0,
     ) -> None:
         if image_format not in ("uint8", "unit"):
             raise ValueError(f"image_format must be 'uint8' or 'unit', got {image_format!r}")
@@ -136,6 +143,9 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self.augment = augment
         self.image_format = image_format
         self.n_threads = n_threads
+        self.reuse_buffers = int(reuse_buffers)
+        self._ring: list[torch.Tensor] = []
+        self._ring_next = 0
         self.features = None if features is None else np.concatenate(features)
 
     def __len__(self) -> int:  # unused (keys come from the sampler)
@@ -165,9 +175,7 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         h, w, _ = first = self.sections[0].patch_shape
         unit = self.augment and self.image_format == "unit"
         shape = (b, 3, h, w) if unit else (b, h, w, 3)
-        images = torch.empty(shape, dtype=torch.float32 if unit else torch.uint8)
-        if in_worker:
-            images.share_memory_()  # the batch travels to the main process without a copy
+        images = self._buffer(shape, torch.float32 if unit else torch.uint8, in_worker)
         dst = images.numpy()
         params = None
         if self.augment:
@@ -182,6 +190,8 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 )
             where = np.flatnonzero(sec == k)
             local = ids[where] - self.offsets[k]
+            if local.size and (local.min() < 0 or local.max() >= section.n_obs):
+                raise IndexError(f"spot index out of range for section {section.name}")
             whole = where.size == b  # the batch comes from this section only
             if params is None:
                 if whole:
@@ -194,16 +204,51 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
                 src, rows = patches, local  # gathered by the kernel
             else:
                 src, rows = section.read_patches(local), np.arange(where.size)
-            args = (
-                src,
-                *(np.ascontiguousarray(getattr(params, f)[where]) for f in _PARAM_FIELDS),
-            )
-            kw = {"indices": rows, "out_rows": where, "out": dst, "n_threads": threads}
+            p = [np.ascontiguousarray(getattr(params, f)[where]) for f in _PARAM_FIELDS]
             if unit:
-                _native.augment_patches_tensor(*args, *_UNIT, **kw)
+                _native.augment_patches_tensor(
+                    src,
+                    p[0],
+                    p[1],
+                    p[2],
+                    p[3],
+                    p[4],
+                    *_UNIT,
+                    indices=rows,
+                    out_rows=where,
+                    out=dst,
+                    n_threads=threads,
+                )
             else:
-                _native.augment_patches_uint8(*args, **kw)
+                _native.augment_patches_uint8(
+                    src,
+                    p[0],
+                    p[1],
+                    p[2],
+                    p[3],
+                    p[4],
+                    indices=rows,
+                    out_rows=where,
+                    out=dst,
+                    n_threads=threads,
+                )
         return images
+
+    def _buffer(self, shape: tuple[int, ...], dtype: torch.dtype, in_worker: bool) -> torch.Tensor:
+        if in_worker:
+            # shared memory: the batch travels to the main process without a copy
+            return torch.empty(shape, dtype=dtype).share_memory_()
+        if self.reuse_buffers <= 0:
+            return torch.empty(shape, dtype=dtype)
+        numel = math.prod(shape)
+        if len(self._ring) < self.reuse_buffers:
+            self._ring.append(torch.empty(0, dtype=dtype))
+        slot = self._ring_next % len(self._ring)
+        self._ring_next += 1
+        buf = self._ring[slot]
+        if buf.dtype != dtype or buf.numel() < numel:
+            buf = self._ring[slot] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(shape)
 
 
 _PARAM_FIELDS = ("brightness", "contrast", "saturation", "flip", "angle")
@@ -473,7 +518,12 @@ def train_model(
     # the fused kernel, in the workers); CUDA: compact uint8, converted on the GPU
     image_format = "unit" if dev.type == "cpu" else "uint8"
     dataset = _BatchDataset(
-        secs, augment=augment and not on_device, features=features, image_format=image_format
+        secs,
+        augment=augment and not on_device,
+        features=features,
+        image_format=image_format,
+        # in-process loading: the step is done with a batch before the next is built
+        reuse_buffers=3 if tcfg.num_workers == 0 else 0,
     )
     loss_fn = clip_loss if tcfg.loss == "clip" else soft_target_loss
 
