@@ -109,7 +109,7 @@ def _epoch(ds, section, *, workers: int) -> tuple[int, float, float]:
     t0, c0 = time.perf_counter(), _cpu()
     n = 0
     for batch in loader:
-        n += batch["images"].shape[0]
+        n += ds.model_images(batch["images"]).shape[0]  # what the model gets
     del loader  # joins the workers, so their CPU time is counted
     return n, time.perf_counter() - t0, _cpu() - c0
 

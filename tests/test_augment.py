@@ -213,6 +213,7 @@ def test_chunk_reader_reads_like_zarr(tmp_path) -> None:
     idx = np.array([9, 0, 4, 4, 2, 7, 9])
     np.testing.assert_array_equal(reader.take(idx), x[idx])
     np.testing.assert_array_equal(reader.take(np.arange(10)), x)
+    np.testing.assert_array_equal(reader.take(idx, n_threads=3), x[idx])  # threaded decode
     assert reader.take(np.array([], np.int64)).shape == (0, 8, 8, 3)
     with pytest.raises(IndexError):
         reader.take(np.array([10]))
@@ -274,6 +275,10 @@ def test_batch_dataset_gathers_and_augments_like_augment_batch(tmp_path, image_f
     norm = ((0, 0, 0), (1, 1, 1)) if image_format == "unit" else None
     want = augment_batch(torch.from_numpy(every[ids]), gen(42), normalize=norm)
     assert torch.equal(aug[(42, seqs)]["images"], want)
+    # a worker's augmented uint8 batch becomes exactly the main process's unit batch
+    u8 = _BatchDataset(secs, augment=True, features=None, image_format="uint8")[(42, seqs)]
+    assert torch.equal(aug.model_images(u8["images"]), aug[(42, seqs)]["images"])
+    assert aug.model_images(want) is want
     # a ring of reused buffers gives the same batches (and does reuse them)
     ring = _BatchDataset(
         secs, augment=True, features=None, image_format=image_format, reuse_buffers=2

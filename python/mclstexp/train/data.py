@@ -139,11 +139,13 @@ class TrainingSection:
         """``(H, W, 3)``."""
         return tuple(self.patches.shape[1:])  # type: ignore[return-value]
 
-    def read_patches(self, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def read_patches(
+        self, idx: np.ndarray, out: np.ndarray | None = None, *, n_threads: int = 1
+    ) -> np.ndarray:
         """Patches ``[len(idx), H, W, 3]`` in the order of ``idx`` (sorted reads from the store),
-        written into ``out`` when given."""
+        written into ``out`` when given; a local Zarr cache is decoded on ``n_threads``."""
         if self._chunks is not None:
-            return self._chunks.take(idx, out=out)
+            return self._chunks.take(idx, out=out, n_threads=n_threads)
         if out is not None and isinstance(self.patches, np.ndarray):
             idx = np.asarray(idx, dtype=np.int64)
             if idx.size and (idx.min() < 0 or idx.max() >= self.n_obs):
@@ -231,8 +233,11 @@ class ChunkReader:
             raise ValueError(f"{path}: corrupt patch cache chunk ({e})") from e
         return out
 
-    def take(self, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows ``idx`` (any order, repeats allowed) as ``[len(idx), ...]`` uint8."""
+    def take(
+        self, idx: np.ndarray, out: np.ndarray | None = None, *, n_threads: int = 1
+    ) -> np.ndarray:
+        """Rows ``idx`` (any order, repeats allowed) as ``[len(idx), ...]`` uint8; chunks are read
+        and decoded on ``n_threads`` threads (file reads and zstd release the GIL)."""
         idx = np.asarray(idx, dtype=np.int64)
         n = self.shape[0]
         if idx.size and (idx.min() < 0 or idx.max() >= n):
@@ -240,14 +245,33 @@ class ChunkReader:
         if out is None:
             out = np.empty((idx.size, *self.shape[1:]), dtype=np.uint8)
         chunks = idx // self.chunk
-        for c in np.unique(chunks):
+        target = out
+
+        def one(c: int) -> None:
             where = np.flatnonzero(chunks == c)
             if self.chunk == 1 and where.size == 1:  # decode straight into the result
-                self._chunk(int(c), out=out[int(where[0])].reshape(1, *self.shape[1:]))
-                continue
-            block = self._chunk(int(c))
-            out[where] = block[idx[where] - int(c) * self.chunk]
+                self._chunk(c, out=target[int(where[0])].reshape(1, *self.shape[1:]))
+                return
+            block = self._chunk(c)
+            target[where] = block[idx[where] - c * self.chunk]
+
+        todo = [int(c) for c in np.unique(chunks)]
+        if n_threads > 1 and len(todo) > 1:
+            list(self._executor(n_threads).map(one, todo))
+        else:
+            for c in todo:
+                one(c)
         return out
+
+    def _executor(self, n_threads: int) -> Any:
+        """A thread pool of this process (rebuilt after a fork: a parent's threads are gone)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        key = (os.getpid(), n_threads)
+        if getattr(self, "_pool_key", None) != key:
+            self._pool = ThreadPoolExecutor(n_threads, thread_name_prefix="mclstexp-read")
+            self._pool_key = key
+        return self._pool
 
 
 def read_all(arr: Any, block: int = 256) -> np.ndarray:
