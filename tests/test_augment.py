@@ -229,9 +229,16 @@ def test_chunk_reader_reads_like_zarr(tmp_path) -> None:
     (tmp_path / "p.zarr" / "c" / "2" / "0" / "0" / "0").write_bytes(b"not zstd")
     with pytest.raises(ValueError, match="corrupt patch cache chunk"):
         reader.take(np.array([6]))
+    # an array inside a group, as the patch cache stores it (<store>/<key>/patches)
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(tmp_path / "store.zarr"), mode="w").create_group("slide1")
+    arr = group.create_array("patches", shape=x.shape, chunks=(4, 8, 8, 3), dtype="uint8")
+    arr[:] = x
+    nested = ChunkReader.maybe(zarr.open_group(str(tmp_path / "store.zarr"))["slide1/patches"])
+    assert nested is not None
+    np.testing.assert_array_equal(nested.take(idx), x[idx])
     # other layouts go through zarr
     assert ChunkReader.maybe(x) is None
-    zarr = pytest.importorskip("zarr")
     raw = _zarr_patches(tmp_path / "raw.zarr", x, chunk=3, compressors=None)
     assert ChunkReader.maybe(raw) is None
     blosc = _zarr_patches(tmp_path / "blosc.zarr", x, chunk=3, compressors=zarr.codecs.BloscCodec())

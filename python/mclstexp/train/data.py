@@ -33,6 +33,7 @@ from mclstexp import _keys
 
 __all__ = [
     "AugmentParams",
+    "ChunkReader",
     "SequenceSampler",
     "TrainingSection",
     "augment_batch",
