@@ -670,8 +670,9 @@ def _augment_torch(images: Any, params: AugmentParams, *, chunk: int = 4) -> Any
     a = (sf * cf * bf).to(dev)
     bg = ((1 - sf) * cf * bf).to(dev)
     contrast_shift = ((1 - cf) * bf).to(dev)
-    # geometry: output pixel p <- source R(-angle) p, mirrored when flipped (flip first);
-    # positive angles turn the image counter-clockwise on screen (y axis down); nearest
+    # geometry: output pixel (dx, dy) about the centre <- source (s (c dx - si dy), si dx + c dy),
+    # s = -1 when flipped (flip first); positive angles turn the image counter-clockwise on
+    # screen (y axis down); nearest
     # neighbour = truncation of (coordinate + 0.5) since padded coordinates are >= 0;
     # cos/sin in float64, rounded once (the native kernel does the same)
     cos, sin = angle.cos().float().to(dev), angle.sin().float().to(dev)

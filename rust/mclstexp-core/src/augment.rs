@@ -15,9 +15,11 @@
 //!   over the sub-grid of every `max(1, min(H, W) / 56)`-th row and column,
 //!   `out_k = a p_k + g gray(p) + (1 - c) b m` with `a = s c b`, `g = (1 - s) c b`, then
 //!   `clamp(0, 255)` and rounding (`+ 0.5`, truncation);
-//! - geometry: output pixel `(y, x)` takes the source pixel at the nearest integer position of
-//!   `R(-t) (x - cx, y - cy)` about the centre `(cx, cy) = ((W - 1) / 2, (H - 1) / 2)`, mirrored
-//!   horizontally first when `f`; outside the source the pixel is black (all channels 0 before
+//! - geometry: with `(dx, dy) = (x - cx, y - cy)` about the centre `(cx, cy) = ((W - 1) / 2,
+//!   (H - 1) / 2)`, output pixel `(y, x)` takes the source pixel nearest to
+//!   `(cx + s (cos t dx - sin t dy), cy + sin t dx + cos t dy)` with `s = -1` when flipped (the
+//!   flip applies first) and `+1` otherwise; with the y axis pointing down, positive `t` turns the
+//!   image counter-clockwise on screen; outside the source the pixel is black (all channels 0 before
 //!   the normalisation below, and the colour offset does not apply there);
 //! - output: either uint8 `N x H x W x 3`, or float32 `N x 3 x H x W` with
 //!   `(v / 255 - mean[k]) / std[k]` (bit-identical to numpy/torch float32, via
