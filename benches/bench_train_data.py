@@ -1,19 +1,28 @@
 """Training data pipeline and CPU training-step throughput.
 
-Run: ``pytest benches/bench_train_data.py --benchmark-only -s`` (prints patches/s and spots/s).
+Run: ``python -m pytest benches/bench_train_data.py --benchmark-only -s`` (prints patches/s and
+patches per CPU-second; use ``python -m pytest`` inside the venv so the worktree's build is
+measured).
 
 - data pipeline: random batches of 128 spots from a Zarr cache of 224 x 224 patches (one chunk
   per patch, zstd), read lazily per batch ("zarr") or loaded into RAM once ("ram", the
   TrainingSection default for caches up to 4 GiB), with and without augmentation (colour
-  jitter, flip, rotation), through a DataLoader with 0 and 2 workers. Target >= 1,500
-  patches/s on 2 cores. Besides wall-clock patches/s, CPU time (this process + its workers) is
-  measured: ``n_cores / cpu_seconds_per_patch`` is the rate 2 idle cores would sustain, which
-  matters on a shared machine where wall time is inflated by other processes.
+  jitter, flip, rotation), through a DataLoader with 0 workers (native threads 1 and 2) and 2
+  workers (one native thread each). The current pipeline (fused native kernel, direct chunk
+  reads, float32 (B, 3, H, W) output in [0, 1] = what CPU training feeds the model) runs side by
+  side with the previous one ("legacy": zarr reads, numpy gather, torch augmentation, uint8
+  output); "current_u8" is the current pipeline with uint8 output (what CUDA training uses).
+  Target >= 1,500 patches/s on 2 cores. Besides wall-clock patches/s, CPU time (this
+  process + its workers) is measured: ``2 / cpu_seconds_per_patch`` is the rate 2 idle cores
+  would sustain, which matters on a shared machine where wall time is inflated by others.
+- stages: per-patch CPU cost of each step (zarr read vs direct chunk read, gather, torch vs
+  native augmentation, normalisation) on one thread.
 - training step: MclSTExp with a ResNet-18 backbone, batch 32, forward + backward + Adam on CPU.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import anndata as ad
@@ -24,7 +33,14 @@ import pytest
 torch = pytest.importorskip("torch")
 zarr = pytest.importorskip("zarr")
 
-from mclstexp.train.data import SequenceSampler, TrainingSection  # noqa: E402
+from mclstexp.train.data import (  # noqa: E402
+    SequenceSampler,
+    TrainingSection,
+    _augment_torch,
+    augment_batch,
+    draw_augment_params,
+    take_rows,
+)
 from mclstexp.train.loop import _BatchDataset  # noqa: E402
 
 N = 1024
@@ -54,6 +70,24 @@ def cache(tmp_path_factory):
     return TrainingSection(adata, zarr.open_array(path, mode="r"), name="bench", in_memory=False)
 
 
+@pytest.fixture(scope="module")
+def ram_section(cache):
+    return TrainingSection(cache.adata, cache.patches)
+
+
+class _LegacyDataset(_BatchDataset):
+    """The previous pipeline: zarr-library reads, numpy gather, torch augmentation, uint8."""
+
+    def _images(self, ids, aug_seed):
+        sec = self.sections[0]
+        t = torch.from_numpy(take_rows(sec.patches, ids))
+        if self.augment:
+            t = _augment_torch(
+                t, draw_augment_params(len(ids), torch.Generator().manual_seed(aug_seed))
+            )
+        return t
+
+
 def _cpu() -> float:
     import resource
 
@@ -62,9 +96,8 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _epoch(section: TrainingSection, *, augment: bool, workers: int) -> tuple[int, float, float]:
+def _epoch(ds, section, *, workers: int) -> tuple[int, float, float]:
     sampler = SequenceSampler([section.positions], mode="batch", batch_size=BATCH, seed=0)
-    ds = _BatchDataset([section], augment=augment, features=None)
     keys = [(i, b) for i, b in enumerate(sampler.batches(0))]
     loader = torch.utils.data.DataLoader(
         ds,
@@ -76,55 +109,111 @@ def _epoch(section: TrainingSection, *, augment: bool, workers: int) -> tuple[in
     t0, c0 = time.perf_counter(), _cpu()
     n = 0
     for batch in loader:
-        n += batch["images"].shape[0]
+        n += ds.model_images(batch["images"]).shape[0]  # what the model gets
     del loader  # joins the workers, so their CPU time is counted
     return n, time.perf_counter() - t0, _cpu() - c0
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize("augment", [False, True])
-@pytest.mark.parametrize("storage", ["zarr", "ram"])
-def test_data_pipeline_throughput(benchmark, cache, storage, augment, workers) -> None:
-    import os
+_CONFIGS = [(0, 1), (0, 2), (2, 1)]  # (DataLoader workers, native threads per process)
 
-    torch.set_num_threads(1 if workers else 2)
-    section = cache if storage == "zarr" else TrainingSection(cache.adata, cache.patches)
+
+@pytest.mark.parametrize("pipeline", ["current", "current_u8", "legacy"])
+@pytest.mark.parametrize(("workers", "threads"), _CONFIGS, ids=["w0t1", "w0t2", "w2t1"])
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augment"])
+@pytest.mark.parametrize("storage", ["zarr", "ram"])
+def test_data_pipeline_throughput(
+    benchmark, cache, ram_section, storage, augment, workers, threads, pipeline
+) -> None:
+    if pipeline == "legacy" and threads == 2:
+        pytest.skip("the legacy pipeline has no native threads")
+    if pipeline == "current_u8" and (threads == 2 or not augment):
+        pytest.skip("uint8 output: compared where it differs (augmented, 1 thread per process)")
+    section = cache if storage == "zarr" else ram_section
     assert isinstance(section.patches, np.ndarray) == (storage == "ram")
+    torch.set_num_threads(1)
+    if pipeline.startswith("current"):
+        ds = _BatchDataset(
+            [section],
+            augment=augment,
+            features=None,
+            image_format="uint8" if pipeline == "current_u8" else "unit",
+            n_threads=threads,
+            reuse_buffers=3 if workers == 0 else 0,  # as train_model does
+        )
+    else:
+        ds = _LegacyDataset([section], augment=augment, features=None)
     result = {}
 
     def run() -> None:
-        n, dt, cpu = _epoch(section, augment=augment, workers=workers)
-        result.update(rate=n / dt, per_core=n / cpu)
+        n, dt, cpu = _epoch(ds, section, workers=workers)
+        result.update(rate=n / dt, per_cpu=n / cpu)
 
     benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=0)
     benchmark.extra_info["patches_per_s"] = round(result["rate"], 1)
-    benchmark.extra_info["patches_per_cpu_s"] = round(result["per_core"], 1)
+    benchmark.extra_info["patches_per_cpu_s"] = round(result["per_cpu"], 1)
     print(
-        f"\ndata pipeline {storage} augment={augment} workers={workers}: "
-        f"{result['rate']:.0f} patches/s wall, {result['per_core']:.0f} patches per CPU-second "
-        f"(2 idle cores: ~{2 * result['per_core']:.0f}/s); load avg {os.getloadavg()[0]:.1f}"
+        f"\n{pipeline:10s} {storage:4s} augment={augment!s:5s} workers={workers} "
+        f"threads={threads}: "
+        f"{result['rate']:6.0f} patches/s wall, {result['per_cpu']:6.0f} per CPU-second "
+        f"(2 idle cores: ~{2 * result['per_cpu']:.0f}/s); load avg {os.getloadavg()[0]:.1f}"
     )
 
 
-def test_augmentation_only_throughput(benchmark) -> None:
-    from mclstexp.train.data import augment_batch
+def _per_cpu(fn, n: int, reps: int = 3) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        c0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - c0)
+    return n / best
+
+
+def test_stage_costs(benchmark, cache, ram_section) -> None:
+    """Per-patch CPU cost of each stage, one thread (patches per CPU-second, best of 3)."""
+    from mclstexp import _native
 
     torch.set_num_threads(1)
-    x = torch.randint(0, 256, (BATCH, 224, 224, 3), dtype=torch.uint8)
-    gen = torch.Generator().manual_seed(0)
-    cpu = []
-
-    def run() -> None:
-        c0 = time.process_time()
-        augment_batch(x, gen)
-        cpu.append(time.process_time() - c0)
-
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    rate = BATCH / benchmark.stats.stats.mean
-    per_cpu = BATCH / (sum(cpu[-3:]) / 3)
-    benchmark.extra_info["patches_per_s_one_thread"] = round(rate, 1)
-    benchmark.extra_info["patches_per_cpu_s"] = round(per_cpu, 1)
-    print(f"\naugment_batch, one thread: {rate:.0f} patches/s wall, {per_cpu:.0f} per CPU-s")
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(N, BATCH, replace=False))
+    ram = ram_section.patches
+    x = torch.from_numpy(ram[idx])
+    unit = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    buf = torch.empty(BATCH, 3, 224, 224)
+    rates = {
+        "zarr library read (orthogonal selection)": _per_cpu(
+            lambda: take_rows(cache.patches, idx), BATCH, reps=1
+        ),
+        "direct chunk read + zstd decode": _per_cpu(lambda: cache.read_patches(idx), BATCH),
+        "numpy gather from RAM (fancy indexing)": _per_cpu(lambda: ram[idx], BATCH),
+        "torch augmentation (uint8 out)": _per_cpu(
+            lambda: _augment_torch(x, draw_augment_params(BATCH, torch.Generator())), BATCH
+        ),
+        "native fused augmentation, uint8 out": _per_cpu(
+            lambda: augment_batch(x, torch.Generator(), n_threads=1), BATCH
+        ),
+        "native fused augmentation + [0,1] float CHW, preallocated out": _per_cpu(
+            lambda: augment_batch(x, torch.Generator(), normalize=unit, out=buf, n_threads=1),
+            BATCH,
+        ),
+        "native fused augmentation + float CHW, fresh output": _per_cpu(
+            lambda: augment_batch(x, torch.Generator(), normalize=unit, n_threads=1), BATCH
+        ),
+        "model-side normalisation of uint8 HWC (permute, float, /255, -mean, /std)": _per_cpu(
+            lambda: (x.permute(0, 3, 1, 2).float().div_(255.0) - 0.5) / 0.25, BATCH
+        ),
+        "native normalise only (uint8 HWC -> float CHW)": _per_cpu(
+            lambda: _native.normalize_to_tensor_layout(
+                x.numpy(), (0, 0, 0), (1, 1, 1), n_threads=1
+            ),
+            BATCH,
+        ),
+    }
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    print(f"\nstage costs, one thread (patches per CPU-second); load avg {os.getloadavg()[0]:.1f}")
+    for name, r in rates.items():
+        benchmark.extra_info[name] = round(r, 1)
+        print(f"  {r:8.0f}  {name}")
 
 
 @pytest.mark.parametrize("threads", [1, 2])

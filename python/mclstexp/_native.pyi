@@ -21,6 +21,9 @@ __all__ = [
     # pool
     "default_num_threads",
     "_diagnostic_sleep",
+    # augment
+    "augment_patches_uint8",
+    "augment_patches_tensor",
     # retrieval
     "_ExactIndex",
     "topk_cosine",
@@ -42,6 +45,36 @@ __all__ = [
 # --- pool -------------------------------------------------------------------------------------
 def default_num_threads() -> int: ...
 def _diagnostic_sleep(n_tasks: int, millis: int, *, n_threads: int | None = None) -> int: ...
+
+# --- augment ----------------------------------------------------------------------------------
+def augment_patches_uint8(
+    patches: npt.NDArray[np.uint8],
+    brightness: npt.NDArray[np.float64],
+    contrast: npt.NDArray[np.float64],
+    saturation: npt.NDArray[np.float64],
+    flip: npt.NDArray[np.bool_],
+    angle: npt.NDArray[np.float64],
+    *,
+    indices: npt.NDArray[np.int64] | None = None,
+    out_rows: npt.NDArray[np.int64] | None = None,
+    out: npt.NDArray[np.uint8] | None = None,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.uint8]: ...
+def augment_patches_tensor(
+    patches: npt.NDArray[np.uint8],
+    brightness: npt.NDArray[np.float64],
+    contrast: npt.NDArray[np.float64],
+    saturation: npt.NDArray[np.float64],
+    flip: npt.NDArray[np.bool_],
+    angle: npt.NDArray[np.float64],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    indices: npt.NDArray[np.int64] | None = None,
+    out_rows: npt.NDArray[np.int64] | None = None,
+    out: npt.NDArray[np.float32] | None = None,
+    n_threads: int | None = None,
+) -> npt.NDArray[np.float32]: ...
 
 # --- retrieval --------------------------------------------------------------------------------
 @final

@@ -7,6 +7,7 @@
 //! - [`pool`]: the process-local, fork-safe thread pool every parallel call runs in.
 //! - [`retrieval`]: exact top-k cosine retrieval (SIMD kernel fused with top-k selection).
 
+pub mod augment;
 pub mod error;
 pub mod normalize;
 pub mod pool;

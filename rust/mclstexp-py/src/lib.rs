@@ -4,6 +4,7 @@
 //! (`errors::to_pyerr`). Anything else belongs in the core. One file per core area registers its
 //! functions.
 
+mod augment;
 mod errors;
 mod gil;
 mod normalize;
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     pool::register(m)?;
+    augment::register(m)?;
     retrieval::register(m)?;
     normalize::register(m)?;
     stain::register(m)?;

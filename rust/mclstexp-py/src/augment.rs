@@ -1,0 +1,246 @@
+//! Bindings for the fused training augmentation (`mclstexp_core::augment`).
+
+use mclstexp_core::augment::{self, Output, Params};
+use numpy::{
+    PyArray4, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray4, PyReadwriteArray4,
+    PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::gil::detached;
+use crate::normalize::{contiguous, to_array4};
+
+/// `(H, W)` of a uint8 `[N, H, W, 3]` array, or `ValueError` naming `patches`.
+fn patch_dims(patches: &PyReadonlyArray4<'_, u8>) -> PyResult<(usize, usize)> {
+    let shape = patches.shape();
+    if shape[3] != 3 {
+        return Err(PyValueError::new_err(format!(
+            "patches: expected shape (N, H, W, 3), got last axis {}",
+            shape[3]
+        )));
+    }
+    Ok((shape[1], shape[2]))
+}
+
+/// Non-negative int64 indices as `usize`, or `ValueError` naming `arg`.
+fn to_usize(arg: &str, values: Option<PyReadonlyArray1<'_, i64>>) -> PyResult<Option<Vec<usize>>> {
+    let Some(values) = values else {
+        return Ok(None);
+    };
+    contiguous(arg, &values)?
+        .iter()
+        .map(|&v| {
+            usize::try_from(v)
+                .map_err(|_| PyValueError::new_err(format!("{arg}: must be >= 0, got {v}")))
+        })
+        .collect::<PyResult<Vec<usize>>>()
+        .map(Some)
+}
+
+/// The parameter arrays, the jobs' source indices (default: every image in order) and rows.
+struct Jobs<'a> {
+    params: Params<'a>,
+    indices: Vec<usize>,
+    out_rows: Option<Vec<usize>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn jobs<'a>(
+    n: usize,
+    brightness: &'a PyReadonlyArray1<'_, f64>,
+    contrast: &'a PyReadonlyArray1<'_, f64>,
+    saturation: &'a PyReadonlyArray1<'_, f64>,
+    flip: &'a PyReadonlyArray1<'_, bool>,
+    angle: &'a PyReadonlyArray1<'_, f64>,
+    indices: Option<PyReadonlyArray1<'_, i64>>,
+    out_rows: Option<PyReadonlyArray1<'_, i64>>,
+) -> PyResult<Jobs<'a>> {
+    let params = Params {
+        brightness: contiguous("brightness", brightness)?,
+        contrast: contiguous("contrast", contrast)?,
+        saturation: contiguous("saturation", saturation)?,
+        flip: contiguous("flip", flip)?,
+        angle: contiguous("angle", angle)?,
+    };
+    let indices = to_usize("indices", indices)?.unwrap_or_else(|| (0..n).collect());
+    let out_rows = to_usize("out_rows", out_rows)?;
+    Ok(Jobs {
+        params,
+        indices,
+        out_rows,
+    })
+}
+
+fn check_out_shape<T: numpy::Element>(
+    array: &Bound<'_, PyArray4<T>>,
+    h: usize,
+    w: usize,
+    channels_first: bool,
+) -> PyResult<()> {
+    let s = array.shape();
+    let ok = if channels_first {
+        s[1] == 3 && s[2] == h && s[3] == w
+    } else {
+        s[1] == h && s[2] == w && s[3] == 3
+    };
+    if !ok {
+        let want = if channels_first {
+            format!("(N, 3, {h}, {w})")
+        } else {
+            format!("(N, {h}, {w}, 3)")
+        };
+        return Err(PyValueError::new_err(format!(
+            "out: expected shape {want}, got {s:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn writable<'py, T: numpy::Element>(
+    array: &Bound<'py, PyArray4<T>>,
+) -> PyResult<PyReadwriteArray4<'py, T>> {
+    array
+        .try_readwrite()
+        .map_err(|_| PyValueError::new_err("out: must be a writeable array not borrowed elsewhere"))
+}
+
+/// Fused colour jitter + flip + rotation of uint8 `[N, H, W, 3]` patches -> uint8 `[J, H, W, 3]`
+/// (`J` jobs: `indices` selects the source images, default all; `out_rows` their output rows in
+/// `out`); GIL released.
+#[pyfunction]
+#[pyo3(signature = (
+    patches, brightness, contrast, saturation, flip, angle, *, indices=None, out_rows=None,
+    out=None, n_threads=None
+))]
+#[allow(clippy::too_many_arguments)]
+pub fn augment_patches_uint8<'py>(
+    py: Python<'py>,
+    patches: PyReadonlyArray4<'py, u8>,
+    brightness: PyReadonlyArray1<'py, f64>,
+    contrast: PyReadonlyArray1<'py, f64>,
+    saturation: PyReadonlyArray1<'py, f64>,
+    flip: PyReadonlyArray1<'py, bool>,
+    angle: PyReadonlyArray1<'py, f64>,
+    indices: Option<PyReadonlyArray1<'py, i64>>,
+    out_rows: Option<PyReadonlyArray1<'py, i64>>,
+    out: Option<Bound<'py, PyArray4<u8>>>,
+    n_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray4<u8>>> {
+    let (h, w) = patch_dims(&patches)?;
+    let src = contiguous("patches", &patches)?;
+    let n = patches.shape()[0];
+    let j = jobs(
+        n,
+        &brightness,
+        &contrast,
+        &saturation,
+        &flip,
+        &angle,
+        indices,
+        out_rows,
+    )?;
+    let rows = j.out_rows.as_deref();
+    match out {
+        None => {
+            let mut buf = vec![0u8; j.indices.len() * h * w * 3];
+            detached(py, || {
+                let o = Output::Uint8(&mut buf);
+                augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
+            })?;
+            to_array4(py, [j.indices.len(), h, w, 3], buf)
+        }
+        Some(array) => {
+            check_out_shape(&array, h, w, false)?;
+            {
+                let mut rw = writable(&array)?;
+                let dst = rw
+                    .as_slice_mut()
+                    .map_err(|_| PyValueError::new_err("out: must be a C-contiguous array"))?;
+                detached(py, || {
+                    let o = Output::Uint8(dst);
+                    augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
+                })?;
+            }
+            Ok(array)
+        }
+    }
+}
+
+/// Fused colour jitter + flip + rotation + normalisation of uint8 `[N, H, W, 3]` patches ->
+/// float32 `[J, 3, H, W]` `(v / 255 - mean) / std` (jobs as in `augment_patches_uint8`), written
+/// into `out` when given; GIL released.
+#[pyfunction]
+#[pyo3(signature = (
+    patches, brightness, contrast, saturation, flip, angle, mean, std, *, indices=None,
+    out_rows=None, out=None, n_threads=None
+))]
+#[allow(clippy::too_many_arguments)]
+pub fn augment_patches_tensor<'py>(
+    py: Python<'py>,
+    patches: PyReadonlyArray4<'py, u8>,
+    brightness: PyReadonlyArray1<'py, f64>,
+    contrast: PyReadonlyArray1<'py, f64>,
+    saturation: PyReadonlyArray1<'py, f64>,
+    flip: PyReadonlyArray1<'py, bool>,
+    angle: PyReadonlyArray1<'py, f64>,
+    mean: [f64; 3],
+    std: [f64; 3],
+    indices: Option<PyReadonlyArray1<'py, i64>>,
+    out_rows: Option<PyReadonlyArray1<'py, i64>>,
+    out: Option<Bound<'py, PyArray4<f32>>>,
+    n_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray4<f32>>> {
+    let (h, w) = patch_dims(&patches)?;
+    let src = contiguous("patches", &patches)?;
+    let n = patches.shape()[0];
+    let j = jobs(
+        n,
+        &brightness,
+        &contrast,
+        &saturation,
+        &flip,
+        &angle,
+        indices,
+        out_rows,
+    )?;
+    let rows = j.out_rows.as_deref();
+    match out {
+        None => {
+            let mut buf = vec![0f32; j.indices.len() * h * w * 3];
+            detached(py, || {
+                let o = Output::Tensor {
+                    out: &mut buf,
+                    mean,
+                    std,
+                };
+                augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
+            })?;
+            to_array4(py, [j.indices.len(), 3, h, w], buf)
+        }
+        Some(array) => {
+            check_out_shape(&array, h, w, true)?;
+            {
+                let mut rw = writable(&array)?;
+                let dst = rw
+                    .as_slice_mut()
+                    .map_err(|_| PyValueError::new_err("out: must be a C-contiguous array"))?;
+                detached(py, || {
+                    let o = Output::Tensor {
+                        out: dst,
+                        mean,
+                        std,
+                    };
+                    augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
+                })?;
+            }
+            Ok(array)
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(augment_patches_uint8, m)?)?;
+    m.add_function(wrap_pyfunction!(augment_patches_tensor, m)?)?;
+    Ok(())
+}
