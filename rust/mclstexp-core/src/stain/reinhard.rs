@@ -1,0 +1,427 @@
+//! Reinhard normalisation (see the module docs of `stain`).
+
+use rayon::prelude::*;
+
+use super::*;
+use crate::pool;
+
+const RGB2XYZ: [[f64; 3]; 3] = [
+    [0.412453, 0.357580, 0.180423],
+    [0.212671, 0.715160, 0.072169],
+    [0.019334, 0.119193, 0.950227],
+];
+const WHITE: [f64; 3] = [0.95047, 1.0, 1.08883];
+const GAMMA_BINS: usize = 4096;
+
+/// sRGB <-> CIE LAB with the constants above.
+struct Lab {
+    /// Linear RGB per byte value.
+    lin: [f32; 256],
+    /// RGB -> XYZ / white, row-major.
+    fwd: [[f32; 3]; 3],
+    /// XYZ * white -> linear RGB, row-major.
+    inv: [[f32; 3]; 3],
+    /// `thresholds[k]`: smallest linear value whose sRGB byte is `>= k` (k = 1..=255);
+    /// `thresholds[256] = +inf`. Folded into `coarse`; kept for the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    thresholds: [f32; 257],
+    /// For the bin starting at `i / GAMMA_BINS` (`i = 0..=GAMMA_BINS`; values above 1 use the
+    /// last): the next threshold and the byte of the bin start, side by side (one load).
+    coarse: [(f32, u8); GAMMA_BINS + 1],
+}
+
+fn srgb_to_linear(c: f64) -> f64 {
+    if c > 0.04045 {
+        ((c + 0.055) / 1.055).powf(2.4)
+    } else {
+        c / 12.92
+    }
+}
+
+fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    let mut inv = [[0f64; 3]; 3];
+    for (i, row) in inv.iter_mut().enumerate() {
+        for (j, slot) in row.iter_mut().enumerate() {
+            let (a0, a1) = ((j + 1) % 3, (j + 2) % 3);
+            let (b0, b1) = ((i + 1) % 3, (i + 2) % 3);
+            *slot = (m[a0][b0] * m[a1][b1] - m[a0][b1] * m[a1][b0]) / det;
+        }
+    }
+    inv
+}
+
+impl Lab {
+    fn new() -> Self {
+        let mut lin = [0f32; 256];
+        for (v, slot) in lin.iter_mut().enumerate() {
+            *slot = srgb_to_linear(v as f64 / 255.0) as f32;
+        }
+        let mut fwd = [[0f32; 3]; 3];
+        for i in 0..3 {
+            for j in 0..3 {
+                fwd[i][j] = (RGB2XYZ[i][j] / WHITE[i]) as f32;
+            }
+        }
+        let m_inv = invert3(&RGB2XYZ);
+        let mut inv = [[0f32; 3]; 3];
+        for i in 0..3 {
+            for j in 0..3 {
+                inv[i][j] = (m_inv[i][j] * WHITE[j]) as f32;
+            }
+        }
+        // sRGB gamma: g(l) = 12.92 l for l <= 0.0031308, else 1.055 l^(1/2.4) - 0.055.
+        let mut thresholds = [f32::INFINITY; 257];
+        thresholds[0] = f32::NEG_INFINITY;
+        for (k, slot) in thresholds.iter_mut().enumerate().take(256).skip(1) {
+            let s = k as f64 / 255.0;
+            let l = if s / 12.92 <= 0.0031308 {
+                s / 12.92
+            } else {
+                ((s + 0.055) / 1.055).powf(2.4)
+            };
+            // Smallest f32 whose gamma, computed in f64, reaches k.
+            let mut t = l as f32;
+            while t > 0.0 && gamma_byte(f32_prev(t) as f64) >= k {
+                t = f32_prev(t);
+            }
+            while gamma_byte(t as f64) < k {
+                t = f32_next(t);
+            }
+            *slot = t;
+        }
+        let mut coarse = [(f32::INFINITY, 0u8); GAMMA_BINS + 1];
+        for (i, slot) in coarse.iter_mut().enumerate() {
+            let start = i as f32 / GAMMA_BINS as f32;
+            // At most 255 thresholds exist, so this fits a byte.
+            let below = thresholds[1..256]
+                .iter()
+                .filter(|&&t| t <= start)
+                .count()
+                .min(255);
+            *slot = (thresholds[below + 1], below as u8);
+        }
+        Lab {
+            lin,
+            fwd,
+            inv,
+            thresholds,
+            coarse,
+        }
+    }
+
+    #[inline]
+    fn to_lab(&self, px: &[u8]) -> [f32; 3] {
+        let r = self.lin[px[0] as usize];
+        let g = self.lin[px[1] as usize];
+        let b = self.lin[px[2] as usize];
+        let f = |row: &[f32; 3]| lab_f(row[0] * r + row[1] * g + row[2] * b);
+        let fx = f(&self.fwd[0]);
+        let fy = f(&self.fwd[1]);
+        let fz = f(&self.fwd[2]);
+        [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
+    }
+
+    #[inline]
+    fn to_rgb(&self, lab: [f32; 3], out: &mut [u8]) {
+        let fy = (lab[0] + 16.0) * (1.0 / 116.0);
+        let fx = lab[1] * (1.0 / 500.0) + fy;
+        let fz = fy - lab[2] * (1.0 / 200.0);
+        let (x, y, z) = (lab_f_inv(fx), lab_f_inv(fy), lab_f_inv(fz));
+        for (k, slot) in out.iter_mut().enumerate().take(3) {
+            let row = &self.inv[k];
+            *slot = self.quantize(row[0] * x + row[1] * y + row[2] * z);
+        }
+    }
+
+    /// `floor(255 * clip(gamma(l), 0, 1))` by threshold comparison; NaN -> 0.
+    ///
+    /// A bin of the coarse table is narrower than the gap between two thresholds (checked in
+    /// `Lab::new`), so one comparison with the next threshold finishes the job, without branches.
+    #[inline]
+    fn quantize(&self, l: f32) -> u8 {
+        // `max`/`min` return the non-NaN operand: NaN and negatives -> 0, large -> GAMMA_BINS.
+        let x = (l * GAMMA_BINS as f32).max(0.0).min(GAMMA_BINS as f32);
+        // SAFETY: `x` is finite and within [0, GAMMA_BINS], which `u32` represents exactly.
+        let bin = (unsafe { x.to_int_unchecked::<u32>() }) as usize;
+        let (next, v) = self.coarse[bin];
+        v + (l >= next) as u8
+    }
+}
+
+fn gamma_byte(l: f64) -> usize {
+    let g = if l > 0.0031308 {
+        1.055 * l.powf(1.0 / 2.4) - 0.055
+    } else {
+        12.92 * l
+    };
+    (g.clamp(0.0, 1.0) * 255.0) as usize
+}
+
+fn f32_next(t: f32) -> f32 {
+    if t == 0.0 {
+        return f32::from_bits(1);
+    }
+    if t > 0.0 {
+        f32::from_bits(t.to_bits() + 1)
+    } else {
+        f32::from_bits(t.to_bits() - 1)
+    }
+}
+
+fn f32_prev(t: f32) -> f32 {
+    if t > 0.0 {
+        f32::from_bits(t.to_bits() - 1)
+    } else {
+        -f32_next(-t)
+    }
+}
+
+/// Cube root of a positive, finite, normal `x` to f32 precision: a bit-level first guess and two
+/// Halley steps (libm's `cbrtf` costs several times more and dominates the LAB conversion).
+#[inline]
+fn fast_cbrt(x: f32) -> f32 {
+    let mut y = f32::from_bits(x.to_bits() / 3 + 709_921_077);
+    for _ in 0..2 {
+        let y3 = y * y * y;
+        y *= (y3 + 2.0 * x) / (2.0 * y3 + x);
+    }
+    y
+}
+
+#[inline]
+fn lab_f(t: f32) -> f32 {
+    if t > 0.008856 {
+        fast_cbrt(t)
+    } else {
+        7.787 * t + 16.0 / 116.0
+    }
+}
+
+#[inline]
+fn lab_f_inv(f: f32) -> f32 {
+    let cube = f * f * f;
+    let linear = (f - 16.0 / 116.0) * (1.0 / 7.787);
+    if f > 0.206_896_6 {
+        cube
+    } else {
+        linear
+    }
+}
+
+/// LAB of every pixel into `buf`, and the mean and population std of each channel.
+fn lab_stats(pixels: &[u8], lab: &Lab, buf: &mut Vec<[f32; 3]>) -> ([f64; 3], [f64; 3]) {
+    buf.clear();
+    buf.extend(pixels.chunks_exact(3).map(|px| lab.to_lab(px)));
+    let n = buf.len().max(1) as f64;
+    // Sums in f64 per block of f32 partial sums (LAB values are at most a few hundred, so a block
+    // of 256 loses nothing that matters and the inner loop stays in registers).
+    // Shifted by the first pixel: no cancellation, and exactly 0 for a single-colour patch.
+    let shift = buf.first().copied().unwrap_or([0.0; 3]);
+    let mut sum = [0f64; 3];
+    let mut sq = [0f64; 3];
+    for block in buf.chunks(256) {
+        let mut bs = [0f32; 3];
+        let mut bq = [0f32; 3];
+        for v in block {
+            for c in 0..3 {
+                let d = v[c] - shift[c];
+                bs[c] += d;
+                bq[c] += d * d;
+            }
+        }
+        for c in 0..3 {
+            sum[c] += bs[c] as f64;
+            sq[c] += bq[c] as f64;
+        }
+    }
+    let mut mean = [0f64; 3];
+    let mut std = [0f64; 3];
+    for c in 0..3 {
+        let m = sum[c] / n;
+        std[c] = (sq[c] / n - m * m).max(0.0).sqrt();
+        mean[c] = m + shift[c] as f64;
+    }
+    (mean, std)
+}
+
+/// Fits a Reinhard target (LAB mean and std over all `pixels`, `[n, 3]` RGB bytes).
+///
+/// Errors: bad parameters -> `InvalidArgument`; too little tissue or a (nearly) single colour ->
+/// `Numerical` saying why.
+pub fn reinhard_fit(pixels: &[u8], params: &ReinhardParams) -> Result<ReinhardTarget> {
+    params.validate()?;
+    check_pixels("image", pixels)?;
+    let table = OdTable::new(params.io, params.beta);
+    let n_pixels = pixels.len() / 3;
+    let found = table.count_tissue(pixels);
+    let needed = needed_tissue(n_pixels, params.min_tissue);
+    if found < needed {
+        return Err(Error::Numerical(format!(
+            "cannot fit a Reinhard target on this image: {}",
+            Degenerate::TooLittleTissue { found, needed }.explain()
+        )));
+    }
+    let lab = Lab::new();
+    let mut buf = Vec::new();
+    let (mean, std) = lab_stats(pixels, &lab, &mut buf);
+    if std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
+        return Err(Error::Numerical(format!(
+            "cannot fit a Reinhard target on this image: it is (nearly) a single colour \
+             (LAB std {std:?}, each must be >= {MIN_LAB_STD})"
+        )));
+    }
+    Ok(ReinhardTarget { mean, std })
+}
+
+/// Normalises a batch of `n` patches (`[n, pixels, 3]` bytes) to a Reinhard `target` into `out`.
+/// Returns one flag per patch: `true` when the patch was copied unchanged.
+pub fn reinhard_transform(
+    patches: &[u8],
+    n: usize,
+    pixels: usize,
+    target: &ReinhardTarget,
+    params: &ReinhardParams,
+    out: &mut [u8],
+    n_threads: Option<usize>,
+) -> Result<Vec<bool>> {
+    params.validate()?;
+    target.validate()?;
+    let total = check_batch("patches", patches.len(), n, pixels)?;
+    if out.len() != total {
+        return Err(Error::invalid("out", "must have the same size as patches"));
+    }
+    if n == 0 || pixels == 0 {
+        return Ok(vec![false; n]);
+    }
+    let table = OdTable::new(params.io, params.beta);
+    let lab = Lab::new();
+    let needed = needed_tissue(pixels, params.min_tissue);
+    let mut skipped = vec![false; n];
+    pool::install(n_threads, || {
+        out.par_chunks_mut(3 * pixels)
+            .zip(patches.par_chunks(3 * pixels))
+            .zip(skipped.par_iter_mut())
+            .for_each_init(Vec::new, |buf, ((dst, src), flag)| {
+                *flag = reinhard_one(src, dst, target, &table, &lab, needed, buf);
+            });
+    })?;
+    Ok(skipped)
+}
+
+fn reinhard_one(
+    src: &[u8],
+    dst: &mut [u8],
+    target: &ReinhardTarget,
+    table: &OdTable,
+    lab: &Lab,
+    needed: usize,
+    buf: &mut Vec<[f32; 3]>,
+) -> bool {
+    if table.count_tissue(src) < needed {
+        dst.copy_from_slice(src);
+        return true;
+    }
+    let (mean, std) = lab_stats(src, lab, buf);
+    if std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
+        dst.copy_from_slice(src);
+        return true;
+    }
+    let mut gain = [0f32; 3];
+    let mut offset = [0f32; 3];
+    for c in 0..3 {
+        let g = target.std[c] / std[c];
+        gain[c] = g as f32;
+        offset[c] = (target.mean[c] - mean[c] * g) as f32;
+    }
+    for (v, d) in buf.iter().zip(dst.chunks_exact_mut(3)) {
+        let l = [
+            v[0] * gain[0] + offset[0],
+            v[1] * gain[1] + offset[1],
+            v[2] * gain[2] + offset[2],
+        ];
+        lab.to_rgb(l, d);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::synthetic;
+    use super::*;
+
+    #[test]
+    fn lab_round_trip_is_exact_on_bytes() {
+        let lab = Lab::new();
+        let mut worst = 0i32;
+        for r in (0..256).step_by(5) {
+            for g in (0..256).step_by(7) {
+                for b in (0..256).step_by(3) {
+                    let px = [r as u8, g as u8, b as u8];
+                    let l = lab.to_lab(&px);
+                    let mut back = [0u8; 3];
+                    lab.to_rgb(l, &mut back);
+                    for c in 0..3 {
+                        // Truncation after a round trip can lose one level.
+                        worst = worst.max((back[c] as i32 - px[c] as i32).abs());
+                    }
+                }
+            }
+        }
+        assert!(worst <= 1, "worst round-trip error {worst}");
+    }
+
+    #[test]
+    fn fast_cbrt_is_accurate() {
+        for i in 0..100_000 {
+            let x = 0.008 + i as f32 * 2e-5;
+            let (a, b) = (fast_cbrt(x), x.cbrt());
+            assert!((a - b).abs() <= 2.0 * f32::EPSILON * b, "{x}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn coarse_bins_hold_at_most_one_threshold() {
+        let lab = Lab::new();
+        for i in 0..GAMMA_BINS {
+            let (a, b) = (
+                i as f32 / GAMMA_BINS as f32,
+                (i + 1) as f32 / GAMMA_BINS as f32,
+            );
+            let inside = lab.thresholds[1..256]
+                .iter()
+                .filter(|&&t| t > a && t <= b)
+                .count();
+            assert!(inside <= 1, "bin {i} holds {inside} thresholds");
+        }
+    }
+
+    #[test]
+    fn quantize_matches_the_direct_formula() {
+        let lab = Lab::new();
+        for i in 0..100_000 {
+            let l = i as f32 / 99_999.0;
+            assert_eq!(lab.quantize(l) as usize, gamma_byte(l as f64), "at {l}");
+        }
+    }
+
+    #[test]
+    fn reinhard_self_normalisation_is_near_identity() -> Result<()> {
+        let img = synthetic(4096, 4);
+        let params = ReinhardParams::default();
+        let t = reinhard_fit(&img, &params)?;
+        let mut out = vec![0u8; img.len()];
+        let skipped = reinhard_transform(&img, 1, 4096, &t, &params, &mut out, Some(1))?;
+        assert_eq!(skipped, vec![false]);
+        let worst = img
+            .iter()
+            .zip(&out)
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap_or(0);
+        assert!(worst <= 1, "worst {worst}");
+        Ok(())
+    }
+}
