@@ -5,6 +5,9 @@ use rayon::prelude::*;
 use super::*;
 use crate::pool;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 const RGB2XYZ: [[f64; 3]; 3] = [
     [0.412453, 0.357580, 0.180423],
     [0.212671, 0.715160, 0.072169],
@@ -26,8 +29,10 @@ struct Lab {
     #[cfg_attr(not(test), allow(dead_code))]
     thresholds: [f32; 257],
     /// For the bin starting at `i / GAMMA_BINS` (`i = 0..=GAMMA_BINS`; values above 1 use the
-    /// last): the next threshold and the byte of the bin start, side by side (one load).
-    coarse: [(f32, u8); GAMMA_BINS + 1],
+    /// last): the next threshold above the bin start...
+    coarse_next: [f32; GAMMA_BINS + 1],
+    /// ... and the byte of the bin start (`i32`: the AVX2 kernel gathers it as is).
+    coarse_byte: [i32; GAMMA_BINS + 1],
 }
 
 fn srgb_to_linear(c: f64) -> f64 {
@@ -92,8 +97,9 @@ impl Lab {
             }
             *slot = t;
         }
-        let mut coarse = [(f32::INFINITY, 0u8); GAMMA_BINS + 1];
-        for (i, slot) in coarse.iter_mut().enumerate() {
+        let mut coarse_next = [f32::INFINITY; GAMMA_BINS + 1];
+        let mut coarse_byte = [0i32; GAMMA_BINS + 1];
+        for (i, (next, byte)) in coarse_next.iter_mut().zip(&mut coarse_byte).enumerate() {
             let start = i as f32 / GAMMA_BINS as f32;
             // At most 255 thresholds exist, so this fits a byte.
             let below = thresholds[1..256]
@@ -101,14 +107,16 @@ impl Lab {
                 .filter(|&&t| t <= start)
                 .count()
                 .min(255);
-            *slot = (thresholds[below + 1], below as u8);
+            *next = thresholds[below + 1];
+            *byte = below as i32;
         }
         Lab {
             lin,
             fwd,
             inv,
             thresholds,
-            coarse,
+            coarse_next,
+            coarse_byte,
         }
     }
 
@@ -146,8 +154,10 @@ impl Lab {
         let x = (l * GAMMA_BINS as f32).max(0.0).min(GAMMA_BINS as f32);
         // SAFETY: `x` is finite and within [0, GAMMA_BINS], which `u32` represents exactly.
         let bin = (unsafe { x.to_int_unchecked::<u32>() }) as usize;
-        let (next, v) = self.coarse[bin];
-        v + (l >= next) as u8
+        // `below <= 254`: sRGB(1.0) computes to 254.99..., so the 255 threshold lies above 1.0,
+        // beyond every bin start (checked by the tests).
+        let (next, below) = (self.coarse_next[bin], self.coarse_byte[bin] as u8);
+        below + (l >= next) as u8
     }
 }
 
@@ -211,21 +221,103 @@ fn lab_f_inv(f: f32) -> f32 {
     }
 }
 
-/// LAB of every pixel into `buf`, and the mean and population std of each channel.
-fn lab_stats(pixels: &[u8], lab: &Lab, buf: &mut Vec<[f32; 3]>) -> ([f64; 3], [f64; 3]) {
+/// Which implementation of the per-pixel loops runs (chosen once per call, see [`Kernel::detect`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// Plain Rust, one pixel at a time, LAB values interleaved in the buffer (`[L, a, b]` per pixel).
+    Portable,
+    /// AVX2 + FMA, 8 pixels at a time, LAB values in groups of 8 (see [`avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// AVX2 + FMA when the CPU has them, else the portable loops.
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Kernel::Avx2;
+        }
+        Kernel::Portable
+    }
+
+    /// LAB of every pixel into `buf` (the kernel's layout), and the mean and population std of
+    /// each channel.
+    fn lab_stats(self, pixels: &[u8], lab: &Lab, buf: &mut Vec<f32>) -> ([f64; 3], [f64; 3]) {
+        match self {
+            Kernel::Portable => lab_stats(pixels, lab, buf),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` is only chosen (by `detect`, or by tests after the same check) when
+            // the CPU supports AVX2 and FMA.
+            Kernel::Avx2 => unsafe { avx2::lab_stats(pixels, lab, buf) },
+        }
+    }
+
+    /// Maps the LAB values of `buf` (from [`Kernel::lab_stats`] on `dst.len() / 3` pixels) by
+    /// `v * gain + offset` per channel and writes them back as sRGB bytes into `dst`.
+    fn apply(self, buf: &[f32], gain: [f32; 3], offset: [f32; 3], lab: &Lab, dst: &mut [u8]) {
+        match self {
+            Kernel::Portable => {
+                for (v, d) in buf.chunks_exact(3).zip(dst.chunks_exact_mut(3)) {
+                    let l = [
+                        v[0] * gain[0] + offset[0],
+                        v[1] * gain[1] + offset[1],
+                        v[2] * gain[2] + offset[2],
+                    ];
+                    lab.to_rgb(l, d);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `lab_stats`.
+            Kernel::Avx2 => unsafe { avx2::apply(buf, gain, offset, lab, dst) },
+        }
+    }
+}
+
+/// Running sums of the LAB values of a patch, shifted by its first pixel (no cancellation, and
+/// exactly 0 for a single-colour patch): f32 partial sums per block of pixels, added up in f64.
+struct Moments {
+    shift: [f32; 3],
+    sum: [f64; 3],
+    sq: [f64; 3],
+}
+
+impl Moments {
+    fn new(shift: [f32; 3]) -> Self {
+        Moments {
+            shift,
+            sum: [0.0; 3],
+            sq: [0.0; 3],
+        }
+    }
+
+    /// Mean and population std over `n` pixels.
+    fn finish(&self, n: usize) -> ([f64; 3], [f64; 3]) {
+        let n = n.max(1) as f64;
+        let mut mean = [0f64; 3];
+        let mut std = [0f64; 3];
+        for c in 0..3 {
+            let m = self.sum[c] / n;
+            std[c] = (self.sq[c] / n - m * m).max(0.0).sqrt();
+            mean[c] = m + self.shift[c] as f64;
+        }
+        (mean, std)
+    }
+}
+
+/// Portable [`Kernel::lab_stats`]: `buf` holds `[L, a, b]` per pixel.
+fn lab_stats(pixels: &[u8], lab: &Lab, buf: &mut Vec<f32>) -> ([f64; 3], [f64; 3]) {
     buf.clear();
-    buf.extend(pixels.chunks_exact(3).map(|px| lab.to_lab(px)));
-    let n = buf.len().max(1) as f64;
-    // Sums in f64 per block of f32 partial sums (LAB values are at most a few hundred, so a block
-    // of 256 loses nothing that matters and the inner loop stays in registers).
-    // Shifted by the first pixel: no cancellation, and exactly 0 for a single-colour patch.
-    let shift = buf.first().copied().unwrap_or([0.0; 3]);
-    let mut sum = [0f64; 3];
-    let mut sq = [0f64; 3];
-    for block in buf.chunks(256) {
+    buf.extend(pixels.chunks_exact(3).flat_map(|px| lab.to_lab(px)));
+    // LAB values are at most a few hundred, so f32 partial sums over 256 pixels lose nothing that
+    // matters and the inner loop stays in registers.
+    let shift = [0, 1, 2].map(|c| buf.get(c).copied().unwrap_or(0.0));
+    let mut m = Moments::new(shift);
+    for block in buf.chunks(3 * 256) {
         let mut bs = [0f32; 3];
         let mut bq = [0f32; 3];
-        for v in block {
+        for v in block.chunks_exact(3) {
             for c in 0..3 {
                 let d = v[c] - shift[c];
                 bs[c] += d;
@@ -233,18 +325,11 @@ fn lab_stats(pixels: &[u8], lab: &Lab, buf: &mut Vec<[f32; 3]>) -> ([f64; 3], [f
             }
         }
         for c in 0..3 {
-            sum[c] += bs[c] as f64;
-            sq[c] += bq[c] as f64;
+            m.sum[c] += bs[c] as f64;
+            m.sq[c] += bq[c] as f64;
         }
     }
-    let mut mean = [0f64; 3];
-    let mut std = [0f64; 3];
-    for c in 0..3 {
-        let m = sum[c] / n;
-        std[c] = (sq[c] / n - m * m).max(0.0).sqrt();
-        mean[c] = m + shift[c] as f64;
-    }
-    (mean, std)
+    m.finish(pixels.len() / 3)
 }
 
 /// Fits a Reinhard target (LAB mean and std over all `pixels`, `[n, 3]` RGB bytes).
@@ -266,7 +351,7 @@ pub fn reinhard_fit(pixels: &[u8], params: &ReinhardParams) -> Result<ReinhardTa
     }
     let lab = Lab::new();
     let mut buf = Vec::new();
-    let (mean, std) = lab_stats(pixels, &lab, &mut buf);
+    let (mean, std) = Kernel::detect().lab_stats(pixels, &lab, &mut buf);
     if std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
         return Err(Error::Numerical(format!(
             "cannot fit a Reinhard target on this image: it is (nearly) a single colour \
@@ -299,32 +384,36 @@ pub fn reinhard_transform(
     let table = OdTable::new(params.io, params.beta);
     let lab = Lab::new();
     let needed = needed_tissue(pixels, params.min_tissue);
+    let kernel = Kernel::detect();
     let mut skipped = vec![false; n];
     pool::install(n_threads, || {
         out.par_chunks_mut(3 * pixels)
             .zip(patches.par_chunks(3 * pixels))
             .zip(skipped.par_iter_mut())
             .for_each_init(Vec::new, |buf, ((dst, src), flag)| {
-                *flag = reinhard_one(src, dst, target, &table, &lab, needed, buf);
+                *flag = reinhard_one(src, dst, target, &table, &lab, kernel, needed, buf);
             });
     })?;
     Ok(skipped)
 }
 
+/// Normalises one patch; returns `true` when it was skipped (copied unchanged).
+#[allow(clippy::too_many_arguments)]
 fn reinhard_one(
     src: &[u8],
     dst: &mut [u8],
     target: &ReinhardTarget,
     table: &OdTable,
     lab: &Lab,
+    kernel: Kernel,
     needed: usize,
-    buf: &mut Vec<[f32; 3]>,
+    buf: &mut Vec<f32>,
 ) -> bool {
-    if table.count_tissue(src) < needed {
+    if !table.has_tissue(src, needed) {
         dst.copy_from_slice(src);
         return true;
     }
-    let (mean, std) = lab_stats(src, lab, buf);
+    let (mean, std) = kernel.lab_stats(src, lab, buf);
     if std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
         dst.copy_from_slice(src);
         return true;
@@ -336,14 +425,7 @@ fn reinhard_one(
         gain[c] = g as f32;
         offset[c] = (target.mean[c] - mean[c] * g) as f32;
     }
-    for (v, d) in buf.iter().zip(dst.chunks_exact_mut(3)) {
-        let l = [
-            v[0] * gain[0] + offset[0],
-            v[1] * gain[1] + offset[1],
-            v[2] * gain[2] + offset[2],
-        ];
-        lab.to_rgb(l, d);
-    }
+    kernel.apply(buf, gain, offset, lab, dst);
     false
 }
 
@@ -385,6 +467,8 @@ mod tests {
     #[test]
     fn coarse_bins_hold_at_most_one_threshold() {
         let lab = Lab::new();
+        assert!(lab.thresholds[255] > 1.0);
+        assert!(lab.coarse_byte.iter().all(|&b| (0..=254).contains(&b)));
         for i in 0..GAMMA_BINS {
             let (a, b) = (
                 i as f32 / GAMMA_BINS as f32,
@@ -405,6 +489,132 @@ mod tests {
             let l = i as f32 / 99_999.0;
             assert_eq!(lab.quantize(l) as usize, gamma_byte(l as f64), "at {l}");
         }
+    }
+
+    #[test]
+    fn quantize_saturates_and_maps_nan_to_zero() {
+        // An extreme but valid target std can overflow the LAB inverse to +inf; bytes saturate.
+        let lab = Lab::new();
+        for (l, want) in [
+            (f32::INFINITY, 255),
+            (f32::MAX, 255),
+            (2.0, 255),
+            (f32::NAN, 0),
+            (f32::NEG_INFINITY, 0),
+            (-1.0, 0),
+        ] {
+            assert_eq!(lab.quantize(l), want, "at {l}");
+        }
+    }
+
+    /// The kernels this CPU can run.
+    fn kernels() -> Vec<Kernel> {
+        let mut k = vec![Kernel::Portable];
+        if Kernel::detect() != Kernel::Portable {
+            k.push(Kernel::detect());
+        }
+        k
+    }
+
+    /// LAB of pixel `i` in a kernel's buffer layout.
+    fn lab_at(kernel: Kernel, buf: &[f32], i: usize) -> [f32; 3] {
+        match kernel {
+            Kernel::Portable => [buf[3 * i], buf[3 * i + 1], buf[3 * i + 2]],
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                let (g, j) = (i / 8, i % 8);
+                [0, 1, 2].map(|c| buf[24 * g + 8 * c + j])
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_agree_on_lab_and_moments() {
+        let lab = Lab::new();
+        // A colour grid, then odd pixel counts (partial last groups).
+        let mut grid = Vec::new();
+        for r in (0..256).step_by(5) {
+            for g in (0..256).step_by(7) {
+                for b in (0..256).step_by(3) {
+                    grid.extend([r as u8, g as u8, b as u8]);
+                }
+            }
+        }
+        let mut images = vec![grid, synthetic(4096, 7)];
+        for n in 1..=20 {
+            images.push(synthetic(n, n as u64));
+        }
+        for img in &images {
+            let n = img.len() / 3;
+            let mut base = Vec::new();
+            let (m0, s0) = Kernel::Portable.lab_stats(img, &lab, &mut base);
+            for kernel in kernels() {
+                let mut buf = Vec::new();
+                let (m, s) = kernel.lab_stats(img, &lab, &mut buf);
+                // a = 500 (fx - fy): a few f32 ulps of f (~1e-7) become ~1e-4 in a.
+                for i in 0..n {
+                    let (a, b) = (lab_at(kernel, &buf, i), lab_at(Kernel::Portable, &base, i));
+                    for c in 0..3 {
+                        assert!(
+                            (a[c] - b[c]).abs() <= 5e-4,
+                            "{kernel:?} pixel {i}: {a:?} {b:?}"
+                        );
+                    }
+                }
+                for c in 0..3 {
+                    assert!(
+                        (m[c] - m0[c]).abs() <= 1e-4,
+                        "{kernel:?} n={n} mean {m:?} {m0:?}"
+                    );
+                    assert!(
+                        (s[c] - s0[c]).abs() <= 1e-4,
+                        "{kernel:?} n={n} std {s:?} {s0:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_agree_on_normalised_patches() -> Result<()> {
+        let lab = Lab::new();
+        let params = ReinhardParams::default();
+        let target = reinhard_fit(&synthetic(20_000, 11), &params)?;
+        let table = OdTable::new(params.io, params.beta);
+        for n in [1, 7, 8, 9, 15, 16, 17, 4099] {
+            // Another colour distribution than the target's, so the map is not the identity.
+            let src: Vec<u8> = synthetic(n, 5 + n as u64)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if i % 3 == 1 { v / 2 + 40 } else { v })
+                .collect();
+            let needed = needed_tissue(n, 0.0);
+            let mut outs = Vec::new();
+            for kernel in kernels() {
+                let mut dst = vec![0u8; src.len()];
+                let mut buf = Vec::new();
+                let skipped = reinhard_one(
+                    &src, &mut dst, &target, &table, &lab, kernel, needed, &mut buf,
+                );
+                outs.push((skipped, dst));
+            }
+            let (s0, base) = &outs[0];
+            for (s, out) in &outs[1..] {
+                assert_eq!(s, s0, "n={n}");
+                let diff: Vec<i32> = out
+                    .iter()
+                    .zip(base)
+                    .map(|(a, b)| (*a as i32 - *b as i32).abs())
+                    .collect();
+                assert!(diff.iter().all(|&d| d <= 1), "n={n}");
+                let changed = diff.iter().filter(|&&d| d > 0).count();
+                assert!(
+                    changed * 1000 <= diff.len(),
+                    "n={n}: {changed} bytes differ"
+                );
+            }
+        }
+        Ok(())
     }
 
     #[test]
