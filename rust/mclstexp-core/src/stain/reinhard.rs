@@ -7,6 +7,8 @@ use crate::pool;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 const RGB2XYZ: [[f64; 3]; 3] = [
     [0.412453, 0.357580, 0.180423],
@@ -29,10 +31,18 @@ struct Lab {
     #[cfg_attr(not(test), allow(dead_code))]
     thresholds: [f32; 257],
     /// For the bin starting at `i / GAMMA_BINS` (`i = 0..=GAMMA_BINS`; values above 1 use the
-    /// last): the next threshold above the bin start...
-    coarse_next: [f32; GAMMA_BINS + 1],
-    /// ... and the byte of the bin start (`i32`: the AVX2 kernel gathers it as is).
-    coarse_byte: [i32; GAMMA_BINS + 1],
+    /// last): see [`Bin`].
+    coarse: [Bin; GAMMA_BINS + 1],
+}
+
+/// A bin of the coarse sRGB gamma table: the byte of the bin start and the next threshold above
+/// it, side by side (`repr(C)`: one 64-bit load, `next` in the low half).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Bin {
+    next: f32,
+    /// In `0..=254` (`i32`: the AVX2 kernel uses it as is).
+    below: i32,
 }
 
 fn srgb_to_linear(c: f64) -> f64 {
@@ -97,9 +107,11 @@ impl Lab {
             }
             *slot = t;
         }
-        let mut coarse_next = [f32::INFINITY; GAMMA_BINS + 1];
-        let mut coarse_byte = [0i32; GAMMA_BINS + 1];
-        for (i, (next, byte)) in coarse_next.iter_mut().zip(&mut coarse_byte).enumerate() {
+        let mut coarse = [Bin {
+            next: f32::INFINITY,
+            below: 0,
+        }; GAMMA_BINS + 1];
+        for (i, bin) in coarse.iter_mut().enumerate() {
             let start = i as f32 / GAMMA_BINS as f32;
             // At most 255 thresholds exist, so this fits a byte.
             let below = thresholds[1..256]
@@ -107,16 +119,17 @@ impl Lab {
                 .filter(|&&t| t <= start)
                 .count()
                 .min(255);
-            *next = thresholds[below + 1];
-            *byte = below as i32;
+            *bin = Bin {
+                next: thresholds[below + 1],
+                below: below as i32,
+            };
         }
         Lab {
             lin,
             fwd,
             inv,
             thresholds,
-            coarse_next,
-            coarse_byte,
+            coarse,
         }
     }
 
@@ -156,8 +169,8 @@ impl Lab {
         let bin = (unsafe { x.to_int_unchecked::<u32>() }) as usize;
         // `below <= 254`: sRGB(1.0) computes to 254.99..., so the 255 threshold lies above 1.0,
         // beyond every bin start (checked by the tests).
-        let (next, below) = (self.coarse_next[bin], self.coarse_byte[bin] as u8);
-        below + (l >= next) as u8
+        let Bin { next, below } = self.coarse[bin];
+        below as u8 + (l >= next) as u8
     }
 }
 
@@ -229,15 +242,28 @@ enum Kernel {
     /// AVX2 + FMA, 8 pixels at a time, LAB values in groups of 8 (see [`avx2`]).
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512F + BW, 16 pixels at a time, LAB values in groups of 16 (see [`avx512`]).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Kernel {
-    /// AVX2 + FMA when the CPU has them, else the portable loops.
+    /// AVX-512F + BW when the CPU has them (unless `MCLSTEXP_NO_AVX512` is set, as for the
+    /// retrieval kernels), else AVX2 + FMA when it has those, else the portable loops.
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return Kernel::Avx2;
+            if std::env::var_os("MCLSTEXP_NO_AVX512").is_none()
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return Kernel::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Kernel::Avx2;
+            }
         }
         Kernel::Portable
     }
@@ -251,6 +277,9 @@ impl Kernel {
             // SAFETY: `Avx2` is only chosen (by `detect`, or by tests after the same check) when
             // the CPU supports AVX2 and FMA.
             Kernel::Avx2 => unsafe { avx2::lab_stats(pixels, lab, buf) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512` is only chosen (as `Avx2`) when the CPU supports AVX-512F and BW.
+            Kernel::Avx512 => unsafe { avx512::lab_stats(pixels, lab, buf) },
         }
     }
 
@@ -271,6 +300,9 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in `lab_stats`.
             Kernel::Avx2 => unsafe { avx2::apply(buf, gain, offset, lab, dst) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `lab_stats`.
+            Kernel::Avx512 => unsafe { avx512::apply(buf, gain, offset, lab, dst) },
         }
     }
 }
@@ -468,7 +500,7 @@ mod tests {
     fn coarse_bins_hold_at_most_one_threshold() {
         let lab = Lab::new();
         assert!(lab.thresholds[255] > 1.0);
-        assert!(lab.coarse_byte.iter().all(|&b| (0..=254).contains(&b)));
+        assert!(lab.coarse.iter().all(|b| (0..=254).contains(&b.below)));
         for i in 0..GAMMA_BINS {
             let (a, b) = (
                 i as f32 / GAMMA_BINS as f32,
@@ -509,9 +541,17 @@ mod tests {
 
     /// The kernels this CPU can run.
     fn kernels() -> Vec<Kernel> {
+        #[allow(unused_mut)]
         let mut k = vec![Kernel::Portable];
-        if Kernel::detect() != Kernel::Portable {
-            k.push(Kernel::detect());
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                k.push(Kernel::Avx2);
+            }
+            if has!("avx512f") && has!("avx512bw") {
+                k.push(Kernel::Avx512);
+            }
         }
         k
     }
@@ -524,6 +564,11 @@ mod tests {
             Kernel::Avx2 => {
                 let (g, j) = (i / 8, i % 8);
                 [0, 1, 2].map(|c| buf[24 * g + 8 * c + j])
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                let (g, j) = (i / 16, i % 16);
+                [0, 1, 2].map(|c| buf[48 * g + 16 * c + j])
             }
         }
     }
@@ -541,7 +586,7 @@ mod tests {
             }
         }
         let mut images = vec![grid, synthetic(4096, 7)];
-        for n in 1..=20 {
+        for n in 1..=40 {
             images.push(synthetic(n, n as u64));
         }
         for img in &images {
@@ -581,7 +626,7 @@ mod tests {
         let params = ReinhardParams::default();
         let target = reinhard_fit(&synthetic(20_000, 11), &params)?;
         let table = OdTable::new(params.io, params.beta);
-        for n in [1, 7, 8, 9, 15, 16, 17, 4099] {
+        for n in [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 4099] {
             // Another colour distribution than the target's, so the map is not the identity.
             let src: Vec<u8> = synthetic(n, 5 + n as u64)
                 .iter()
