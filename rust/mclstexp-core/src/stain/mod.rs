@@ -262,19 +262,6 @@ impl OdTable {
             .filter(|px| self.is_tissue(px))
             .count()
     }
-
-    /// `count_tissue(pixels) >= needed`, stopping as soon as it is (usually within the first
-    /// rows of a patch).
-    fn has_tissue(&self, pixels: &[u8], needed: usize) -> bool {
-        let mut found = 0;
-        for block in pixels.chunks(3 * 1024) {
-            found += self.count_tissue(block);
-            if found >= needed {
-                return true;
-            }
-        }
-        found >= needed
-    }
 }
 
 /// The tissue count a patch of `n_pixels` needs.

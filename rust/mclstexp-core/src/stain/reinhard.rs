@@ -268,18 +268,18 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// LAB of every pixel into `buf` (the kernel's layout), and the mean and population std of
-    /// each channel.
-    fn lab_stats(self, pixels: &[u8], lab: &Lab, buf: &mut Vec<f32>) -> ([f64; 3], [f64; 3]) {
+    /// LAB of every pixel into `buf` (the kernel's layout), the mean and population std of each
+    /// channel, and the number of pixels whose three bytes are all `<= tissue_max` (`-1`: none).
+    fn lab_stats(self, pixels: &[u8], tissue_max: i32, lab: &Lab, buf: &mut Vec<f32>) -> Stats {
         match self {
-            Kernel::Portable => lab_stats(pixels, lab, buf),
+            Kernel::Portable => lab_stats(pixels, tissue_max, lab, buf),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx2` is only chosen (by `detect`, or by tests after the same check) when
             // the CPU supports AVX2 and FMA.
-            Kernel::Avx2 => unsafe { avx2::lab_stats(pixels, lab, buf) },
+            Kernel::Avx2 => unsafe { avx2::lab_stats(pixels, tissue_max, lab, buf) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx512` is only chosen (as `Avx2`) when the CPU supports AVX-512F and BW.
-            Kernel::Avx512 => unsafe { avx512::lab_stats(pixels, lab, buf) },
+            Kernel::Avx512 => unsafe { avx512::lab_stats(pixels, tissue_max, lab, buf) },
         }
     }
 
@@ -307,6 +307,18 @@ impl Kernel {
     }
 }
 
+/// What [`Kernel::lab_stats`] finds.
+struct Stats {
+    mean: [f64; 3],
+    std: [f64; 3],
+    tissue: usize,
+}
+
+/// A pixel counts as tissue (see [`OdTable`]) iff its largest byte is `<= tissue_max`.
+fn tissue_max(table: &OdTable) -> i32 {
+    table.tissue_max.map_or(-1, i32::from)
+}
+
 /// Running sums of the LAB values of a patch, shifted by its first pixel (no cancellation, and
 /// exactly 0 for a single-colour patch): f32 partial sums per block of pixels, added up in f64.
 struct Moments {
@@ -324,8 +336,8 @@ impl Moments {
         }
     }
 
-    /// Mean and population std over `n` pixels.
-    fn finish(&self, n: usize) -> ([f64; 3], [f64; 3]) {
+    /// Mean and population std over `n` pixels, `tissue` of which are tissue.
+    fn finish(&self, n: usize, tissue: usize) -> Stats {
         let n = n.max(1) as f64;
         let mut mean = [0f64; 3];
         let mut std = [0f64; 3];
@@ -334,12 +346,16 @@ impl Moments {
             std[c] = (self.sq[c] / n - m * m).max(0.0).sqrt();
             mean[c] = m + self.shift[c] as f64;
         }
-        (mean, std)
+        Stats { mean, std, tissue }
     }
 }
 
 /// Portable [`Kernel::lab_stats`]: `buf` holds `[L, a, b]` per pixel.
-fn lab_stats(pixels: &[u8], lab: &Lab, buf: &mut Vec<f32>) -> ([f64; 3], [f64; 3]) {
+fn lab_stats(pixels: &[u8], tissue_max: i32, lab: &Lab, buf: &mut Vec<f32>) -> Stats {
+    let tissue = pixels
+        .chunks_exact(3)
+        .filter(|p| i32::from(p[0].max(p[1]).max(p[2])) <= tissue_max)
+        .count();
     buf.clear();
     buf.extend(pixels.chunks_exact(3).flat_map(|px| lab.to_lab(px)));
     // LAB values are at most a few hundred, so f32 partial sums over 256 pixels lose nothing that
@@ -361,7 +377,7 @@ fn lab_stats(pixels: &[u8], lab: &Lab, buf: &mut Vec<f32>) -> ([f64; 3], [f64; 3
             m.sq[c] += bq[c] as f64;
         }
     }
-    m.finish(pixels.len() / 3)
+    m.finish(pixels.len() / 3, tissue)
 }
 
 /// Fits a Reinhard target (LAB mean and std over all `pixels`, `[n, 3]` RGB bytes).
@@ -383,7 +399,8 @@ pub fn reinhard_fit(pixels: &[u8], params: &ReinhardParams) -> Result<ReinhardTa
     }
     let lab = Lab::new();
     let mut buf = Vec::new();
-    let (mean, std) = Kernel::detect().lab_stats(pixels, &lab, &mut buf);
+    let Stats { mean, std, .. } =
+        Kernel::detect().lab_stats(pixels, tissue_max(&table), &lab, &mut buf);
     if std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
         return Err(Error::Numerical(format!(
             "cannot fit a Reinhard target on this image: it is (nearly) a single colour \
@@ -441,12 +458,10 @@ fn reinhard_one(
     needed: usize,
     buf: &mut Vec<f32>,
 ) -> bool {
-    if !table.has_tissue(src, needed) {
-        dst.copy_from_slice(src);
-        return true;
-    }
-    let (mean, std) = kernel.lab_stats(src, lab, buf);
-    if std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
+    // The tissue pixels are counted in the same pass as the LAB moments: a skipped patch costs a
+    // wasted pass, a normalised one no extra pass.
+    let Stats { mean, std, tissue } = kernel.lab_stats(src, tissue_max(table), lab, buf);
+    if tissue < needed || std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
         dst.copy_from_slice(src);
         return true;
     }
@@ -592,10 +607,17 @@ mod tests {
         for img in &images {
             let n = img.len() / 3;
             let mut base = Vec::new();
-            let (m0, s0) = Kernel::Portable.lab_stats(img, &lab, &mut base);
+            let t0 = Kernel::Portable.lab_stats(img, 200, &lab, &mut base);
+            let want = img
+                .chunks_exact(3)
+                .filter(|p| p.iter().all(|&v| v <= 200))
+                .count();
+            assert_eq!(t0.tissue, want);
             for kernel in kernels() {
                 let mut buf = Vec::new();
-                let (m, s) = kernel.lab_stats(img, &lab, &mut buf);
+                let t = kernel.lab_stats(img, 200, &lab, &mut buf);
+                assert_eq!(t.tissue, want, "{kernel:?} n={n}");
+                let (m, s, m0, s0) = (t.mean, t.std, t0.mean, t0.std);
                 // a = 500 (fx - fy): a few f32 ulps of f (~1e-7) become ~1e-4 in a.
                 for i in 0..n {
                     let (a, b) = (lab_at(kernel, &buf, i), lab_at(Kernel::Portable, &base, i));
@@ -657,6 +679,37 @@ mod tests {
                     changed * 1000 <= diff.len(),
                     "n={n}: {changed} bytes differ"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn tissue_threshold_is_exact_for_every_kernel() -> Result<()> {
+        let lab = Lab::new();
+        let params = ReinhardParams::default();
+        let target = reinhard_fit(&synthetic(20_000, 11), &params)?;
+        let table = OdTable::new(params.io, params.beta);
+        let n = 101; // 6 AVX-512 groups and a partial one
+        let needed = needed_tissue(n, 0.3);
+        for found in [needed - 1, needed] {
+            // Background (all bytes above the tissue threshold) with `found` dark pixels spread
+            // over the patch, the last one in the partial group.
+            let mut src: Vec<u8> = (0..n)
+                .flat_map(|i| [245, 240 + (i % 7) as u8, 236])
+                .collect();
+            for k in 0..found {
+                let i = n - 1 - k * 3;
+                src[3 * i..3 * i + 3].copy_from_slice(&[90 + k as u8, 40 + 2 * k as u8, 120]);
+            }
+            for kernel in kernels() {
+                let mut dst = vec![0u8; src.len()];
+                let mut buf = Vec::new();
+                let skipped = reinhard_one(
+                    &src, &mut dst, &target, &table, &lab, kernel, needed, &mut buf,
+                );
+                assert_eq!(skipped, found < needed, "{kernel:?} found {found}");
+                assert_eq!(dst == src, skipped, "{kernel:?} found {found}");
             }
         }
         Ok(())

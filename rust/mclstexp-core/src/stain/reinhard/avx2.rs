@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Lab, Moments, GAMMA_BINS};
+use super::{Lab, Moments, Stats, GAMMA_BINS};
 
 /// Pixels per group (one `__m256` per channel).
 const GROUP: usize = 8;
@@ -166,18 +166,23 @@ fn dot3(row: &[__m256; 3], v: [__m256; 3]) -> __m256 {
     )
 }
 
-/// L, a, b of 8 pixels.
+/// L, a, b of 8 pixels, and a bit mask of those whose three bytes are all `<= tissue_max`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn to_lab(px: &[u8; 24], lab: &Lab, k: &Consts) -> [__m256; 3] {
+fn to_lab(px: &[u8; 24], lab: &Lab, k: &Consts, tissue_max: __m256i) -> ([__m256; 3], u32) {
+    let rgb = unpack(px);
+    let brightest = _mm256_max_epi32(_mm256_max_epi32(rgb[0], rgb[1]), rgb[2]);
+    let background = _mm256_cmpgt_epi32(brightest, tissue_max);
+    let tissue = !(_mm256_movemask_ps(_mm256_castsi256_ps(background)) as u32) & 0xff;
     // SAFETY: every lane of `unpack` is a byte value in 0..=255 and `lab.lin` has 256 entries.
-    let lin = unpack(px).map(|idx| unsafe { _mm256_i32gather_ps::<4>(lab.lin.as_ptr(), idx) });
+    let lin = rgb.map(|idx| unsafe { _mm256_i32gather_ps::<4>(lab.lin.as_ptr(), idx) });
     let f = k.fwd.map(|row| lab_f(dot3(&row, lin)));
-    [
+    let v = [
         _mm256_fmadd_ps(f[1], _mm256_set1_ps(116.0), _mm256_set1_ps(-16.0)),
         _mm256_mul_ps(_mm256_sub_ps(f[0], f[1]), _mm256_set1_ps(500.0)),
         _mm256_mul_ps(_mm256_sub_ps(f[1], f[2]), _mm256_set1_ps(200.0)),
-    ]
+    ];
+    (v, tissue)
 }
 
 /// `Lab::quantize` on 8 lanes: `floor(255 * clip(gamma(l), 0, 1))`, NaN -> 0.
@@ -233,9 +238,10 @@ fn add_lanes(acc: &mut f64, v: __m256) {
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn lab_stats(
     pixels: &[u8],
+    tissue_max: i32,
     lab: &Lab,
     buf: &mut Vec<f32>,
-) -> ([f64; 3], [f64; 3]) {
+) -> Stats {
     let n = pixels.len() / 3;
     let k = consts(lab);
     let (full, rest) = pixels.as_chunks::<24>();
@@ -250,7 +256,9 @@ pub(super) unsafe fn lab_stats(
         buf.resize(24 * groups, 0.0);
     }
     let out = buf.as_chunks_mut::<24>().0;
-    let first = to_lab(full.first().unwrap_or(&tail), lab, &k);
+    let tmax = _mm256_set1_epi32(tissue_max);
+    let mut tissue = 0;
+    let (first, _) = to_lab(full.first().unwrap_or(&tail), lab, &k, tmax);
     let shift = first.map(|v| _mm256_cvtss_f32(v));
     let mut m = Moments::new(shift);
     let sh = shift.map(|x| _mm256_set1_ps(x));
@@ -272,7 +280,8 @@ pub(super) unsafe fn lab_stats(
         let mut s = [_mm256_setzero_ps(); 3];
         let mut q = [_mm256_setzero_ps(); 3];
         for (px, d) in src.iter().zip(dst.iter_mut()) {
-            let v = to_lab(px, lab, &k);
+            let (v, t) = to_lab(px, lab, &k, tmax);
+            tissue += t.count_ones() as usize;
             store(v, d);
             for c in 0..3 {
                 let dv = _mm256_sub_ps(v[c], sh[c]);
@@ -284,7 +293,9 @@ pub(super) unsafe fn lab_stats(
     }
     if tail_pixels > 0 {
         if let Some(d) = out.get_mut(full.len()) {
-            let v = to_lab(&tail, lab, &k);
+            let (v, t) = to_lab(&tail, lab, &k, tmax);
+            // Lanes 0..tail_pixels (< 8).
+            tissue += (t & ((1 << tail_pixels) - 1)).count_ones() as usize;
             store(v, d);
             let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
@@ -301,7 +312,7 @@ pub(super) unsafe fn lab_stats(
             flush(&mut m, s, q);
         }
     }
-    m.finish(n)
+    m.finish(n, tissue)
 }
 
 /// `Kernel::apply` with the grouped buffer layout (module docs).

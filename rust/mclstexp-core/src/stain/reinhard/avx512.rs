@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Lab, Moments, GAMMA_BINS};
+use super::{Lab, Moments, Stats, GAMMA_BINS};
 
 /// Pixels per group (one `__m512` per channel).
 const GROUP: usize = 16;
@@ -129,18 +129,27 @@ fn dot3(row: &[__m512; 3], v: [__m512; 3]) -> __m512 {
     )
 }
 
-/// L, a, b of 16 pixels.
+/// L, a, b of 16 pixels, and a bit mask of those whose three bytes are all `<= tissue_max`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn to_lab(px: &[u8; GROUP_BYTES], lab: &Lab, k: &Consts) -> [__m512; 3] {
+fn to_lab(
+    px: &[u8; GROUP_BYTES],
+    lab: &Lab,
+    k: &Consts,
+    tissue_max: __m512i,
+) -> ([__m512; 3], __mmask16) {
+    let rgb = unpack(px);
+    let brightest = _mm512_max_epi32(_mm512_max_epi32(rgb[0], rgb[1]), rgb[2]);
+    let tissue = _mm512_cmple_epi32_mask(brightest, tissue_max);
     // SAFETY: every lane of `unpack` is a byte value in 0..=255 and `lab.lin` has 256 entries.
-    let lin = unpack(px).map(|idx| unsafe { _mm512_i32gather_ps::<4>(idx, lab.lin.as_ptr()) });
+    let lin = rgb.map(|idx| unsafe { _mm512_i32gather_ps::<4>(idx, lab.lin.as_ptr()) });
     let f = k.fwd.map(|row| lab_f(dot3(&row, lin)));
-    [
+    let v = [
         _mm512_fmadd_ps(f[1], _mm512_set1_ps(116.0), _mm512_set1_ps(-16.0)),
         _mm512_mul_ps(_mm512_sub_ps(f[0], f[1]), _mm512_set1_ps(500.0)),
         _mm512_mul_ps(_mm512_sub_ps(f[1], f[2]), _mm512_set1_ps(200.0)),
-    ]
+    ];
+    (v, tissue)
 }
 
 /// `Lab::quantize` on 16 lanes: `floor(255 * clip(gamma(l), 0, 1))`, NaN -> 0.
@@ -188,9 +197,10 @@ fn add_lanes(acc: &mut f64, v: __m512) {
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn lab_stats(
     pixels: &[u8],
+    tissue_max: i32,
     lab: &Lab,
     buf: &mut Vec<f32>,
-) -> ([f64; 3], [f64; 3]) {
+) -> Stats {
     let n = pixels.len() / 3;
     let k = consts(lab);
     let (full, rest) = pixels.as_chunks::<GROUP_BYTES>();
@@ -205,7 +215,9 @@ pub(super) unsafe fn lab_stats(
         buf.resize(GROUP_FLOATS * groups, 0.0);
     }
     let out = buf.as_chunks_mut::<GROUP_FLOATS>().0;
-    let first = to_lab(full.first().unwrap_or(&tail), lab, &k);
+    let tmax = _mm512_set1_epi32(tissue_max);
+    let mut tissue = 0;
+    let (first, _) = to_lab(full.first().unwrap_or(&tail), lab, &k, tmax);
     let shift = first.map(|v| _mm512_cvtss_f32(v));
     let mut m = Moments::new(shift);
     let sh = shift.map(|x| _mm512_set1_ps(x));
@@ -227,7 +239,8 @@ pub(super) unsafe fn lab_stats(
         let mut s = [_mm512_setzero_ps(); 3];
         let mut q = [_mm512_setzero_ps(); 3];
         for (px, d) in src.iter().zip(dst.iter_mut()) {
-            let v = to_lab(px, lab, &k);
+            let (v, t) = to_lab(px, lab, &k, tmax);
+            tissue += t.count_ones() as usize;
             store(v, d);
             for c in 0..3 {
                 let dv = _mm512_sub_ps(v[c], sh[c]);
@@ -239,10 +252,11 @@ pub(super) unsafe fn lab_stats(
     }
     if tail_pixels > 0 {
         if let Some(d) = out.get_mut(full.len()) {
-            let v = to_lab(&tail, lab, &k);
-            store(v, d);
+            let (v, t) = to_lab(&tail, lab, &k, tmax);
             // Lanes 0..tail_pixels (< 16).
             let valid: __mmask16 = (1u16 << tail_pixels) - 1;
+            tissue += (t & valid).count_ones() as usize;
+            store(v, d);
             let mut s = [_mm512_setzero_ps(); 3];
             let mut q = [_mm512_setzero_ps(); 3];
             for c in 0..3 {
@@ -253,7 +267,7 @@ pub(super) unsafe fn lab_stats(
             flush(&mut m, s, q);
         }
     }
-    m.finish(n)
+    m.finish(n, tissue)
 }
 
 /// `Kernel::apply` with the grouped buffer layout (module docs).
