@@ -27,6 +27,10 @@
 //! CIE LAB (sRGB, D65 white `(0.95047, 1, 1.08883)`), per-channel mean/std matching:
 //! `lab' = (lab - mean) / std * target_std + target_mean`, back to sRGB, clipped to `[0, 1]`, times 255,
 //! truncated to `u8`. The final sRGB gamma is applied by comparing against the 255 exact thresholds.
+//! Two passes per patch: RGB -> LAB into a per-thread buffer with the moments (and the tissue
+//! count) on the way, then the affine map and LAB -> RGB. Both run 16 pixels at a time with
+//! AVX-512, 8 with AVX2 + FMA, else one at a time (chosen at run time; `MCLSTEXP_NO_AVX512` skips
+//! AVX-512); all agree to a few f32 ulps in LAB and on the bytes but for rare one-level ties.
 //!
 //! # Patches that cannot be normalised
 //! A patch whose tissue fraction (pixels with all ODs `>= beta`) is below `min_tissue`, or whose
