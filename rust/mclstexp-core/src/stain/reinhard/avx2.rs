@@ -53,42 +53,11 @@ fn unpack(px: &[u8; 24]) -> [__m256i; 3] {
     let v = unsafe { _mm256_maskload_epi32(px.as_ptr().cast::<i32>(), mask24()) };
     // Pixels 0-3 (bytes 0..12) to the low 128-bit lane, pixels 4-7 (bytes 12..24) to the high.
     let v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0));
-    let pick = |c: i8| {
-        let z = -128i8; // pshufb writes 0 for a set high bit
-        _mm256_setr_epi8(
-            c,
-            z,
-            z,
-            z,
-            c + 3,
-            z,
-            z,
-            z,
-            c + 6,
-            z,
-            z,
-            z,
-            c + 9,
-            z,
-            z,
-            z,
-            c,
-            z,
-            z,
-            z,
-            c + 3,
-            z,
-            z,
-            z,
-            c + 6,
-            z,
-            z,
-            z,
-            c + 9,
-            z,
-            z,
-            z,
-        )
+    // Per 128-bit lane: bytes c, c + 3, c + 6, c + 9 into the low byte of each dword, the other
+    // bytes zero (a `pshufb` index with the high bit set writes 0).
+    let pick = |c: i32| {
+        let dword = |k: i32| (c + 3 * k) | (0x80 << 8) | (0x80 << 16) | (0x80u32 << 24) as i32;
+        _mm256_broadcastsi128_si256(_mm_setr_epi32(dword(0), dword(1), dword(2), dword(3)))
     };
     [0, 1, 2].map(|c| _mm256_shuffle_epi8(v, pick(c)))
 }
