@@ -1,8 +1,11 @@
 """Stain normalisation and tensor layout conversion, side by side with their baselines.
 
-Run: ``pytest benches/bench_stain.py --benchmark-only`` (a summary table of patches/s and ratios is
-printed at the end). 1,000 patches of 224 x 224 cut from real H&E (``../shared/data``; synthetic
-H&E when absent), 2 threads for everything that can use them.
+Run: ``python -m pytest benches/bench_stain.py --benchmark-only -s`` from the activated virtual
+environment (a summary table of patches/s and ratios is printed at the end, with the path of the
+mclstexp build it measured). ``python -m`` matters: a bare ``pytest`` can be another interpreter's
+entry point (a pyenv shim, say), which then imports another installed build of mclstexp.
+1,000 patches of 224 x 224 cut from real H&E (``../shared/data``; synthetic H&E when absent),
+2 threads for everything that can use them.
 
 Baselines: torchstain's numpy and torch backends (Macenko, Reinhard; they go patch by patch, so
 their patches/s does not depend on how many are timed: ``MCLSTEXP_BENCH_BASELINE_PATCHES``, 100 by
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mclstexp
 from mclstexp.pp import StainNormalizer, to_tensor_layout
 from mclstexp.pp.layout import IMAGENET_MEAN, IMAGENET_STD
 
@@ -89,6 +93,7 @@ def _summary(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     write(
         f"stain/layout summary ({N_PATCHES} patches {SIZE}x{SIZE}, {THREADS} threads, best round)"
     )
+    write(f"  mclstexp build: {Path(mclstexp.__file__).parent}")
     for task in ("macenko", "reinhard", "layout"):
         rows = {impl: v for (t, impl), v in _results.items() if t == task}
         if not rows:

@@ -1,7 +1,8 @@
 """CPU seconds per patch, one thread, ours vs torchstain's numpy backend, in one process.
 
 Wall-clock benchmarks on a shared 2-core machine swing with the load; CPU time of a single-threaded
-run does much less. Run: ``python benches/stain_cpu_time.py`` (needs ``../shared/data``).
+run does much less. Run: ``python benches/stain_cpu_time.py`` from the activated virtual environment
+(needs ``../shared/data``; prints the path of the mclstexp build it measured).
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def main() -> None:
     import torchstain
     from PIL import Image
 
+    import mclstexp
     from mclstexp.pp import StainNormalizer
+
+    print(f"mclstexp build: {Path(mclstexp.__file__).parent}")
 
     with Image.open(DATA / "images" / "tiatoolbox_target_image.png") as img:
         target = np.asarray(img.convert("RGB"))

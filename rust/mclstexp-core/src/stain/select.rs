@@ -1,0 +1,229 @@
+//! Exact order statistics and numpy-style percentiles through a histogram (Macenko's angles
+//! and concentrations).
+
+/// Histogram bins of [`order_stats`].
+pub(super) const SELECT_BINS: usize = 2048;
+
+/// A monotone map of values onto `SELECT_BINS` bins over `[lo, hi]`; values outside the bounds go
+/// to the end bins, so any bounds give exact ranks (tight bounds only make it faster).
+#[derive(Clone, Copy)]
+pub(super) struct Binner {
+    pub(super) lo: f32,
+    pub(super) scale: f32,
+}
+
+impl Binner {
+    pub(super) fn new(lo: f32, hi: f32) -> Option<Self> {
+        let scale = SELECT_BINS as f32 / (hi - lo);
+        (hi > lo && scale.is_finite() && lo.is_finite()).then_some(Binner { lo, scale })
+    }
+
+    #[inline]
+    pub(super) fn bin(&self, v: f32) -> usize {
+        // `max`/`min` return the non-NaN operand, so `x` is a number in [0, SELECT_BINS - 1].
+        let x = ((v - self.lo) * self.scale)
+            .max(0.0)
+            .min((SELECT_BINS - 1) as f32);
+        // SAFETY: `x` is finite and within [0, 2047] (see above), which `u32` represents exactly,
+        // so the conversion is defined.
+        (unsafe { x.to_int_unchecked::<u32>() }) as usize
+    }
+}
+
+/// Adds the second half of a `2 * SELECT_BINS` histogram into the first and drops it.
+pub(super) fn merge_halves(hist: &mut Vec<u32>) {
+    if hist.len() == 2 * SELECT_BINS {
+        let (a, b) = hist.split_at_mut(SELECT_BINS);
+        a.iter_mut().zip(b.iter()).for_each(|(x, y)| *x += *y);
+    }
+    hist.truncate(SELECT_BINS);
+}
+
+/// Counts `values` into `hist` (resized to `SELECT_BINS`).
+#[cfg(test)]
+pub(super) fn fill_hist(values: &[f32], binner: &Binner, hist: &mut Vec<u32>) {
+    hist.clear();
+    hist.resize(SELECT_BINS, 0);
+    for &v in values {
+        hist[binner.bin(v)] += 1;
+    }
+}
+
+/// The order statistics `sorted(values)[rank]` for each of `ranks` (each `< values.len()`).
+///
+/// A histogram over `[lo, hi]` (bounds of the values, ideally tight) finds the bin of each rank;
+/// only that bin's elements are then selected. The bin map is monotone and clamps values outside
+/// the bounds into the end bins, so ranks are exact whatever the bounds. `values` must be non-empty.
+#[cfg(test)]
+pub(super) fn order_stats<const K: usize>(
+    values: &[f32],
+    ranks: [usize; K],
+    (lo, hi): (f32, f32),
+    hist: &mut Vec<u32>,
+    gather: &mut Vec<f32>,
+) -> [f32; K] {
+    let binner = Binner::new(lo, hi);
+    if let Some(b) = &binner {
+        fill_hist(values, b, hist);
+    }
+    select_ranks(values, ranks, binner.as_ref(), hist, gather)
+}
+
+/// [`order_stats`] given the histogram of `values` under `binner` (`None`: sort instead).
+pub(super) fn select_ranks<const K: usize>(
+    values: &[f32],
+    ranks: [usize; K],
+    binner: Option<&Binner>,
+    hist: &[u32],
+    gather: &mut Vec<f32>,
+) -> [f32; K] {
+    let mut out = [0f32; K];
+    let binner = match binner {
+        Some(b) if values.len() >= 128 && hist.len() == SELECT_BINS => b,
+        _ => {
+            gather.clear();
+            gather.extend_from_slice(values);
+            gather.sort_unstable_by(f32::total_cmp);
+            for (slot, &r) in out.iter_mut().zip(ranks.iter()) {
+                *slot = gather
+                    .get(r.min(gather.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0.0);
+            }
+            return out;
+        }
+    };
+    // (bin, rank within the bin) of every requested rank.
+    let mut where_ = [(0usize, 0usize); K];
+    for (slot, &r) in where_.iter_mut().zip(ranks.iter()) {
+        let mut before = 0usize;
+        for (b, &count) in hist.iter().enumerate() {
+            let count = count as usize;
+            if r < before + count || b == SELECT_BINS - 1 {
+                *slot = (b, (r - before).min(count.saturating_sub(1)));
+                break;
+            }
+            before += count;
+        }
+    }
+    // Gather every target bin's elements in one pass. In the sorted gathered set, a bin's
+    // elements follow those of the lower target bins.
+    let mut bins = where_.map(|(b, _)| b);
+    bins.sort_unstable();
+    let mut distinct = [usize::MAX; K];
+    let mut n_distinct = 0;
+    for b in bins {
+        if n_distinct == 0 || distinct[n_distinct - 1] != b {
+            distinct[n_distinct] = b;
+            n_distinct += 1;
+        }
+    }
+    let targets = &distinct[..n_distinct];
+    gather.clear();
+    gather.extend(
+        values
+            .iter()
+            .copied()
+            .filter(|&v| targets.contains(&binner.bin(v))),
+    );
+    for (slot, &(b, within)) in out.iter_mut().zip(where_.iter()) {
+        let offset: usize = targets
+            .iter()
+            .filter(|&&t| t < b)
+            .map(|&t| hist[t] as usize)
+            .sum();
+        let idx = offset + within;
+        if idx < gather.len() {
+            let (_, v, _) = gather.select_nth_unstable_by(idx, f32::total_cmp);
+            *slot = *v;
+        }
+    }
+    out
+}
+
+/// numpy's linear-interpolation percentile position: `(lower rank, upper rank, fraction)`.
+pub(super) fn percentile_ranks(n: usize, q: f64) -> (usize, usize, f64) {
+    let pos = q / 100.0 * (n.saturating_sub(1)) as f64;
+    let lo = (pos.floor().max(0.0) as usize).min(n.saturating_sub(1));
+    let t = (pos - lo as f64).max(0.0);
+    (lo, (lo + 1).min(n.saturating_sub(1)), t)
+}
+
+/// numpy's default (`method="linear"`) percentile of non-empty `values`, `q` in `[0, 100]`, given
+/// their histogram (see [`select_ranks`]).
+pub(super) fn percentile_linear(
+    values: &[f32],
+    q: f64,
+    binner: Option<&Binner>,
+    hist: &[u32],
+    gather: &mut Vec<f32>,
+) -> f64 {
+    let (lo, hi, t) = percentile_ranks(values.len(), q);
+    let [a, b] = select_ranks(values, [lo, hi], binner, hist, gather);
+    if t <= 0.0 {
+        a as f64
+    } else {
+        lerp(a as f64, b as f64, t)
+    }
+}
+
+/// numpy's `_lerp`: `a + (b - a) * t`, computed from the nearer end for `t >= 0.5`.
+#[inline]
+pub(super) fn lerp(a: f64, b: f64, t: f64) -> f64 {
+    let d = b - a;
+    if t >= 0.5 {
+        b - d * (1.0 - t)
+    } else {
+        a + d * t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_matches_numpy_linear() {
+        let (mut h, mut g) = (Vec::new(), Vec::new());
+        let v: Vec<f32> = vec![5.0, 1.0, 4.0, 2.0, 3.0];
+        let binner = Binner::new(0.0, 6.0);
+        if let Some(b) = &binner {
+            fill_hist(&v, b, &mut h);
+        }
+        let b = binner.as_ref();
+        assert_eq!(percentile_linear(&v, 50.0, b, &h, &mut g), 3.0);
+        assert!((percentile_linear(&v, 99.0, b, &h, &mut g) - 4.96).abs() < 1e-9);
+        assert!((percentile_linear(&v, 1.0, b, &h, &mut g) - 1.04).abs() < 1e-9);
+    }
+
+    #[test]
+    fn order_stats_match_a_full_sort() {
+        let (mut h, mut g) = (Vec::new(), Vec::new());
+        let mut state = 12345u64;
+        for case in 0..20 {
+            let n = 1 + case * 997;
+            let v: Vec<f32> = (0..n)
+                .map(|i| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    // Heavy ties and a long tail, like real concentrations.
+                    let u = ((state >> 40) as f32) / (1u64 << 24) as f32;
+                    if i % 3 == 0 {
+                        0.25
+                    } else {
+                        u * u * u * 10.0 - 1.0
+                    }
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f32::total_cmp);
+            let ranks = [0, n / 100, n / 2, n - 1 - n / 100, n - 1];
+            // Tight, loose and wrong bounds all give exact ranks.
+            for bounds in [(-1.0, 9.0), (-5.0, 50.0), (0.0, 1.0)] {
+                let got = order_stats(&v, ranks, bounds, &mut h, &mut g);
+                for (r, x) in ranks.iter().zip(got) {
+                    assert_eq!(sorted[*r], x, "n {n} rank {r} bounds {bounds:?}");
+                }
+            }
+        }
+    }
+}
