@@ -14,6 +14,7 @@ pub mod source;
 pub mod tiff;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cache::TileCache;
@@ -66,6 +67,7 @@ pub struct Slide {
     description: Option<String>,
     file_len: u64,
     cache: TileCache,
+    decodes: AtomicU64,
 }
 
 impl std::fmt::Debug for Slide {
@@ -171,6 +173,7 @@ impl Slide {
             vendor,
             description,
             cache: TileCache::new(cache_bytes),
+            decodes: AtomicU64::new(0),
         })
     }
 
@@ -206,6 +209,7 @@ impl Slide {
             },
             description: None,
             cache: TileCache::new(0),
+            decodes: AtomicU64::new(0),
         })
     }
 
@@ -251,6 +255,12 @@ impl Slide {
     /// The tile cache.
     pub fn cache(&self) -> &TileCache {
         &self.cache
+    }
+
+    /// How many tiles (or whole plain images) this slide has decoded since it was opened: the
+    /// work a read did, independent of timing noise.
+    pub fn tile_decodes(&self) -> u64 {
+        self.decodes.load(Ordering::Relaxed)
     }
 
     fn level(&self, level: usize) -> Result<&Level> {
@@ -408,6 +418,7 @@ impl Slide {
             vec![255u8; (im.tile_w * rows * 3) as usize]
         } else {
             let raw = src.read_vec(off, count, "tile data")?;
+            self.decodes.fetch_add(1, Ordering::Relaxed);
             decode::decode_tile(im, &raw, rows)
                 .map_err(|m| src.format_error(format!("level {level}, tile {idx}: {m}")))?
         };
@@ -430,6 +441,7 @@ impl Slide {
             return Ok(Arc::clone(p));
         }
         let bytes = read_all(src)?;
+        self.decodes.fetch_add(1, Ordering::Relaxed);
         let lv = self.levels[0];
         let limit = raster_bound(src, lv.width, lv.height)?;
         let (px, w, h) = decode::guarded(|| match format {
