@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = slide.read_region(i, x, y, 17, 17, Some(1));
         }
         let _ = slide.tile_size(i);
+        let (rw, rh) = (lv.width.min(512) as usize, lv.height.min(512) as usize);
+        let _ = slide.read_region(i, 0, 0, rw, rh, Some(1));
     }
     let (w0, h0) = (levels[0].width as f64, levels[0].height as f64);
     let centers = [[8.0, 8.0], [w0 / 2.0, h0 / 2.0], [w0 - 1.0, h0 - 1.0], [-3.0, h0 + 2.0]];

@@ -27,9 +27,11 @@ use crate::error::{Error, Result};
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 /// Largest region one read may return, in bytes.
 pub const MAX_REGION_BYTES: u64 = 1 << 32;
-/// A plain JPEG/PNG may decode to at most this many bytes per byte of file (and 8 GiB overall).
+/// A plain PNG may decode to at most this many bytes per byte of file (64 MiB always; 8 GiB overall).
 const MAX_RASTER_RATIO: u64 = 1024;
 const MAX_RASTER_BYTES: u64 = 8 << 30;
+/// A plain JPEG may decode to at most this many RGB bytes per byte of file.
+const MAX_JPEG_RATIO: u64 = 4096;
 
 /// One pyramid level: its size in pixels and its downsample from level 0.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -188,7 +190,7 @@ impl Slide {
         if w == 0 || h == 0 {
             return Err(src.format_error(format!("invalid image size {w} x {h}")));
         }
-        raster_bound(&src, w, h)?;
+        raster_bound(&src, format, w, h)?;
         Ok(Slide {
             path: src.path().to_path_buf(),
             file_len: src.len(),
@@ -443,9 +445,9 @@ impl Slide {
         let bytes = read_all(src)?;
         self.decodes.fetch_add(1, Ordering::Relaxed);
         let lv = self.levels[0];
-        let limit = raster_bound(src, lv.width, lv.height)?;
+        let limit = raster_bound(src, *format, lv.width, lv.height)?;
         let (px, w, h) = decode::guarded(|| match format {
-            RasterFormat::Jpeg => decode::decode_jpeg(&bytes, false, 1 << 16),
+            RasterFormat::Jpeg => decode::decode_jpeg(&bytes, false, 1 << 16, 1 << 16),
             RasterFormat::Png => decode::decode_png(&bytes, limit),
         })
         .map_err(|m| src.format_error(m))?;
@@ -465,12 +467,21 @@ fn read_all(src: &FileSource) -> Result<Vec<u8>> {
     src.read_vec(0, src.len(), "image data")
 }
 
-fn raster_bound(src: &FileSource, w: u64, h: u64) -> Result<u64> {
+fn raster_bound(src: &FileSource, format: RasterFormat, w: u64, h: u64) -> Result<u64> {
     let need = w.saturating_mul(h).saturating_mul(3);
-    let limit = src
-        .len()
-        .saturating_mul(MAX_RASTER_RATIO)
-        .clamp(64 << 20, MAX_RASTER_BYTES);
+    let limit = match format {
+        // Baseline or progressive, a JPEG spends at least one bit per 8 x 8 block and component,
+        // at most ~1,540 RGB bytes per input byte; a frame claiming more than 4,096 is truncated
+        // or forged (zune-jpeg would decode it as padding, slowly and into a huge buffer).
+        RasterFormat::Jpeg => src
+            .len()
+            .saturating_mul(MAX_JPEG_RATIO)
+            .clamp(1 << 20, MAX_RASTER_BYTES),
+        RasterFormat::Png => src
+            .len()
+            .saturating_mul(MAX_RASTER_RATIO)
+            .clamp(64 << 20, MAX_RASTER_BYTES),
+    };
     if need > limit {
         return Err(src.format_error(format!(
             "image declares {w} x {h} pixels, implausibly large for a file of {} bytes \
