@@ -429,6 +429,13 @@ pub fn read_patches_into(
             work.push((patch, ok, centers[i]));
         }
     }
+    crate::pool::resolve_size(n_threads)?; // the same argument check either way
+    if let [(patch, ok, c)] = work.as_mut_slice() {
+        // One patch: read it on the calling thread, so callers that read patch by patch from
+        // several threads of their own (GIL released) run in parallel, not queued on the pool.
+        **ok = read_one(slide, &plan, spec, *c, patch)?;
+        return Ok(());
+    }
     crate::pool::install(n_threads, || {
         work.into_par_iter().try_for_each(|(patch, ok, c)| {
             *ok = read_one(slide, &plan, spec, c, patch)?;
