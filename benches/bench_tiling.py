@@ -4,13 +4,21 @@ Workloads on a 30,000 x 30,000 JPEG-tiled (256 px tiles) pyramidal TIFF, generat
 her2st tissue tiles (or synthetic texture when ../shared/data is absent) and cached under
 ``/tmp/mclstexp-bench/``:
 
-- ``random``: 5,000 random 224 px level-0 patches (uint8 RGB arrays).
-- ``grid``: every 224 px cell of a level-0 grid over the whole slide (17,689 patches).
+- ``random``: 5,000 random 224 px level-0 patches (uint8 RGB arrays), read four ways by the
+  native reader: one ``read_patches`` call for all 5,000 (the batch visits them in tile order and
+  decodes each tile about once), 512-patch batches (as a cache writer reads), and a per-patch
+  loop on 2 Python threads (one-patch calls, like the baselines; only the tile cache can reuse
+  work); against openslide ``read_region`` and a pyvips region per patch, each on 2 threads.
+- ``grid``: every 224 px cell of a level-0 grid over the whole slide (17,689 patches), native in
+  512-patch batches vs pyvips.
 
-Run either way (the build must be a release build: ``maturin develop --release``)::
+Every reader starts each round cold (cache cleared or slide reopened); rounds are interleaved
+(the machine's load drifts) and the best round of each reader counts. Tables with patches/s,
+tile decodes (native) and ratios are printed. Run either way (release build first:
+``maturin develop --release``)::
 
-    pytest benches/bench_tiling.py --benchmark-only      # pytest-benchmark tables
-    python benches/bench_tiling.py                       # one table with patches/s and ratios
+    pytest benches/bench_tiling.py --benchmark-only -s   # prints the tables
+    python benches/bench_tiling.py                       # the same tables
 """
 
 from __future__ import annotations
@@ -121,22 +129,47 @@ def grid_centers() -> np.ndarray:
 
 
 # --- the three readers -----------------------------------------------------------------------
-def native_reader(path: Path) -> Callable[[np.ndarray], int]:
+def native_reader(path: Path, batch: int | None = 512) -> Callable[[np.ndarray], int]:
+    """Native ``read_patches`` in batches of ``batch`` patches (``None``: one call for all),
+    into one reused output buffer, as the cache writer does."""
     from mclstexp.io import open_slide
 
     slide = open_slide(path, backend="native")
-    batch = 512
-    buffer = np.empty((batch, PATCH, PATCH, 3), np.uint8)  # reused, as the cache writer does
+    buffers: dict[int, np.ndarray] = {}
 
     def run(centers: np.ndarray) -> int:
         slide._reader.clear_cache()  # cold tile cache each round
+        step = len(centers) if batch is None else batch
+        if step not in buffers:
+            buffers.clear()
+            buffers[step] = np.empty((step, PATCH, PATCH, 3), np.uint8)
         n = 0
-        for a in range(0, len(centers), batch):
-            part = centers[a : a + batch]
-            out = buffer[: len(part)]
+        for a in range(0, len(centers), step):
+            part = centers[a : a + step]
+            out = buffers[step][: len(part)]
             n += len(slide.read_patches(part, size=PATCH, n_threads=THREADS, out=out))
         return n
 
+    run.decodes = lambda: slide._reader.tile_decodes()  # type: ignore[attr-defined]
+    return run
+
+
+def native_per_patch_reader(path: Path) -> Callable[[np.ndarray], int]:
+    """One-patch ``read_patches`` calls from 2 Python threads (no batch reuse)."""
+    from mclstexp.io import open_slide
+
+    slide = open_slide(path, backend="native")
+
+    def run(centers: np.ndarray) -> int:
+        slide._reader.clear_cache()
+
+        def one(c: np.ndarray) -> np.ndarray:
+            return slide.read_patches(c[None], size=PATCH, n_threads=1)
+
+        with ThreadPoolExecutor(THREADS) as ex:
+            return sum(1 for _ in ex.map(one, centers, chunksize=64))
+
+    run.decodes = lambda: slide._reader.tile_decodes()  # type: ignore[attr-defined]
     return run
 
 
@@ -182,6 +215,55 @@ def pyvips_reader(path: Path) -> Callable[[np.ndarray], int] | None:
     return run
 
 
+# --- side-by-side comparison ----------------------------------------------------------------
+RANDOM_READERS = {
+    "native, one call": lambda p: native_reader(p, batch=None),
+    "native, 512/call": lambda p: native_reader(p, batch=512),
+    "native, per patch": native_per_patch_reader,
+    "openslide": openslide_reader,
+    "pyvips": pyvips_reader,
+}
+GRID_READERS = {
+    "native, 512/call": lambda p: native_reader(p, batch=512),
+    "pyvips": pyvips_reader,
+}
+
+
+def compare(
+    path: Path, workload: str, centers: np.ndarray, makers: dict, rounds: int
+) -> list[tuple[str, float, float | None]]:
+    """Interleaved rounds of every reader on ``centers``; returns (reader, best patches/s,
+    tile decodes per round or None) and prints a table with the native/baseline ratios."""
+    readers = {name: make(path) for name, make in makers.items()}
+    readers = {name: run for name, run in readers.items() if run is not None}
+    best = dict.fromkeys(readers, 0.0)
+    decodes: dict[str, float | None] = {}
+    for _ in range(rounds):
+        for name, run in readers.items():
+            before = run.decodes() if hasattr(run, "decodes") else None
+            t0 = time.perf_counter()
+            n = run(centers)
+            dt = time.perf_counter() - t0
+            assert n == len(centers)
+            best[name] = max(best[name], n / dt)
+            if before is not None:
+                decodes[name] = run.decodes() - before
+    rows = [(name, best[name], decodes.get(name)) for name in readers]
+    baselines = [b for b in ("openslide", "pyvips") if b in best]
+    print(
+        f"\n{workload}: {len(centers)} patches of {PATCH} px, {THREADS} threads, best of {rounds}"
+    )
+    head = f"{'reader':20s} {'patches/s':>10s} {'decodes':>8s}"
+    print(head + "".join(f" {'x ' + b:>12s}" for b in baselines))
+    for name, rate, dec in rows:
+        line = f"{name:20s} {rate:10.0f} {'' if dec is None else int(dec):>8}"
+        if name.startswith("native"):
+            line += "".join(f" {rate / best[b]:11.2f}x" for b in baselines)
+        print(line)
+    sys.stdout.flush()
+    return rows
+
+
 # --- pytest-benchmark ------------------------------------------------------------------------
 try:
     import pytest
@@ -194,66 +276,52 @@ if pytest is not None:
     def slide_path() -> Path:
         return bench_slide()
 
-    @pytest.mark.parametrize("reader", ["native", "openslide", "pyvips"])
-    def test_random_patches(benchmark, slide_path: Path, reader: str) -> None:
-        run = {"native": native_reader, "openslide": openslide_reader, "pyvips": pyvips_reader}[
-            reader
-        ](slide_path)
-        if run is None:
-            pytest.skip("pyvips is not importable (pip install pyvips pyvips-binary)")
-        centers = random_centers()
-        n = benchmark.pedantic(run, args=(centers,), rounds=2, iterations=1, warmup_rounds=0)
-        assert n == N_RANDOM
-        benchmark.extra_info["patches_per_s"] = N_RANDOM / benchmark.stats.stats.min
+    def _record(benchmark, rows: list[tuple[str, float, float | None]]) -> None:
+        rates = {name: rate for name, rate, _ in rows}
+        for name, rate, dec in rows:
+            benchmark.extra_info[f"{name} patches/s"] = round(rate, 1)
+            if dec is not None:
+                benchmark.extra_info[f"{name} decodes"] = int(dec)
+            for b in ("openslide", "pyvips"):
+                if name.startswith("native") and b in rates:
+                    benchmark.extra_info[f"{name} / {b}"] = round(rate / rates[b], 3)
 
-    @pytest.mark.parametrize("reader", ["native", "pyvips"])
-    def test_grid_tiling(benchmark, slide_path: Path, reader: str) -> None:
-        run = {"native": native_reader, "pyvips": pyvips_reader}[reader](slide_path)
-        if run is None:
-            pytest.skip("pyvips is not importable (pip install pyvips pyvips-binary)")
+    def test_random_patches(benchmark, slide_path: Path) -> None:
+        """Benchmark time = one interleaved round of every reader; see the printed table."""
+        centers = random_centers()
+        rows: list = []
+        benchmark.pedantic(
+            lambda: rows.extend(compare(slide_path, "random", centers, RANDOM_READERS, 2)),
+            rounds=1,
+            iterations=1,
+        )
+        _record(benchmark, rows)
+
+    def test_grid_tiling(benchmark, slide_path: Path) -> None:
+        """Whole-slide grid, native vs pyvips (one round each, interleaved)."""
         centers = grid_centers()
-        n = benchmark.pedantic(run, args=(centers,), rounds=1, iterations=1, warmup_rounds=0)
-        assert n == len(centers)
-        benchmark.extra_info["patches_per_s"] = n / benchmark.stats.stats.min
+        rows: list = []
+        benchmark.pedantic(
+            lambda: rows.extend(
+                compare(slide_path, "grid (whole slide)", centers, GRID_READERS, 1)
+            ),
+            rounds=1,
+            iterations=1,
+        )
+        _record(benchmark, rows)
 
 
 # --- script mode -----------------------------------------------------------------------------
-def main(rounds: int = 3) -> None:
-    """Time every reader on each workload, rounds interleaved (the machine's load drifts), and
-    print the best patches/s of each with its ratio to the native reader."""
+def main(rounds: int = 2) -> None:
+    """Print the side-by-side tables of both workloads."""
     t = time.perf_counter()
     path = bench_slide()
     print(
         f"slide: {path} ({path.stat().st_size / 2**20:.0f} MiB, ready in "
-        f"{time.perf_counter() - t:.1f} s); {THREADS} threads; best of {rounds} interleaved rounds"
+        f"{time.perf_counter() - t:.1f} s)"
     )
-    readers = {
-        "native": native_reader(path),
-        "openslide": openslide_reader(path),
-        "pyvips": pyvips_reader(path),
-    }
-    if readers["pyvips"] is None:
-        print("pyvips: not importable, skipped (pip install pyvips pyvips-binary)")
-    rows = []
-    for workload, centers, names in (
-        ("random 5000 x 224px", random_centers(), ["native", "openslide", "pyvips"]),
-        ("grid 224px (whole slide)", grid_centers(), ["native", "pyvips"]),
-    ):
-        names = [m for m in names if readers[m] is not None]
-        best = dict.fromkeys(names, 0.0)
-        for _ in range(rounds if workload.startswith("random") else max(1, rounds - 1)):
-            for name in names:
-                run = readers[name]
-                assert run is not None
-                t0 = time.perf_counter()
-                run(centers)
-                best[name] = max(best[name], len(centers) / (time.perf_counter() - t0))
-        for name in names:
-            rows.append((workload, name, best[name], best["native"] / best[name]))
-    print(f"{'workload':28s} {'reader':10s} {'patches/s':>10s} {'native/x':>9s}")
-    for workload, name, rate, ratio in rows:
-        print(f"{workload:28s} {name:10s} {rate:10.0f} {ratio:8.2f}x")
-    sys.stdout.flush()
+    compare(path, "random", random_centers(), RANDOM_READERS, rounds)
+    compare(path, "grid (whole slide)", grid_centers(), GRID_READERS, max(1, rounds - 1))
 
 
 if __name__ == "__main__":

@@ -326,3 +326,46 @@ def test_read_patches_into_a_reused_buffer(tmp_path: Path) -> None:
         slide.read_patches(centers, size=16, out=np.zeros((3, 8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="out"):
         slide.read_patches(centers, size=16, out=np.zeros((3, 16, 16, 3), np.float32))
+
+
+def test_batch_decodes_each_tile_once_and_keeps_the_callers_order(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    side, tile, size = 2048, 128, 96
+    img = (rng.random((side, side, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "tiled.tif"
+    tifffile.imwrite(path, img, tile=(tile, tile), compression="jpeg", photometric="rgb")
+    centers = rng.uniform(0, side, size=(1500, 2))
+
+    def tiles_of(c: np.ndarray) -> set[tuple[int, int]]:
+        x0, y0 = int(np.floor(c[0])) - size // 2, int(np.floor(c[1])) - size // 2
+        xs = range(max(x0, 0) // tile, (min(x0 + size, side) - 1) // tile + 1)
+        ys = range(max(y0, 0) // tile, (min(y0 + size, side) - 1) // tile + 1)
+        return {(tx, ty) for tx in xs for ty in ys}
+
+    per_patch = sum(len(tiles_of(c)) for c in centers)
+    distinct = len(set().union(*(tiles_of(c) for c in centers)))
+    assert distinct < 0.1 * per_patch
+    # A tile cache of half the image: without a tile-ordered visit, a random batch would
+    # decode most tiles again and again (about 3,000 decodes here).
+    budget = 128 * tile * tile * 3
+    for threads in (1, 2):
+        slide = open_slide(path, backend="native", cache_bytes=budget)
+        batch, inside = slide.read_patches(centers, size=size, return_mask=True, n_threads=threads)
+        decodes = slide._reader.tile_decodes()
+        if threads == 1:
+            assert decodes == distinct
+        else:  # two workers may both decode a tile where their runs meet
+            assert distinct <= decodes <= 1.1 * distinct
+    # Patches come back in the caller's order: each equals its own one-patch read.
+    one = open_slide(path, backend="native")
+    for i in rng.permutation(len(centers))[:60]:
+        ref, ok = one.read_patches(centers[i : i + 1], size=size, return_mask=True)
+        np.testing.assert_array_equal(batch[i], ref[0])
+        assert inside[i] == ok[0]
+    # Resampled patches too (a source box of 1.5 x size pixels).
+    res = open_slide(path, backend="native", mpp=0.5)
+    got = res.read_patches(centers[:40], size=64, mpp=0.75)
+    for i in range(0, 40, 7):
+        np.testing.assert_array_equal(
+            got[i], res.read_patches(centers[i : i + 1], size=64, mpp=0.75)[0]
+        )

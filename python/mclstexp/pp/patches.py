@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -406,8 +407,11 @@ def tile_slide(
             ids_arr[:] = np.array(ids, dtype=str)
         group.attrs.update({**attrs, "complete": False})
     group = root[key]
-    done = np.asarray(group["done"][:], dtype=bool) if n_chunks else np.zeros(0, bool)
-    in_bounds = np.asarray(group["in_bounds"][:], dtype=bool)
+    # Resuming: a kill can land inside a chunk write. zarr writes "<chunk>.<hex>.partial" and
+    # renames it, so the chunk itself is whole (or absent, and not marked done) but the temp
+    # file stays behind; remove it so the resumed store equals a clean one.
+    _remove_partial_writes(store / key)
+    done, in_bounds = _read_bookkeeping(group, n, n_chunks)
     todo = [c for c in range(n_chunks) if not done[c]]
     bar = _progress_bar(progress, n, initial=n - _count(todo, chunk, n), desc=key)
     batches = [todo[i : i + int(batch_chunks)] for i in range(0, len(todo), int(batch_chunks))]
@@ -459,6 +463,35 @@ def tile_slide(
         bar.close()
     group.attrs["complete"] = True
     return PatchCache(group, key)
+
+
+_PARTIAL = re.compile(r".*\.[0-9a-f]{32}\.partial")
+
+
+def _remove_partial_writes(group_dir: Path) -> int:
+    """Delete the temp files of zarr writes that a killed run left in ``group_dir``."""
+    removed = 0
+    for p in group_dir.rglob("*.partial"):
+        if _PARTIAL.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _read_bookkeeping(group: Any, n: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``done`` flags and ``in_bounds`` mask of a (possibly interrupted) cache group.
+
+    A store that writes in place can be killed half-way through one of these small arrays; then
+    nothing is known to be written and every chunk is redone.
+    """
+    try:
+        done = np.asarray(group["done"][:], dtype=bool) if n_chunks else np.zeros(0, bool)
+        in_bounds = np.asarray(group["in_bounds"][:], dtype=bool)
+    except (RuntimeError, ValueError, OSError):  # zarr/numcodecs decode errors are RuntimeError
+        done, in_bounds = np.zeros(n_chunks, bool), np.zeros(n, bool)
+    if done.shape != (n_chunks,) or in_bounds.shape != (n,):
+        done, in_bounds = np.zeros(n_chunks, bool), np.zeros(n, bool)
+    return done, in_bounds
 
 
 def _json_default(o: Any) -> Any:

@@ -412,15 +412,55 @@ pub fn read_patches_into(
     if centers.is_empty() {
         return Ok(());
     }
+    // Visit the patches in the slide's tile order (row of tiles, then column, of each patch's
+    // top-left source pixel), whatever order the caller gave them in: a patch then mostly needs
+    // tiles its predecessors just decoded, which the slide's tile cache still holds, so a batch
+    // decodes each tile about once instead of once per patch that touches it. Each worker takes
+    // a contiguous run of this order; the results land at the caller's indices.
+    let order = tile_order(slide, &plan, spec, centers)?;
+    let mut slots: Vec<Option<(&mut [u8], &mut bool)>> = out
+        .chunks_mut(per)
+        .zip(inside.iter_mut())
+        .map(Some)
+        .collect();
+    let mut work: Vec<(&mut [u8], &mut bool, [f64; 2])> = Vec::with_capacity(centers.len());
+    for &i in &order {
+        if let Some((patch, ok)) = slots[i].take() {
+            work.push((patch, ok, centers[i]));
+        }
+    }
+    crate::pool::resolve_size(n_threads)?; // the same argument check either way
+    if let [(patch, ok, c)] = work.as_mut_slice() {
+        // One patch: read it on the calling thread, so callers that read patch by patch from
+        // several threads of their own (GIL released) run in parallel, not queued on the pool.
+        **ok = read_one(slide, &plan, spec, *c, patch)?;
+        return Ok(());
+    }
     crate::pool::install(n_threads, || {
-        out.par_chunks_mut(per)
-            .zip(inside.par_iter_mut())
-            .zip(centers.par_iter())
-            .try_for_each(|((patch, ok), &c)| {
-                *ok = read_one(slide, &plan, spec, c, patch)?;
-                Ok::<(), Error>(())
-            })
+        work.into_par_iter().try_for_each(|(patch, ok, c)| {
+            *ok = read_one(slide, &plan, spec, c, patch)?;
+            Ok::<(), Error>(())
+        })
     })?
+}
+
+/// The indices of `centers` sorted by the tile (row, then column) holding the top-left pixel of
+/// each patch's source box at the planned level (stable: ties keep the caller's order).
+fn tile_order(
+    slide: &Slide,
+    plan: &Plan,
+    spec: &PatchSpec,
+    centers: &[[f64; 2]],
+) -> Result<Vec<usize>> {
+    let (tw, th) = slide.tile_size(plan.level)?;
+    let (tw, th) = (tw.max(1) as f64, th.max(1) as f64);
+    let ds = slide.levels()[plan.level].downsample;
+    let half = spec.size as f64 * plan.scale / 2.0;
+    // Non-finite or absurd centres sort anywhere (`as` saturates); `read_one` rejects them.
+    let tile_of = |v: f64, t: f64| ((v.floor() / ds - half) / t).floor() as i64;
+    let mut order: Vec<usize> = (0..centers.len()).collect();
+    order.sort_by_key(|&i| (tile_of(centers[i][1], th), tile_of(centers[i][0], tw)));
+    Ok(order)
 }
 
 /// A thumbnail of the whole slide whose longer side is at most `max_size` pixels.

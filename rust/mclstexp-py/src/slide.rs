@@ -90,6 +90,11 @@ impl NativeSlide {
         self.inner.cache().used()
     }
 
+    /// Tiles (or whole plain images) decoded since the slide was opened.
+    fn tile_decodes(&self) -> u64 {
+        self.inner.tile_decodes()
+    }
+
     /// Empties the tile cache.
     fn clear_cache(&self) {
         self.inner.cache().clear();

@@ -11,8 +11,8 @@ use zune_jpeg::JpegDecoder;
 
 use super::tiff::{compression, photometric, TiffImage};
 
-/// Largest expansion accepted from a compressed tile (bytes out per byte in) for LZW/Deflate,
-/// on top of a 1 MiB allowance. Deflate cannot exceed ~1032:1; LZW stays below ~1400:1.
+/// Largest expansion accepted from a compressed tile (bytes out per byte in), on top of a 1 MiB
+/// allowance. Deflate cannot exceed ~1032:1; LZW stays below ~1400:1; baseline JPEG below ~770:1.
 const MAX_RATIO: u64 = 2048;
 
 /// Runs a third-party decoder, turning a panic inside it into an error (defence in depth: the
@@ -32,9 +32,9 @@ fn decode_tile_inner(image: &TiffImage, raw: &[u8], rows: u64) -> Result<Vec<u8>
     let h = rows as usize;
     let spp = usize::from(image.samples);
     let n_samples = w * h * spp;
-    if image.compression == compression::JPEG {
-        return decode_jpeg_tile(image, raw, w, h);
-    }
+    // No codec here packs more than ~1,000 output bytes into one input byte (JPEG needs at least
+    // 2 bits per 8 x 8 block and component); a tile that claims more is corrupt, and refused
+    // before its decoded size is allocated or decoded.
     let bound = (raw.len() as u64).saturating_mul(MAX_RATIO).max(1 << 20);
     if n_samples as u64 > bound && image.compression != compression::NONE {
         return Err(format!(
@@ -42,6 +42,9 @@ fn decode_tile_inner(image: &TiffImage, raw: &[u8], rows: u64) -> Result<Vec<u8>
              ratio (corrupt byte counts?)",
             raw.len()
         ));
+    }
+    if image.compression == compression::JPEG {
+        return decode_jpeg_tile(image, raw, w, h);
     }
     let mut samples = match image.compression {
         compression::NONE => {
@@ -184,7 +187,16 @@ fn decode_jpeg_tile(image: &TiffImage, raw: &[u8], w: usize, h: usize) -> Result
     // TIFF photometric RGB means the JPEG's components are R, G, B (no colour transform), which is
     // how Aperio writes most SVS files; YCbCr means the usual transform.
     let raw_rgb = image.photometric == photometric::RGB;
-    let (pixels, jw, jh) = decode_jpeg(stream, raw_rgb, 1 << 16)?;
+    // The frame must be the tile (or strip), at most padded to whole 16-px MCUs: a header that
+    // claims more is corrupt, and is refused before anything of its claimed size is allocated.
+    let max_w = image.tile_w.saturating_add(15) / 16 * 16;
+    let max_h = image.tile_h.saturating_add(15) / 16 * 16;
+    let (pixels, jw, jh) = decode_jpeg(
+        stream,
+        raw_rgb,
+        usize::try_from(max_w).unwrap_or(usize::MAX),
+        usize::try_from(max_h).unwrap_or(usize::MAX),
+    )?;
     if jw < w || jh < h {
         return Err(format!(
             "JPEG tile is {jw} x {jh} pixels, the image declares {w} x {h}"
@@ -203,16 +215,18 @@ fn decode_jpeg_tile(image: &TiffImage, raw: &[u8], w: usize, h: usize) -> Result
 /// Decodes a JPEG stream to packed RGB; returns `(pixels, width, height)`.
 ///
 /// `raw_rgb`: the three components are already R, G, B (no YCbCr transform), unless the stream
-/// itself says otherwise. `max_pixels` bounds the decoded size.
+/// itself says otherwise. A frame wider than `max_w` or taller than `max_h` is an error, raised
+/// from the header before decoding.
 pub fn decode_jpeg(
     stream: &[u8],
     raw_rgb: bool,
-    max_dim: usize,
+    max_w: usize,
+    max_h: usize,
 ) -> Result<(Vec<u8>, usize, usize), String> {
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
-        .set_max_width(max_dim)
-        .set_max_height(max_dim);
+        .set_max_width(max_w)
+        .set_max_height(max_h);
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(stream), options);
     dec.decode_headers()
         .map_err(|e| format!("corrupt JPEG data: {e:?}"))?;
@@ -351,7 +365,7 @@ mod tests {
 
     #[test]
     fn garbage_jpeg_is_an_error() {
-        assert!(decode_jpeg(b"\xFF\xD8\xFF\xC0garbage", false, 1 << 16).is_err());
-        assert!(decode_jpeg(b"", false, 1 << 16).is_err());
+        assert!(decode_jpeg(b"\xFF\xD8\xFF\xC0garbage", false, 1 << 16, 1 << 16).is_err());
+        assert!(decode_jpeg(b"", false, 1 << 16, 1 << 16).is_err());
     }
 }

@@ -14,6 +14,7 @@ pub mod source;
 pub mod tiff;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cache::TileCache;
@@ -26,9 +27,11 @@ use crate::error::{Error, Result};
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 /// Largest region one read may return, in bytes.
 pub const MAX_REGION_BYTES: u64 = 1 << 32;
-/// A plain JPEG/PNG may decode to at most this many bytes per byte of file (and 8 GiB overall).
+/// A plain PNG may decode to at most this many bytes per byte of file (64 MiB always; 8 GiB overall).
 const MAX_RASTER_RATIO: u64 = 1024;
 const MAX_RASTER_BYTES: u64 = 8 << 30;
+/// A plain JPEG may decode to at most this many RGB bytes per byte of file.
+const MAX_JPEG_RATIO: u64 = 4096;
 
 /// One pyramid level: its size in pixels and its downsample from level 0.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,6 +69,7 @@ pub struct Slide {
     description: Option<String>,
     file_len: u64,
     cache: TileCache,
+    decodes: AtomicU64,
 }
 
 impl std::fmt::Debug for Slide {
@@ -171,6 +175,7 @@ impl Slide {
             vendor,
             description,
             cache: TileCache::new(cache_bytes),
+            decodes: AtomicU64::new(0),
         })
     }
 
@@ -185,7 +190,7 @@ impl Slide {
         if w == 0 || h == 0 {
             return Err(src.format_error(format!("invalid image size {w} x {h}")));
         }
-        raster_bound(&src, w, h)?;
+        raster_bound(&src, format, w, h)?;
         Ok(Slide {
             path: src.path().to_path_buf(),
             file_len: src.len(),
@@ -206,6 +211,7 @@ impl Slide {
             },
             description: None,
             cache: TileCache::new(0),
+            decodes: AtomicU64::new(0),
         })
     }
 
@@ -251,6 +257,12 @@ impl Slide {
     /// The tile cache.
     pub fn cache(&self) -> &TileCache {
         &self.cache
+    }
+
+    /// How many tiles (or whole plain images) this slide has decoded since it was opened: the
+    /// work a read did, independent of timing noise.
+    pub fn tile_decodes(&self) -> u64 {
+        self.decodes.load(Ordering::Relaxed)
     }
 
     fn level(&self, level: usize) -> Result<&Level> {
@@ -408,6 +420,7 @@ impl Slide {
             vec![255u8; (im.tile_w * rows * 3) as usize]
         } else {
             let raw = src.read_vec(off, count, "tile data")?;
+            self.decodes.fetch_add(1, Ordering::Relaxed);
             decode::decode_tile(im, &raw, rows)
                 .map_err(|m| src.format_error(format!("level {level}, tile {idx}: {m}")))?
         };
@@ -430,10 +443,11 @@ impl Slide {
             return Ok(Arc::clone(p));
         }
         let bytes = read_all(src)?;
+        self.decodes.fetch_add(1, Ordering::Relaxed);
         let lv = self.levels[0];
-        let limit = raster_bound(src, lv.width, lv.height)?;
+        let limit = raster_bound(src, *format, lv.width, lv.height)?;
         let (px, w, h) = decode::guarded(|| match format {
-            RasterFormat::Jpeg => decode::decode_jpeg(&bytes, false, 1 << 16),
+            RasterFormat::Jpeg => decode::decode_jpeg(&bytes, false, 1 << 16, 1 << 16),
             RasterFormat::Png => decode::decode_png(&bytes, limit),
         })
         .map_err(|m| src.format_error(m))?;
@@ -453,12 +467,21 @@ fn read_all(src: &FileSource) -> Result<Vec<u8>> {
     src.read_vec(0, src.len(), "image data")
 }
 
-fn raster_bound(src: &FileSource, w: u64, h: u64) -> Result<u64> {
+fn raster_bound(src: &FileSource, format: RasterFormat, w: u64, h: u64) -> Result<u64> {
     let need = w.saturating_mul(h).saturating_mul(3);
-    let limit = src
-        .len()
-        .saturating_mul(MAX_RASTER_RATIO)
-        .clamp(64 << 20, MAX_RASTER_BYTES);
+    let limit = match format {
+        // Baseline or progressive, a JPEG spends at least one bit per 8 x 8 block and component,
+        // at most ~1,540 RGB bytes per input byte; a frame claiming more than 4,096 is truncated
+        // or forged (zune-jpeg would decode it as padding, slowly and into a huge buffer).
+        RasterFormat::Jpeg => src
+            .len()
+            .saturating_mul(MAX_JPEG_RATIO)
+            .clamp(1 << 20, MAX_RASTER_BYTES),
+        RasterFormat::Png => src
+            .len()
+            .saturating_mul(MAX_RASTER_RATIO)
+            .clamp(64 << 20, MAX_RASTER_BYTES),
+    };
     if need > limit {
         return Err(src.format_error(format!(
             "image declares {w} x {h} pixels, implausibly large for a file of {} bytes \
