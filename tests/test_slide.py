@@ -354,8 +354,9 @@ def test_batch_decodes_each_tile_once_and_keeps_the_callers_order(tmp_path: Path
         decodes = slide._reader.tile_decodes()
         if threads == 1:
             assert decodes == distinct
-        else:  # two workers may both decode a tile where their runs meet
-            assert distinct <= decodes <= 1.1 * distinct
+        else:  # two workers may both decode a tile where their runs meet (measured 1.02-1.10x,
+            # depending on scheduling); without the tile-ordered visit it would be ~12x
+            assert distinct <= decodes <= 1.5 * distinct
     # Patches come back in the caller's order: each equals its own one-patch read.
     one = open_slide(path, backend="native")
     for i in rng.permutation(len(centers))[:60]:
