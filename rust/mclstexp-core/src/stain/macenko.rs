@@ -159,6 +159,25 @@ fn weighted_tables(w: [f64; 3], od: &[f64; 256]) -> [[f32; 256]; 3] {
     t
 }
 
+/// Two sets of [`weighted_tables`] interleaved: `t[j][v] = [w0[j] * od[v], w1[j] * od[v]]`, so
+/// one lookup per channel serves both dot products.
+fn pair_tables(w0: [f64; 3], w1: [f64; 3], od: &[f64; 256]) -> [[[f32; 2]; 256]; 3] {
+    let mut t = [[[0f32; 2]; 256]; 3];
+    for j in 0..3 {
+        for v in 0..256 {
+            t[j][v] = [(w0[j] * od[v]) as f32, (w1[j] * od[v]) as f32];
+        }
+    }
+    t
+}
+
+/// Both [`table_dot`]s of a [`pair_tables`] (same summation order, so the same values).
+#[inline]
+fn pair_dot(t: &[[[f32; 2]; 256]; 3], px: &[u8]) -> [f32; 2] {
+    let (a, b, c) = (t[0][px[0] as usize], t[1][px[1] as usize], t[2][px[2] as usize]);
+    [a[0] + b[0] + c[0], a[1] + b[1] + c[1]]
+}
+
 /// Bounds of every [`table_dot`] of `t` (same f32 summation order, so they hold exactly).
 fn table_bounds(t: &[[f32; 256]; 3]) -> (f32, f32) {
     let lo = |j: usize| t[j].iter().copied().fold(f32::INFINITY, f32::min);
@@ -184,22 +203,32 @@ fn macenko_estimate(
     let od = &table.od;
     let mut s = [0f64; 3];
     let mut ss = [0f64; 6]; // rr rg rb gg gb bb
+    // Branch-free: every pixel is written at the tissue cursor and its ODs weighted by 0 or 1
+    // (adding `0.0 * od` leaves the sums bit-identical to skipping it), so a ragged tissue mask
+    // costs no mispredictions.
+    scratch.tissue.resize(n_pixels, [0; 3]);
+    let tissue_max = table.tissue_max;
+    let mut m = 0usize;
     for px in pixels.chunks_exact(3) {
-        if table.is_tissue(px) {
-            scratch.tissue.push([px[0], px[1], px[2]]);
-            let (a, b, c) = (od[px[0] as usize], od[px[1] as usize], od[px[2] as usize]);
-            s[0] += a;
-            s[1] += b;
-            s[2] += c;
-            ss[0] += a * a;
-            ss[1] += a * b;
-            ss[2] += a * c;
-            ss[3] += b * b;
-            ss[4] += b * c;
-            ss[5] += c * c;
+        let keep = tissue_max.is_some_and(|t| px[0].max(px[1]).max(px[2]) <= t);
+        // `m <= i < n_pixels` at the i-th pixel, so the slot exists.
+        if let Some(slot) = scratch.tissue.get_mut(m) {
+            *slot = [px[0], px[1], px[2]];
         }
+        m += keep as usize;
+        let w = f64::from(keep as u8);
+        let (a, b, c) = (od[px[0] as usize] * w, od[px[1] as usize] * w, od[px[2] as usize] * w);
+        s[0] += a;
+        s[1] += b;
+        s[2] += c;
+        ss[0] += a * od[px[0] as usize];
+        ss[1] += a * od[px[1] as usize];
+        ss[2] += a * od[px[2] as usize];
+        ss[3] += b * od[px[1] as usize];
+        ss[4] += b * od[px[2] as usize];
+        ss[5] += c * od[px[2] as usize];
     }
-    let m = scratch.tissue.len();
+    scratch.tissue.truncate(m);
     let needed = needed_tissue(n_pixels, params.min_tissue).max(2);
     if m < needed {
         return Err(Degenerate::TooLittleTissue { found: m, needed });
@@ -229,8 +258,7 @@ fn macenko_estimate(
         }
     }
     // 4: robust extreme angles of the tissue ODs in that plane.
-    let tx = weighted_tables(e_second, od);
-    let ty = weighted_tables(e_main, od);
+    let txy = pair_tables(e_second, e_main, od);
     // Pseudo-angles lie in [-2, 2]; their histogram is filled on the way.
     let angle_bins = Binner::new(-2.0, 2.0);
     scratch.angles.clear();
@@ -243,7 +271,8 @@ fn macenko_estimate(
         scratch
             .angles
             .extend(scratch.tissue.iter().enumerate().map(|(i, px)| {
-                let p = pseudo_angle(table_dot(&tx, px), table_dot(&ty, px));
+                let [x, y] = pair_dot(&txy, px);
+                let p = pseudo_angle(x, y);
                 hist[binner.bin(p) + (i & 1) * SELECT_BINS] += 1;
                 p
             }));
@@ -279,6 +308,7 @@ fn macenko_estimate(
     let t0 = weighted_tables(pinv[0], od);
     let t1 = weighted_tables(pinv[1], od);
     let (b0, b1) = (table_bounds(&t0), table_bounds(&t1));
+    let t01 = pair_tables(pinv[0], pinv[1], od);
     let (bin0, bin1) = (Binner::new(b0.0, b0.1), Binner::new(b1.0, b1.1));
     scratch.c0.resize(n_pixels, 0.0);
     scratch.c1.resize(n_pixels, 0.0);
@@ -295,8 +325,7 @@ fn macenko_estimate(
                 .zip(scratch.c1.iter_mut())
                 .enumerate()
             {
-                *a = table_dot(&t0, px);
-                *b = table_dot(&t1, px);
+                [*a, *b] = pair_dot(&t01, px);
                 let half = (i & 1) * SELECT_BINS;
                 h0[bin0.bin(*a) + half] += 1;
                 h1[bin1.bin(*b) + half] += 1;
@@ -308,8 +337,7 @@ fn macenko_estimate(
                 .zip(scratch.c0.iter_mut())
                 .zip(scratch.c1.iter_mut())
             {
-                *a = table_dot(&t0, px);
-                *b = table_dot(&t1, px);
+                [*a, *b] = pair_dot(&t01, px);
             }
         }
     }
@@ -486,22 +514,26 @@ fn macenko_one(
     let od_max = od[0].abs().max(od[255].abs());
     let widest = mix.iter().flatten().fold(0f64, |acc, v| acc.max(v.abs())) * od_max;
     if widest <= MAX_TABLE_LOG {
-        // exp(-mix * od) per byte value, `io` folded into the first table.
-        let mut lut = [[[0f32; 256]; 3]; 3];
-        for k in 0..3 {
-            for j in 0..3 {
-                let pre = if j == 0 { params.io } else { 1.0 };
-                for v in 0..256 {
-                    lut[k][j][v] = (pre * (-mix[k][j] * od[v]).exp()) as f32;
+        // exp(-mix * od) per byte value, `io` folded into the first table; `lut[j][v][k]` for
+        // output channel `k` (the fourth lane pads to 16 bytes, one load per input channel).
+        let mut lut = [[[0f32; 4]; 256]; 3];
+        for (j, table) in lut.iter_mut().enumerate() {
+            let pre = if j == 0 { params.io } else { 1.0 };
+            for (v, entry) in table.iter_mut().enumerate() {
+                for k in 0..3 {
+                    entry[k] = (pre * (-mix[k][j] * od[v]).exp()) as f32;
                 }
             }
         }
         for (s, d) in src.chunks_exact(3).zip(dst.chunks_exact_mut(3)) {
-            let (r, g, b) = (s[0] as usize, s[1] as usize, s[2] as usize);
+            let (r, g, b) = (
+                &lut[0][s[0] as usize],
+                &lut[1][s[1] as usize],
+                &lut[2][s[2] as usize],
+            );
             for k in 0..3 {
-                let value = lut[k][0][r] * lut[k][1][g] * lut[k][2][b];
                 // Values above 255 clip (as `Inorm[Inorm > 255] = 255`), then truncate.
-                d[k] = byte_trunc(value);
+                d[k] = byte_trunc(r[k] * g[k] * b[k]);
             }
         }
     } else {
