@@ -11,7 +11,7 @@ mod avx512;
 
 /// Whether the AVX-512 projection loops ([`avx512`]) run: the CPU has AVX-512F and BW, and
 /// `MCLSTEXP_NO_AVX512` is not set (as for the Reinhard and retrieval kernels).
-fn simd_available() -> bool {
+pub(super) fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
