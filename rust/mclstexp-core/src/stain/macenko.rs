@@ -615,7 +615,16 @@ fn macenko_one(
                 }
             }
         }
-        for (s, d) in src.chunks_exact(3).zip(dst.chunks_exact_mut(3)) {
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if scratch.simd {
+            // SAFETY: `scratch.simd` is only true when the CPU has AVX-512F and BW.
+            done = unsafe { avx512::reconstruct(src, dst, &lut) };
+        }
+        for (s, d) in src[3 * done..]
+            .chunks_exact(3)
+            .zip(dst[3 * done..].chunks_exact_mut(3))
+        {
             let (r, g, b) = (
                 &lut[0][s[0] as usize],
                 &lut[1][s[1] as usize],

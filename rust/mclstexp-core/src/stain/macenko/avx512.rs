@@ -162,3 +162,47 @@ pub(super) unsafe fn pseudo_angles(
     }
     done
 }
+
+/// Reconstruction through `lut[j][v][k]` (see `macenko_one`) for the first `4 * k` pixels of
+/// `src` into `dst`: per pixel, `lut[0][r] * lut[1][g] * lut[2][b]` on 4 lanes (the fourth is
+/// padding), clamped to `[0, 255]` (NaN -> 0, as `byte_trunc`) and truncated, exactly as the
+/// portable loop. Returns the number of pixels done.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW (only their SSSE3 subset is used here).
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn reconstruct(src: &[u8], dst: &mut [u8], lut: &[[[f32; 4]; 256]; 3]) -> usize {
+    let (zero, top) = (_mm_setzero_ps(), _mm_set1_ps(255.0));
+    // Bytes 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14 (RGB of 4 pixels) to the front.
+    let squeeze = _mm_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -128, -128, -128, -128,
+    );
+    let mut tmp = [0u8; 16];
+    let mut done = 0;
+    for (s, d) in src.chunks_exact(12).zip(dst.chunks_exact_mut(12)) {
+        let mut q = [_mm_setzero_si128(); 4];
+        for (p, slot) in q.iter_mut().enumerate() {
+            let (r, g, b) = (
+                &lut[0][s[3 * p] as usize],
+                &lut[1][s[3 * p + 1] as usize],
+                &lut[2][s[3 * p + 2] as usize],
+            );
+            // SAFETY: each entry is 4 floats (16 bytes), unaligned loads.
+            let v = unsafe {
+                _mm_mul_ps(
+                    _mm_mul_ps(_mm_loadu_ps(r.as_ptr()), _mm_loadu_ps(g.as_ptr())),
+                    _mm_loadu_ps(b.as_ptr()),
+                )
+            };
+            // `_mm_max_ps(v, 0)` returns 0 when `v` is NaN, as `f32::max` does.
+            *slot = _mm_cvttps_epi32(_mm_min_ps(_mm_max_ps(v, zero), top));
+        }
+        // Lanes hold 0..=255, so the saturating packs are exact.
+        let w = _mm_packus_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3]));
+        // SAFETY: `tmp` holds 16 bytes, one unaligned store.
+        unsafe { _mm_storeu_si128(tmp.as_mut_ptr().cast(), _mm_shuffle_epi8(w, squeeze)) };
+        d.copy_from_slice(&tmp[..12]);
+        done += 4;
+    }
+    done
+}
