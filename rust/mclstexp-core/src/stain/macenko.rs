@@ -6,6 +6,27 @@ use super::select::*;
 use super::*;
 use crate::pool;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Whether the AVX-512 projection loops ([`avx512`]) run: the CPU has AVX-512F and BW, and
+/// `MCLSTEXP_NO_AVX512` is not set (as for the Reinhard and retrieval kernels).
+pub(super) fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            std::env::var_os("MCLSTEXP_NO_AVX512").is_none()
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Pseudo-angle of `(x, y)`: strictly increasing in `atan2(y, x)` over `(-pi, pi]`, range `[-2, 2]`.
 #[inline]
 fn pseudo_angle(x: f32, y: f32) -> f32 {
@@ -120,9 +141,11 @@ pub(super) fn pinv_3x2(h: &[[f64; 2]; 3]) -> Option<[[f64; 3]; 2]> {
     }
 }
 
-/// Reusable per-thread buffers.
+/// Reusable per-thread buffers, and whether the AVX-512 loops may run (checked by the
+/// constructor of the value: `simd` is only ever `true` when [`simd_available`] said so).
 #[derive(Default)]
 struct Scratch {
+    simd: bool,
     tissue: Vec<[u8; 3]>,
     angles: Vec<f32>,
     c0: Vec<f32>,
@@ -130,6 +153,15 @@ struct Scratch {
     hist: Vec<u32>,
     hist1: Vec<u32>,
     gather: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(simd: bool) -> Self {
+        Scratch {
+            simd: simd && simd_available(),
+            ..Scratch::default()
+        }
+    }
 }
 
 /// A patch's own stain estimate.
@@ -159,6 +191,29 @@ fn weighted_tables(w: [f64; 3], od: &[f64; 256]) -> [[f32; 256]; 3] {
     t
 }
 
+/// Two sets of [`weighted_tables`] interleaved: `t[j][v] = [w0[j] * od[v], w1[j] * od[v]]`, so
+/// one lookup per channel serves both dot products.
+fn pair_tables(w0: [f64; 3], w1: [f64; 3], od: &[f64; 256]) -> [[[f32; 2]; 256]; 3] {
+    let mut t = [[[0f32; 2]; 256]; 3];
+    for j in 0..3 {
+        for v in 0..256 {
+            t[j][v] = [(w0[j] * od[v]) as f32, (w1[j] * od[v]) as f32];
+        }
+    }
+    t
+}
+
+/// Both [`table_dot`]s of a [`pair_tables`] (same summation order, so the same values).
+#[inline]
+fn pair_dot(t: &[[[f32; 2]; 256]; 3], px: &[u8]) -> [f32; 2] {
+    let (a, b, c) = (
+        t[0][px[0] as usize],
+        t[1][px[1] as usize],
+        t[2][px[2] as usize],
+    );
+    [a[0] + b[0] + c[0], a[1] + b[1] + c[1]]
+}
+
 /// Bounds of every [`table_dot`] of `t` (same f32 summation order, so they hold exactly).
 fn table_bounds(t: &[[f32; 256]; 3]) -> (f32, f32) {
     let lo = |j: usize| t[j].iter().copied().fold(f32::INFINITY, f32::min);
@@ -184,22 +239,36 @@ fn macenko_estimate(
     let od = &table.od;
     let mut s = [0f64; 3];
     let mut ss = [0f64; 6]; // rr rg rb gg gb bb
+                            // Branch-free: every pixel is written at the tissue cursor and its ODs weighted by 0 or 1
+                            // (adding `0.0 * od` leaves the sums bit-identical to skipping it), so a ragged tissue mask
+                            // costs no mispredictions.
+    scratch.tissue.resize(n_pixels, [0; 3]);
+    let tissue_max = table.tissue_max;
+    let mut m = 0usize;
     for px in pixels.chunks_exact(3) {
-        if table.is_tissue(px) {
-            scratch.tissue.push([px[0], px[1], px[2]]);
-            let (a, b, c) = (od[px[0] as usize], od[px[1] as usize], od[px[2] as usize]);
-            s[0] += a;
-            s[1] += b;
-            s[2] += c;
-            ss[0] += a * a;
-            ss[1] += a * b;
-            ss[2] += a * c;
-            ss[3] += b * b;
-            ss[4] += b * c;
-            ss[5] += c * c;
+        let keep = tissue_max.is_some_and(|t| px[0].max(px[1]).max(px[2]) <= t);
+        // `m <= i < n_pixels` at the i-th pixel, so the slot exists.
+        if let Some(slot) = scratch.tissue.get_mut(m) {
+            *slot = [px[0], px[1], px[2]];
         }
+        m += keep as usize;
+        let w = f64::from(keep as u8);
+        let (a, b, c) = (
+            od[px[0] as usize] * w,
+            od[px[1] as usize] * w,
+            od[px[2] as usize] * w,
+        );
+        s[0] += a;
+        s[1] += b;
+        s[2] += c;
+        ss[0] += a * od[px[0] as usize];
+        ss[1] += a * od[px[1] as usize];
+        ss[2] += a * od[px[2] as usize];
+        ss[3] += b * od[px[1] as usize];
+        ss[4] += b * od[px[2] as usize];
+        ss[5] += c * od[px[2] as usize];
     }
-    let m = scratch.tissue.len();
+    scratch.tissue.truncate(m);
     let needed = needed_tissue(n_pixels, params.min_tissue).max(2);
     if m < needed {
         return Err(Degenerate::TooLittleTissue { found: m, needed });
@@ -229,21 +298,38 @@ fn macenko_estimate(
         }
     }
     // 4: robust extreme angles of the tissue ODs in that plane.
-    let tx = weighted_tables(e_second, od);
-    let ty = weighted_tables(e_main, od);
+    let txy = pair_tables(e_second, e_main, od);
     // Pseudo-angles lie in [-2, 2]; their histogram is filled on the way.
     let angle_bins = Binner::new(-2.0, 2.0);
     scratch.angles.clear();
     scratch.hist.clear();
     scratch.hist.resize(2 * SELECT_BINS, 0);
     if let Some(binner) = &angle_bins {
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if scratch.simd {
+            let (tx, ty) = (weighted_tables(e_second, od), weighted_tables(e_main, od));
+            let flat = scratch.tissue.as_flattened();
+            // SAFETY: `scratch.simd` is only true when the CPU has AVX-512F and BW.
+            done = unsafe {
+                avx512::pseudo_angles(
+                    flat,
+                    &tx,
+                    &ty,
+                    binner,
+                    &mut scratch.angles,
+                    &mut scratch.hist,
+                )
+            };
+        }
         let hist = &mut scratch.hist;
         // Even and odd elements count into separate halves: neighbouring pixels often share a
         // bin, and one counter would serialise on its own increments.
         scratch
             .angles
-            .extend(scratch.tissue.iter().enumerate().map(|(i, px)| {
-                let p = pseudo_angle(table_dot(&tx, px), table_dot(&ty, px));
+            .extend(scratch.tissue[done..].iter().enumerate().map(|(i, px)| {
+                let [x, y] = pair_dot(&txy, px);
+                let p = pseudo_angle(x, y);
                 hist[binner.bin(p) + (i & 1) * SELECT_BINS] += 1;
                 p
             }));
@@ -279,6 +365,7 @@ fn macenko_estimate(
     let t0 = weighted_tables(pinv[0], od);
     let t1 = weighted_tables(pinv[1], od);
     let (b0, b1) = (table_bounds(&t0), table_bounds(&t1));
+    let t01 = pair_tables(pinv[0], pinv[1], od);
     let (bin0, bin1) = (Binner::new(b0.0, b0.1), Binner::new(b1.0, b1.1));
     scratch.c0.resize(n_pixels, 0.0);
     scratch.c1.resize(n_pixels, 0.0);
@@ -286,30 +373,40 @@ fn macenko_estimate(
         h.clear();
         h.resize(2 * SELECT_BINS, 0);
     }
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if scratch.simd {
+        // SAFETY: `scratch.simd` is only true when the CPU has AVX-512F and BW.
+        done = unsafe {
+            avx512::concentrations(
+                pixels,
+                &t0,
+                &t1,
+                bin0.as_ref().zip(bin1.as_ref()),
+                &mut scratch.c0,
+                &mut scratch.c1,
+                &mut scratch.hist,
+                &mut scratch.hist1,
+            )
+        };
+    }
+    let rest = pixels[3 * done..]
+        .chunks_exact(3)
+        .zip(scratch.c0[done..].iter_mut())
+        .zip(scratch.c1[done..].iter_mut());
     match (&bin0, &bin1) {
         (Some(bin0), Some(bin1)) => {
             let (h0, h1) = (&mut scratch.hist, &mut scratch.hist1);
-            for (i, ((px, a), b)) in pixels
-                .chunks_exact(3)
-                .zip(scratch.c0.iter_mut())
-                .zip(scratch.c1.iter_mut())
-                .enumerate()
-            {
-                *a = table_dot(&t0, px);
-                *b = table_dot(&t1, px);
+            for (i, ((px, a), b)) in rest.enumerate() {
+                [*a, *b] = pair_dot(&t01, px);
                 let half = (i & 1) * SELECT_BINS;
                 h0[bin0.bin(*a) + half] += 1;
                 h1[bin1.bin(*b) + half] += 1;
             }
         }
         _ => {
-            for ((px, a), b) in pixels
-                .chunks_exact(3)
-                .zip(scratch.c0.iter_mut())
-                .zip(scratch.c1.iter_mut())
-            {
-                *a = table_dot(&t0, px);
-                *b = table_dot(&t1, px);
+            for ((px, a), b) in rest {
+                [*a, *b] = pair_dot(&t01, px);
             }
         }
     }
@@ -374,7 +471,7 @@ pub fn macenko_fit(pixels: &[u8], params: &MacenkoParams) -> Result<MacenkoTarge
     params.validate()?;
     check_pixels("image", pixels)?;
     let table = OdTable::new(params.io, params.beta);
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::new(true);
     let est = macenko_estimate(pixels, params, &table, &mut scratch).map_err(|why| {
         Error::Numerical(format!(
             "cannot fit a Macenko target on this image: {}",
@@ -412,6 +509,24 @@ pub fn macenko_transform(
     conc: Option<&mut [f32]>,
     n_threads: Option<usize>,
 ) -> Result<Vec<bool>> {
+    transform_impl(
+        patches, n, pixels, target, params, out, conc, n_threads, true,
+    )
+}
+
+/// [`macenko_transform`], with the AVX-512 loops allowed (where the CPU has them) or not.
+#[allow(clippy::too_many_arguments)]
+fn transform_impl(
+    patches: &[u8],
+    n: usize,
+    pixels: usize,
+    target: &MacenkoTarget,
+    params: &MacenkoParams,
+    out: &mut [u8],
+    conc: Option<&mut [f32]>,
+    n_threads: Option<usize>,
+    simd: bool,
+) -> Result<Vec<bool>> {
     params.validate()?;
     target.validate()?;
     let total = check_batch("patches", patches.len(), n, pixels)?;
@@ -436,9 +551,12 @@ pub fn macenko_transform(
             .zip(patches.par_chunks(3 * pixels))
             .zip(conc_chunks.into_par_iter())
             .zip(skipped.par_iter_mut())
-            .for_each_init(Scratch::default, |scratch, (((dst, src), c), flag)| {
-                *flag = macenko_one(src, dst, c, target, &target_pinv, params, &table, scratch);
-            });
+            .for_each_init(
+                || Scratch::new(simd),
+                |scratch, (((dst, src), c), flag)| {
+                    *flag = macenko_one(src, dst, c, target, &target_pinv, params, &table, scratch);
+                },
+            );
     })?;
     Ok(skipped)
 }
@@ -486,22 +604,35 @@ fn macenko_one(
     let od_max = od[0].abs().max(od[255].abs());
     let widest = mix.iter().flatten().fold(0f64, |acc, v| acc.max(v.abs())) * od_max;
     if widest <= MAX_TABLE_LOG {
-        // exp(-mix * od) per byte value, `io` folded into the first table.
-        let mut lut = [[[0f32; 256]; 3]; 3];
-        for k in 0..3 {
-            for j in 0..3 {
-                let pre = if j == 0 { params.io } else { 1.0 };
-                for v in 0..256 {
-                    lut[k][j][v] = (pre * (-mix[k][j] * od[v]).exp()) as f32;
+        // exp(-mix * od) per byte value, `io` folded into the first table; `lut[j][v][k]` for
+        // output channel `k` (the fourth lane pads to 16 bytes, one load per input channel).
+        let mut lut = [[[0f32; 4]; 256]; 3];
+        for (j, table) in lut.iter_mut().enumerate() {
+            let pre = if j == 0 { params.io } else { 1.0 };
+            for (v, entry) in table.iter_mut().enumerate() {
+                for k in 0..3 {
+                    entry[k] = (pre * (-mix[k][j] * od[v]).exp()) as f32;
                 }
             }
         }
-        for (s, d) in src.chunks_exact(3).zip(dst.chunks_exact_mut(3)) {
-            let (r, g, b) = (s[0] as usize, s[1] as usize, s[2] as usize);
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if scratch.simd {
+            // SAFETY: `scratch.simd` is only true when the CPU has AVX-512F and BW.
+            done = unsafe { avx512::reconstruct(src, dst, &lut) };
+        }
+        for (s, d) in src[3 * done..]
+            .chunks_exact(3)
+            .zip(dst[3 * done..].chunks_exact_mut(3))
+        {
+            let (r, g, b) = (
+                &lut[0][s[0] as usize],
+                &lut[1][s[1] as usize],
+                &lut[2][s[2] as usize],
+            );
             for k in 0..3 {
-                let value = lut[k][0][r] * lut[k][1][g] * lut[k][2][b];
                 // Values above 255 clip (as `Inorm[Inorm > 255] = 255`), then truncate.
-                d[k] = byte_trunc(value);
+                d[k] = byte_trunc(r[k] * g[k] * b[k]);
             }
         }
     } else {
@@ -600,6 +731,56 @@ mod tests {
             .sum::<f64>()
             / img.len() as f64;
         assert!(diff < 1.5, "mean abs diff {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn simd_and_portable_loops_agree_exactly() -> Result<()> {
+        let params = MacenkoParams::default();
+        let target = macenko_fit(&synthetic(20_000, 21), &params)?;
+        // Odd sizes (partial last groups of 16), and a patch-sized one; colours unlike the
+        // target's so the map is not the identity.
+        for (k, n) in [1usize, 15, 16, 17, 33, 200, 4099, 224 * 224]
+            .into_iter()
+            .enumerate()
+        {
+            let batch: Vec<u8> = (0..3u64)
+                .flat_map(|p| synthetic(n, 100 * k as u64 + p))
+                .enumerate()
+                .map(|(i, v)| if i % 3 == 1 { v / 2 + 40 } else { v })
+                .collect();
+            let run = |simd: bool| -> Result<(Vec<u8>, Vec<f32>, Vec<bool>)> {
+                let mut out = vec![0u8; batch.len()];
+                let mut conc = vec![0f32; batch.len() / 3 * 2];
+                let skipped = transform_impl(
+                    &batch,
+                    3,
+                    n,
+                    &target,
+                    &params,
+                    &mut out,
+                    Some(&mut conc),
+                    Some(1),
+                    simd,
+                )?;
+                Ok((out, conc, skipped))
+            };
+            let (fast, slow) = (run(true)?, run(false)?);
+            assert_eq!(fast.2, slow.2, "n {n}: skipped flags differ");
+            assert!(fast.0 == slow.0, "n {n}: outputs differ");
+            let same = fast
+                .1
+                .iter()
+                .zip(&slow.1)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "n {n}: concentrations differ");
+            if n >= 4099 {
+                assert!(
+                    !fast.2.iter().any(|&s| s),
+                    "n {n}: a tissue patch was skipped"
+                );
+            }
+        }
         Ok(())
     }
 

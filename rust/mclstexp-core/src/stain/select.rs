@@ -120,11 +120,12 @@ pub(super) fn select_ranks<const K: usize>(
     }
     let targets = &distinct[..n_distinct];
     gather.clear();
-    gather.extend(
-        values
-            .iter()
-            .copied()
-            .filter(|&v| targets.contains(&binner.bin(v))),
+    gather_bins(
+        values,
+        binner,
+        targets,
+        gather,
+        super::macenko::simd_available(),
     );
     for (slot, &(b, within)) in out.iter_mut().zip(where_.iter()) {
         let offset: usize = targets
@@ -139,6 +140,77 @@ pub(super) fn select_ranks<const K: usize>(
         }
     }
     out
+}
+
+/// Appends, in order, the elements of `values` whose bin under `binner` is one of `targets` (at
+/// most 16 bins) to `out`; `simd`: with AVX-512 (the caller checked the CPU has F and BW).
+fn gather_bins(values: &[f32], binner: &Binner, targets: &[usize], out: &mut Vec<f32>, simd: bool) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if simd && targets.len() <= 16 {
+        // SAFETY: `simd` is only passed as true when the CPU has AVX-512F and BW.
+        done = unsafe { avx512::gather_bins(values, binner, targets, out) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
+    out.extend(
+        values[done..]
+            .iter()
+            .copied()
+            .filter(|&v| targets.contains(&binner.bin(v))),
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Binner, SELECT_BINS};
+
+    /// [`super::gather_bins`] over the first `16 * k` values, 16 at a time (the same bin map
+    /// as [`Binner::bin`], lane by lane: same operations, same NaN outcome); returns how many
+    /// values it went through.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512BW; `targets` has at most 16 bins.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn gather_bins(
+        values: &[f32],
+        binner: &Binner,
+        targets: &[usize],
+        out: &mut Vec<f32>,
+    ) -> usize {
+        let (lo, scale) = (_mm512_set1_ps(binner.lo), _mm512_set1_ps(binner.scale));
+        let top = _mm512_set1_ps((SELECT_BINS - 1) as f32);
+        let mut wanted = [_mm512_set1_epi32(-1); 16];
+        for (w, &t) in wanted.iter_mut().zip(targets) {
+            *w = _mm512_set1_epi32(t as i32);
+        }
+        let wanted = &wanted[..targets.len()];
+        let mut lanes = [0f32; 16];
+        let mut done = 0;
+        for chunk in values.chunks_exact(16) {
+            // SAFETY: `chunk` holds 16 floats, one 64-byte unaligned load.
+            let v = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
+            let x = _mm512_mul_ps(_mm512_sub_ps(v, lo), scale);
+            // `_mm512_max_ps(x, 0)` returns 0 when `x` is NaN, as `f32::max` does.
+            let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_setzero_ps()), top);
+            let bins = _mm512_cvttps_epi32(x);
+            let mut keep: __mmask16 = 0;
+            for &w in wanted {
+                keep |= _mm512_cmpeq_epi32_mask(bins, w);
+            }
+            if keep != 0 {
+                // Kept lanes packed to the front, in order.
+                let packed = _mm512_maskz_compress_ps(keep, v);
+                // SAFETY: `lanes` holds 16 floats, one 64-byte unaligned store.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), packed) };
+                out.extend_from_slice(&lanes[..keep.count_ones() as usize]);
+            }
+            done += 16;
+        }
+        done
+    }
 }
 
 /// numpy's linear-interpolation percentile position: `(lower rank, upper rank, fraction)`.
@@ -194,6 +266,38 @@ mod tests {
         assert_eq!(percentile_linear(&v, 50.0, b, &h, &mut g), 3.0);
         assert!((percentile_linear(&v, 99.0, b, &h, &mut g) - 4.96).abs() < 1e-9);
         assert!((percentile_linear(&v, 1.0, b, &h, &mut g) - 1.04).abs() < 1e-9);
+    }
+
+    #[test]
+    fn simd_and_portable_gathers_agree() {
+        let mut state = 7u64;
+        let v: Vec<f32> = (0..1000)
+            .map(|i| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                match i % 50 {
+                    0 => f32::NAN,
+                    1 => 1e9,
+                    _ => ((state >> 40) as f32) / (1u64 << 24) as f32,
+                }
+            })
+            .collect();
+        let binner = Binner::new(0.0, 1.0);
+        let Some(b) = binner.as_ref() else {
+            panic!("valid bounds")
+        };
+        let simd = super::super::macenko::simd_available();
+        for targets in [&[0usize][..], &[5, 6], &[100, 2047], &[3, 900, 1500, 2000]] {
+            for n in [0, 15, 16, 17, 999, 1000] {
+                let (mut a, mut c) = (Vec::new(), Vec::new());
+                gather_bins(&v[..n], b, targets, &mut a, simd);
+                gather_bins(&v[..n], b, targets, &mut c, false);
+                let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&c), "targets {targets:?} n {n}");
+                if n == 1000 && targets[0] == 0 {
+                    assert!(!a.is_empty(), "NaN and low values fall into bin 0");
+                }
+            }
+        }
     }
 
     #[test]

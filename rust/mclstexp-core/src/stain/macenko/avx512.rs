@@ -1,0 +1,208 @@
+//! AVX-512 versions of Macenko's two per-pixel projection loops (the angle and concentration
+//! passes), 16 pixels per step, through gathers from the same `f32` tables as the portable loops.
+//!
+//! Every lane computes exactly what the portable loop computes for its pixel (the same table
+//! entries summed in the same order, the same IEEE division, `max`/`min` against the same bounds
+//! with the same NaN outcome, truncation), so the values, and hence the histograms and the
+//! selected order statistics, are bit-identical. Only the histogram halves a pixel counts into
+//! differ, which the merge makes irrelevant.
+//!
+//! Every function here is `unsafe` only because it needs AVX-512F and AVX-512BW: the caller must
+//! have checked that the CPU supports both.
+
+use std::arch::x86_64::*;
+
+use super::super::select::{Binner, SELECT_BINS};
+
+/// Pixels per step.
+const GROUP: usize = 16;
+/// Bytes of a group of RGB pixels.
+const GROUP_BYTES: usize = 3 * GROUP;
+/// The first 12 of 16 dwords: 48 bytes = 16 RGB pixels.
+const MASK48: __mmask16 = 0x0fff;
+
+/// `pshufb` pattern (the same in every 128-bit lane) picking byte `c` of each of 4 RGB pixels
+/// into the low byte of a dword (other bytes zero).
+#[target_feature(enable = "avx512f,avx512bw")]
+fn pick(c: i32) -> __m512i {
+    let dword = |k: i32| (c + 3 * k) | (0x80 << 8) | (0x80 << 16) | (0x80u32 << 24) as i32;
+    _mm512_broadcast_i32x4(_mm_setr_epi32(dword(0), dword(1), dword(2), dword(3)))
+}
+
+/// Channel bytes of 16 RGB pixels, one `i32` lane per pixel.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn unpack(px: &[u8; GROUP_BYTES], picks: &[__m512i; 3]) -> [__m512i; 3] {
+    // SAFETY: the mask selects dwords 0..12, bytes 0..48 of `px`, which is 48 bytes long; masked
+    // -out dwords are not read (no fault), and no alignment is needed.
+    let v = unsafe { _mm512_maskz_loadu_epi32(MASK48, px.as_ptr().cast::<i32>()) };
+    let spread = _mm512_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0);
+    let v = _mm512_permutexvar_epi32(spread, v);
+    [0, 1, 2].map(|c| _mm512_shuffle_epi8(v, picks[c]))
+}
+
+/// `t[0][r] + t[1][g] + t[2][b]` per lane, in that order (as `table_dot`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn dot(t: &[[f32; 256]; 3], idx: &[__m512i; 3]) -> __m512 {
+    // SAFETY: every index lane is a byte (0..=255, zero-extended by `unpack`), and each table
+    // has 256 entries, so every gathered address lies inside `t[j]`.
+    let g = |j: usize| unsafe { _mm512_i32gather_ps::<4>(idx[j], t[j].as_ptr()) };
+    _mm512_add_ps(_mm512_add_ps(g(0), g(1)), g(2))
+}
+
+/// `Binner::bin` per lane, stored to `out`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn bins(v: __m512, b: &Binner, out: &mut [u32; GROUP]) {
+    let x = _mm512_mul_ps(
+        _mm512_sub_ps(v, _mm512_set1_ps(b.lo)),
+        _mm512_set1_ps(b.scale),
+    );
+    // `_mm512_max_ps(x, 0)` returns 0 when `x` is NaN, as `f32::max` does.
+    let x = _mm512_max_ps(x, _mm512_setzero_ps());
+    let x = _mm512_min_ps(x, _mm512_set1_ps((SELECT_BINS - 1) as f32));
+    // SAFETY: `out` holds 16 u32, one 64-byte unaligned store.
+    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_cvttps_epi32(x)) };
+}
+
+/// Concentration pass over the first `16 * k` pixels of `pixels` (`[n, 3]` bytes): `c0`, `c1`
+/// (at least as long as the pixels done) and, when both binners exist, the two histograms
+/// (`2 * SELECT_BINS` each). Returns the number of pixels done; the caller does the rest.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn concentrations(
+    pixels: &[u8],
+    t0: &[[f32; 256]; 3],
+    t1: &[[f32; 256]; 3],
+    binners: Option<(&Binner, &Binner)>,
+    c0: &mut [f32],
+    c1: &mut [f32],
+    h0: &mut [u32],
+    h1: &mut [u32],
+) -> usize {
+    let picks = [pick(0), pick(1), pick(2)];
+    let (mut b0, mut b1) = ([0u32; GROUP], [0u32; GROUP]);
+    let mut done = 0;
+    for ((px, a), b) in pixels
+        .chunks_exact(GROUP_BYTES)
+        .zip(c0.chunks_exact_mut(GROUP))
+        .zip(c1.chunks_exact_mut(GROUP))
+    {
+        let Ok(px) = <&[u8; GROUP_BYTES]>::try_from(px) else {
+            break;
+        };
+        let idx = unpack(px, &picks);
+        let (va, vb) = (dot(t0, &idx), dot(t1, &idx));
+        // SAFETY: `a` and `b` hold 16 floats each, one 64-byte unaligned store each.
+        unsafe {
+            _mm512_storeu_ps(a.as_mut_ptr(), va);
+            _mm512_storeu_ps(b.as_mut_ptr(), vb);
+        }
+        if let Some((bin0, bin1)) = binners {
+            bins(va, bin0, &mut b0);
+            bins(vb, bin1, &mut b1);
+            for i in 0..GROUP {
+                let half = (i & 1) * SELECT_BINS;
+                // Bins are < SELECT_BINS (clamped above), so the indices are in range.
+                h0[b0[i] as usize + half] += 1;
+                h1[b1[i] as usize + half] += 1;
+            }
+        }
+        done += GROUP;
+    }
+    done
+}
+
+/// Angle pass: pseudo-angles of the first `16 * k` pixels of `pixels` appended to `out`, counted
+/// into `hist` (`2 * SELECT_BINS`) under `binner`. Returns the number of pixels done.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn pseudo_angles(
+    pixels: &[u8],
+    tx: &[[f32; 256]; 3],
+    ty: &[[f32; 256]; 3],
+    binner: &Binner,
+    out: &mut Vec<f32>,
+    hist: &mut [u32],
+) -> usize {
+    let picks = [pick(0), pick(1), pick(2)];
+    let mut bin = [0u32; GROUP];
+    let mut lanes = [0f32; GROUP];
+    let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    let mut done = 0;
+    for px in pixels.chunks_exact(GROUP_BYTES) {
+        let Ok(px) = <&[u8; GROUP_BYTES]>::try_from(px) else {
+            break;
+        };
+        let idx = unpack(px, &picks);
+        let (x, y) = (dot(tx, &idx), dot(ty, &idx));
+        let abs =
+            |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+        // As `pseudo_angle`: s = |x| + |y|; r = x / s; y >= 0 ? 1 - r : r - 1; s == 0 -> 0.
+        let s = _mm512_add_ps(abs(x), abs(y));
+        let r = _mm512_div_ps(x, s);
+        let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(y, zero);
+        let p = _mm512_mask_blend_ps(up, _mm512_sub_ps(r, one), _mm512_sub_ps(one, r));
+        let p = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(s, zero), p, zero);
+        // SAFETY: `lanes` holds 16 floats, one 64-byte unaligned store.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), p) };
+        out.extend_from_slice(&lanes);
+        bins(p, binner, &mut bin);
+        for (i, &b) in bin.iter().enumerate() {
+            hist[b as usize + (i & 1) * SELECT_BINS] += 1;
+        }
+        done += GROUP;
+    }
+    done
+}
+
+/// Reconstruction through `lut[j][v][k]` (see `macenko_one`) for the first `4 * k` pixels of
+/// `src` into `dst`: per pixel, `lut[0][r] * lut[1][g] * lut[2][b]` on 4 lanes (the fourth is
+/// padding), clamped to `[0, 255]` (NaN -> 0, as `byte_trunc`) and truncated, exactly as the
+/// portable loop. Returns the number of pixels done.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW (only their SSSE3 subset is used here).
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn reconstruct(src: &[u8], dst: &mut [u8], lut: &[[[f32; 4]; 256]; 3]) -> usize {
+    let (zero, top) = (_mm_setzero_ps(), _mm_set1_ps(255.0));
+    // Bytes 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14 (RGB of 4 pixels) to the front.
+    let squeeze = _mm_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -128, -128, -128, -128,
+    );
+    let mut tmp = [0u8; 16];
+    let mut done = 0;
+    for (s, d) in src.chunks_exact(12).zip(dst.chunks_exact_mut(12)) {
+        let mut q = [_mm_setzero_si128(); 4];
+        for (p, slot) in q.iter_mut().enumerate() {
+            let (r, g, b) = (
+                &lut[0][s[3 * p] as usize],
+                &lut[1][s[3 * p + 1] as usize],
+                &lut[2][s[3 * p + 2] as usize],
+            );
+            // SAFETY: each entry is 4 floats (16 bytes), unaligned loads.
+            let v = unsafe {
+                _mm_mul_ps(
+                    _mm_mul_ps(_mm_loadu_ps(r.as_ptr()), _mm_loadu_ps(g.as_ptr())),
+                    _mm_loadu_ps(b.as_ptr()),
+                )
+            };
+            // `_mm_max_ps(v, 0)` returns 0 when `v` is NaN, as `f32::max` does.
+            *slot = _mm_cvttps_epi32(_mm_min_ps(_mm_max_ps(v, zero), top));
+        }
+        // Lanes hold 0..=255, so the saturating packs are exact.
+        let w = _mm_packus_epi16(_mm_packs_epi32(q[0], q[1]), _mm_packs_epi32(q[2], q[3]));
+        // SAFETY: `tmp` holds 16 bytes, one unaligned store.
+        unsafe { _mm_storeu_si128(tmp.as_mut_ptr().cast(), _mm_shuffle_epi8(w, squeeze)) };
+        d.copy_from_slice(&tmp[..12]);
+        done += 4;
+    }
+    done
+}
