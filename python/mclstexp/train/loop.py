@@ -208,33 +208,17 @@ class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             else:
                 src = section.read_patches(local, n_threads=read_threads)
                 rows = np.arange(where.size)
-            p = [np.ascontiguousarray(getattr(params, f)[where]) for f in _PARAM_FIELDS]
+            brightness, contrast, saturation, flips, angles = (
+                np.ascontiguousarray(getattr(params, name)[where]) for name in _PARAM_FIELDS
+            )
+            common = (src, brightness, contrast, saturation, flips, angles)
             if unit:
                 _native.augment_patches_tensor(
-                    src,
-                    p[0],
-                    p[1],
-                    p[2],
-                    p[3],
-                    p[4],
-                    *_UNIT,
-                    indices=rows,
-                    out_rows=where,
-                    out=dst,
-                    n_threads=threads,
+                    *common, *_UNIT, indices=rows, out_rows=where, out=dst, n_threads=threads
                 )
             else:
                 _native.augment_patches_uint8(
-                    src,
-                    p[0],
-                    p[1],
-                    p[2],
-                    p[3],
-                    p[4],
-                    indices=rows,
-                    out_rows=where,
-                    out=dst,
-                    n_threads=threads,
+                    *common, indices=rows, out_rows=where, out=dst, n_threads=threads
                 )
         return images
 

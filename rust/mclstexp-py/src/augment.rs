@@ -1,15 +1,12 @@
 //! Bindings for the fused training augmentation (`mclstexp_core::augment`).
 
 use mclstexp_core::augment::{self, Output, Params};
-use numpy::{
-    PyArray4, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray4, PyReadwriteArray4,
-    PyUntypedArrayMethods,
-};
+use numpy::{PyArray4, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray4, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::gil::detached;
-use crate::normalize::{contiguous, to_array4};
+use crate::normalize::contiguous;
 
 /// `(H, W)` of a uint8 `[N, H, W, 3]` array, or `ValueError` naming `patches`.
 fn patch_dims(patches: &PyReadonlyArray4<'_, u8>) -> PyResult<(usize, usize)> {
@@ -72,37 +69,46 @@ fn jobs<'a>(
     })
 }
 
-fn check_out_shape<T: numpy::Element>(
-    array: &Bound<'_, PyArray4<T>>,
-    h: usize,
-    w: usize,
-    channels_first: bool,
-) -> PyResult<()> {
-    let s = array.shape();
-    let ok = if channels_first {
-        s[1] == 3 && s[2] == h && s[3] == w
-    } else {
-        s[1] == h && s[2] == w && s[3] == 3
+/// `out` after checking its image axes, or a new zeroed array of `rows` images.
+fn output_array<'py, T: numpy::Element>(
+    py: Python<'py>,
+    out: Option<Bound<'py, PyArray4<T>>>,
+    rows: usize,
+    image: [usize; 3],
+) -> PyResult<Bound<'py, PyArray4<T>>> {
+    let Some(array) = out else {
+        return Ok(PyArray4::zeros(
+            py,
+            [rows, image[0], image[1], image[2]],
+            false,
+        ));
     };
-    if !ok {
-        let want = if channels_first {
-            format!("(N, 3, {h}, {w})")
-        } else {
-            format!("(N, {h}, {w}, 3)")
-        };
+    let s = array.shape();
+    if s[1..] != image[..] {
         return Err(PyValueError::new_err(format!(
-            "out: expected shape {want}, got {s:?}"
+            "out: expected shape (N, {}, {}, {}), got {s:?}",
+            image[0], image[1], image[2]
         )));
     }
-    Ok(())
+    Ok(array)
 }
 
-fn writable<'py, T: numpy::Element>(
-    array: &Bound<'py, PyArray4<T>>,
-) -> PyResult<PyReadwriteArray4<'py, T>> {
-    array
-        .try_readwrite()
-        .map_err(|_| PyValueError::new_err("out: must be a writeable array not borrowed elsewhere"))
+/// Run `work` on the C-contiguous buffer of `array` with the GIL released.
+fn fill<'py, T: numpy::Element + Send>(
+    py: Python<'py>,
+    array: Bound<'py, PyArray4<T>>,
+    work: impl FnOnce(&mut [T]) -> mclstexp_core::Result<()> + Send,
+) -> PyResult<Bound<'py, PyArray4<T>>> {
+    {
+        let mut rw = array.try_readwrite().map_err(|_| {
+            PyValueError::new_err("out: must be a writeable array not borrowed elsewhere")
+        })?;
+        let dst = rw
+            .as_slice_mut()
+            .map_err(|_| PyValueError::new_err("out: must be a C-contiguous array"))?;
+        detached(py, || work(dst))?;
+    }
+    Ok(array)
 }
 
 /// Fused colour jitter + flip + rotation of uint8 `[N, H, W, 3]` patches -> uint8 `[J, H, W, 3]`
@@ -129,9 +135,8 @@ pub fn augment_patches_uint8<'py>(
 ) -> PyResult<Bound<'py, PyArray4<u8>>> {
     let (h, w) = patch_dims(&patches)?;
     let src = contiguous("patches", &patches)?;
-    let n = patches.shape()[0];
     let j = jobs(
-        n,
+        patches.shape()[0],
         &brightness,
         &contrast,
         &saturation,
@@ -140,31 +145,20 @@ pub fn augment_patches_uint8<'py>(
         indices,
         out_rows,
     )?;
-    let rows = j.out_rows.as_deref();
-    match out {
-        None => {
-            let mut buf = vec![0u8; j.indices.len() * h * w * 3];
-            detached(py, || {
-                let o = Output::Uint8(&mut buf);
-                augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
-            })?;
-            to_array4(py, [j.indices.len(), h, w, 3], buf)
-        }
-        Some(array) => {
-            check_out_shape(&array, h, w, false)?;
-            {
-                let mut rw = writable(&array)?;
-                let dst = rw
-                    .as_slice_mut()
-                    .map_err(|_| PyValueError::new_err("out: must be a C-contiguous array"))?;
-                detached(py, || {
-                    let o = Output::Uint8(dst);
-                    augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
-                })?;
-            }
-            Ok(array)
-        }
-    }
+    let array = output_array(py, out, j.indices.len(), [h, w, 3])?;
+    fill(py, array, |dst| {
+        let rows = j.out_rows.as_deref();
+        augment::augment_rows(
+            src,
+            h,
+            w,
+            &j.indices,
+            rows,
+            &j.params,
+            Output::Uint8(dst),
+            n_threads,
+        )
+    })
 }
 
 /// Fused colour jitter + flip + rotation + normalisation of uint8 `[N, H, W, 3]` patches ->
@@ -193,9 +187,8 @@ pub fn augment_patches_tensor<'py>(
 ) -> PyResult<Bound<'py, PyArray4<f32>>> {
     let (h, w) = patch_dims(&patches)?;
     let src = contiguous("patches", &patches)?;
-    let n = patches.shape()[0];
     let j = jobs(
-        n,
+        patches.shape()[0],
         &brightness,
         &contrast,
         &saturation,
@@ -204,39 +197,16 @@ pub fn augment_patches_tensor<'py>(
         indices,
         out_rows,
     )?;
-    let rows = j.out_rows.as_deref();
-    match out {
-        None => {
-            let mut buf = vec![0f32; j.indices.len() * h * w * 3];
-            detached(py, || {
-                let o = Output::Tensor {
-                    out: &mut buf,
-                    mean,
-                    std,
-                };
-                augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
-            })?;
-            to_array4(py, [j.indices.len(), 3, h, w], buf)
-        }
-        Some(array) => {
-            check_out_shape(&array, h, w, true)?;
-            {
-                let mut rw = writable(&array)?;
-                let dst = rw
-                    .as_slice_mut()
-                    .map_err(|_| PyValueError::new_err("out: must be a C-contiguous array"))?;
-                detached(py, || {
-                    let o = Output::Tensor {
-                        out: dst,
-                        mean,
-                        std,
-                    };
-                    augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
-                })?;
-            }
-            Ok(array)
-        }
-    }
+    let array = output_array(py, out, j.indices.len(), [3, h, w])?;
+    fill(py, array, |dst| {
+        let rows = j.out_rows.as_deref();
+        let o = Output::Tensor {
+            out: dst,
+            mean,
+            std,
+        };
+        augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
+    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
