@@ -57,12 +57,10 @@ class KSelection:
 
 
 def _mean_pcc(truth: np.ndarray, pred: np.ndarray) -> float:
-    from mclstexp.metrics import pearson_per_gene
+    """Mean per-gene PCC, scored as the evaluation does (constant predictions count 0)."""
+    from mclstexp.metrics import _mean_or_nan, _policy_values, pearson_per_gene
 
-    pcc = pearson_per_gene(truth, pred)
-    values = np.where(pcc.constant_pred, 0.0, pcc.pcc)
-    values = values[~pcc.constant_true]
-    return float(np.mean(values)) if values.size else float("nan")
+    return _mean_or_nan(_policy_values(pearson_per_gene(truth, pred), "zero"))
 
 
 def select_k(
