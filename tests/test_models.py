@@ -265,6 +265,66 @@ def test_multiscale_pooling_is_the_mean_of_every_stage() -> None:
         build_backbone("test_resnet", pooling="max")
 
 
+def test_dihedral_feature_views_are_the_mean_of_the_eight_orientations() -> None:
+    torch.manual_seed(0)
+    enc = ImageEncoder("test_resnet", embed_dim=4, feature_views="dihedral").eval()
+    single = ImageEncoder("test_resnet", embed_dim=4).eval()
+    single.load_state_dict(enc.state_dict())
+    x = torch.randint(0, 256, (3, 24, 24, 3), dtype=torch.uint8)  # (B, H, W, 3)
+    with torch.no_grad():
+        got = enc.features(x)
+        views = [torch.rot90(v, q, dims=(1, 2)) for v in (x, x.flip(2)) for q in range(4)]
+        expected = torch.stack([single.features(v) for v in views]).mean(0)
+        assert torch.allclose(got, expected, atol=1e-5)
+        # exactly invariant to the orientation of the patch; the plain encoder is not
+        for turned in (torch.rot90(x, 1, dims=(1, 2)), x.flip(1), x.transpose(1, 2)):
+            assert torch.allclose(enc.features(turned.contiguous()), got, atol=1e-5)
+        assert not torch.allclose(
+            single.features(torch.rot90(x, 1, dims=(1, 2))), single.features(x)
+        )
+    cfg = small_config(backbone="test_resnet", feature_views="dihedral")
+    assert MclSTExp(cfg).image_encoder.feature_views == "dihedral"
+    with pytest.raises(ValueError, match="feature_views"):
+        ModelConfig(feature_views="rotations")
+    with pytest.raises(ValueError, match="feature_views"):
+        ImageEncoder("test_resnet", feature_views="rotations")
+
+
+def test_feature_standardization_is_fitted_saved_and_applied_before_the_head() -> None:
+    torch.manual_seed(0)
+    model = MclSTExp(small_config(backbone="test_resnet")).eval()
+    enc = model.image_encoder
+    f = torch.randn(40, enc.num_features) * torch.linspace(0.1, 50, enc.num_features) + 5
+    f[:, 0] = 3.0  # a constant feature is centred, never divided by ~0
+    with torch.no_grad():
+        before = model.encode_images(f)
+        assert torch.allclose(before, enc.head(f))  # identity by default
+        enc.fit_feature_standardization(f)
+        z = enc.standardize(f)
+        assert z[:, 0].abs().max() < 1e-5 and enc.feature_scale[0] == 1
+        assert torch.allclose(z[:, 1:].mean(0), torch.zeros(enc.num_features - 1), atol=1e-4)
+        assert torch.allclose(
+            z[:, 1:].std(0, unbiased=False), torch.ones(enc.num_features - 1), atol=1e-3
+        )
+        assert torch.allclose(model.encode_images(f), enc.head(z), atol=1e-5)
+        # images take the same path: encoder(images) == project(features(images))
+        x = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
+        assert torch.allclose(enc(x), enc.head(enc.standardize(enc.features(x))), atol=1e-5)
+    # saved with the model; a state dict written before the buffers existed loads as identity
+    state = model.state_dict()
+    fresh = MclSTExp(small_config(backbone="test_resnet"))
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.image_encoder.feature_shift, enc.feature_shift)
+    old = {k: v for k, v in state.items() if "feature_s" not in k}
+    fresh.load_state_dict(old)
+    assert fresh.image_encoder.feature_shift.eq(0).all()
+    assert fresh.image_encoder.feature_scale.eq(1).all()
+    with pytest.raises(ValueError, match="features must be"):
+        enc.fit_feature_standardization(torch.zeros(3, enc.num_features + 1))
+    with pytest.raises(ValueError, match="NaN"):
+        enc.fit_feature_standardization(torch.full((3, enc.num_features), float("nan")))
+
+
 # ----------------------------------------------------------------------------- presets
 
 
@@ -287,6 +347,7 @@ def test_presets() -> None:
     assert dt.expression_normalization == "default"
     _cm, ct = load_preset("cpu", train__epochs=2)
     assert ct.freeze_backbone and ct.epochs == 2 and _cm.pooling == "multiscale"
+    assert _cm.feature_views == "dihedral" and dm.feature_views == "single"
     with pytest.raises(ValueError, match="unknown preset"):
         load_preset("nope")
     with pytest.raises(ValueError, match="unknown TrainConfig field"):

@@ -212,6 +212,14 @@ def test_frozen_encoder_mode_trains_heads_only_and_caches_features(sections, tmp
     assert len(files) == 2
     feats = np.load(files[0])
     assert feats.shape == (sections[0].n_obs, result.model.image_encoder.num_features)
+    # the head sees features standardised with the training spots' mean and sd (saved as buffers)
+    both = np.concatenate([np.load(f) for f in files]).astype(np.float64)
+    enc = result.model.image_encoder
+    np.testing.assert_allclose(enc.feature_shift.numpy(), both.mean(0), rtol=1e-5, atol=1e-6)
+    sd = both.std(0)
+    varying = sd > 1e-6 * sd.max()
+    np.testing.assert_allclose(enc.feature_scale.numpy()[varying], sd[varying], rtol=1e-5)
+    assert init.image_encoder.feature_scale.eq(1).all()  # identity until frozen training sets it
     # embeddings from cached features == embeddings from patches (eval mode, no augmentation)
     np.testing.assert_allclose(
         embed_patches(result.model, None, frozen_features=feats),

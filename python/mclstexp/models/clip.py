@@ -57,6 +57,7 @@ class MclSTExp(nn.Module):
             normalization=config.image_normalization,
             head_dropout=config.head_dropout,
             pooling=config.pooling,
+            feature_views=config.feature_views,
         )
         self.spot_encoder = SpotEncoder(
             config.n_genes,
@@ -95,7 +96,7 @@ class MclSTExp(nn.Module):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Image embeddings ``(N, D)``; 2-D float input = precomputed backbone features."""
         if images.dim() == 2:
-            return self.image_encoder.head(images.float())  # (N, F) -> (N, D)
+            return self.image_encoder.project(images.float())  # (N, F) -> (N, D)
         return self.image_encoder(images)  # (N, D)
 
     def encode_spots(

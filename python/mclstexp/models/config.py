@@ -57,6 +57,12 @@ class ModelConfig:
         ``"multiscale"`` (the mean of every stage's feature map, concatenated: better frozen
         features from a backbone without pretrained weights, see
         :class:`mclstexp.models.image_encoder.MultiScalePool`).
+    feature_views
+        ``"single"`` (the patch as it is; the method) or ``"dihedral"``: the backbone features are
+        the mean over the patch's 8 rotations and flips, in training and at inference alike, so
+        the encoder is exactly invariant to the orientation of the slide (H&E has none). The
+        frozen-encoder analogue of flip/rotation augmentation, which frozen features cannot get;
+        it costs 8 backbone passes per patch.
     image_normalization
         ``"none"`` (images in [0, 1], the original), ``"imagenet"`` or ``"backbone"`` (the timm
         model's own mean/std).
@@ -98,6 +104,7 @@ class ModelConfig:
     weights: str | None = None
     drop_final_activation: bool = False
     pooling: Literal["global", "multiscale"] = "global"
+    feature_views: Literal["single", "dihedral"] = "single"
     image_normalization: Literal["none", "imagenet", "backbone"] = "imagenet"
     n_genes: int = 0
     embed_dim: int = 256
@@ -123,6 +130,11 @@ class ModelConfig:
         if self.pooling not in ("global", "multiscale"):
             raise ValueError(
                 f"ModelConfig.pooling must be 'global' or 'multiscale', got {self.pooling!r}"
+            )
+        if self.feature_views not in ("single", "dihedral"):
+            raise ValueError(
+                "ModelConfig.feature_views must be 'single' or 'dihedral', "
+                f"got {self.feature_views!r}"
             )
         if self.image_normalization not in ("none", "imagenet", "backbone"):
             raise ValueError(

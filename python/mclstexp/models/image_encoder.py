@@ -186,11 +186,17 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
 
 
 class ImageEncoder(nn.Module):
-    """Backbone features -> projection head.
+    """Backbone features -> standardisation -> projection head.
 
     Images enter as ``uint8`` ``(B, H, W, 3)`` or ``(B, 3, H, W)`` (scaled to [0, 1]) or as float
     ``(B, 3, H, W)`` already in [0, 1]; the configured mean/std is applied inside the model (so the
     host sends compact uint8 batches to the device).
+
+    Between backbone and head the features are standardised with a per-feature shift and scale
+    (buffers saved with the model). They are the identity unless set by
+    :meth:`fit_feature_standardization`, which frozen-encoder training calls with the training
+    spots' features: the stages of a frozen backbone without pretrained weights differ in scale by
+    orders of magnitude, and an unstandardised head then learns mostly from the largest ones.
 
     Parameters
     ----------
@@ -206,6 +212,9 @@ class ImageEncoder(nn.Module):
         Dropout of the projection head.
     pooling
         ``"global"`` or ``"multiscale"``, see :func:`build_backbone`.
+    feature_views
+        ``"single"`` or ``"dihedral"`` (features averaged over the 8 rotations and flips of the
+        patch; see :class:`mclstexp.models.ModelConfig`).
 
     Examples
     --------
@@ -216,6 +225,8 @@ class ImageEncoder(nn.Module):
 
     mean: torch.Tensor
     std: torch.Tensor
+    feature_shift: torch.Tensor
+    feature_scale: torch.Tensor
 
     def __init__(
         self,
@@ -227,8 +238,12 @@ class ImageEncoder(nn.Module):
         normalization: str = "imagenet",
         head_dropout: float = 0.0,
         pooling: str = "global",
+        feature_views: str = "single",
     ) -> None:
         super().__init__()
+        if feature_views not in ("single", "dihedral"):
+            raise ValueError(f"feature_views must be 'single' or 'dihedral', got {feature_views!r}")
+        self.feature_views = feature_views
         self.backbone = build_backbone(
             backbone,
             weights=weights,
@@ -250,7 +265,63 @@ class ImageEncoder(nn.Module):
             )
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("feature_shift", torch.zeros(self.num_features))
+        self.register_buffer("feature_scale", torch.ones(self.num_features))
         self.head = ProjectionHead(self.num_features, embed_dim, head_dropout)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # Checkpoints written before the standardisation existed: it was the identity.
+        state_dict.setdefault(prefix + "feature_shift", torch.zeros_like(self.feature_shift))
+        state_dict.setdefault(prefix + "feature_scale", torch.ones_like(self.feature_scale))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    @torch.no_grad()
+    def fit_feature_standardization(self, features: torch.Tensor) -> None:
+        """Set the shift and scale to the mean and standard deviation of ``features`` ``(N, F)``.
+
+        A feature that is constant over the ``N`` rows keeps the scale 1 (it is only centred).
+
+        Examples
+        --------
+        >>> enc = ImageEncoder("test_resnet", embed_dim=4)
+        >>> f = torch.randn(50, enc.num_features) * 7 + 3
+        >>> enc.fit_feature_standardization(f)
+        >>> z = enc.standardize(f)
+        >>> float(z.mean(0).abs().max()) < 1e-4, float((z.std(0) - 1).abs().max()) < 0.02
+        (True, True)
+        """
+        f = torch.as_tensor(features, dtype=torch.float64)
+        if f.dim() != 2 or f.shape[1] != self.num_features or f.shape[0] < 1:
+            raise ValueError(
+                f"features must be (N >= 1, {self.num_features}), got {tuple(f.shape)}"
+            )
+        if not torch.isfinite(f).all():
+            raise ValueError("features contain NaN or infinite values")
+        mean = f.mean(0)
+        std = f.std(0, unbiased=False)
+        floor = 1e-6 * float(std.max()) if float(std.max()) > 0 else 1.0
+        scale = torch.where(std > floor, std, torch.ones_like(std))
+        self.feature_shift.copy_(mean.to(self.feature_shift))
+        self.feature_scale.copy_(scale.to(self.feature_scale))
+
+    def standardize(self, features: torch.Tensor) -> torch.Tensor:
+        """``(features - shift) / scale``, ``(B, F)``."""
+        return (features - self.feature_shift) / self.feature_scale
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``(B, F)`` -> embeddings ``(B, D)`` (standardisation + head)."""
+        return self.head(self.standardize(features))
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8/float images -> normalised float ``(B, 3, H, W)``."""
@@ -263,8 +334,12 @@ class ImageEncoder(nn.Module):
         return (images - self.mean) / self.std
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features ``(B, F)``."""
-        return self.backbone(self.prepare(images))
+        """Pooled backbone features ``(B, F)`` (averaged over 8 views when ``"dihedral"``)."""
+        x = self.prepare(images)  # (B, 3, H, W)
+        if self.feature_views == "single":
+            return self.backbone(x)
+        views = [torch.rot90(v, q, dims=(2, 3)) for v in (x, x.flip(3)) for q in range(4)]
+        return torch.stack([self.backbone(v).float() for v in views]).mean(0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))  # (B, D)
+        return self.project(self.features(images))  # (B, D)

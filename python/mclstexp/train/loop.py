@@ -290,6 +290,7 @@ def _frozen_features(
         "weights": cfg.weights,
         "drop_final_activation": cfg.drop_final_activation,
         "pooling": cfg.pooling,
+        "feature_views": cfg.feature_views,
         "image_normalization": cfg.image_normalization,
         "sections": [[s.name, s.n_obs, list(s.patch_shape)] for s in sections],
     }
@@ -442,6 +443,8 @@ def train_model(
                 )
         else:
             features = _frozen_features(model, secs, run_dir, dev, info, progress)
+        # Frozen features never change: standardise them once, from the training spots only.
+        model.image_encoder.fit_feature_standardization(torch.from_numpy(np.concatenate(features)))
     model.to(dev)
     if dev.type == "cuda":
         model.image_encoder.to(memory_format=torch.channels_last)
