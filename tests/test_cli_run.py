@@ -28,6 +28,8 @@ def tiny_run(tmp_path_factory):
             "3",
             "--n-spots",
             "60",
+            "--data-seed",
+            "3",
             "--holdout",
             "A1",
             "--epochs",
@@ -48,6 +50,7 @@ def test_run_writes_every_output(tiny_run) -> None:
     out, _ = tiny_run
     config = json.loads((out / "config.json").read_text())
     assert config["dataset"] == "synthetic" and config["folds"] == [["A1"]]
+    assert config["dataset_params"]["seed"] == 3 and config["dataset_params"]["n_spots"] == 60
     metrics = json.loads((out / "metrics.json").read_text())
     methods = {r["method"] for r in metrics["records"]}
     assert {"mclstexp[cpu]", "training_mean", "colour_ridge", "library_size"} <= methods
@@ -73,7 +76,9 @@ def test_predict_reproduces_the_saved_predictions(tiny_run, tmp_path) -> None:
     from mclstexp.datasets import synthetic
 
     section = next(
-        a for a in synthetic(data, n_sections=3, n_spots=60) if a.uns["mclstexp"]["section"] == "A1"
+        a
+        for a in synthetic(data, n_sections=3, n_spots=60, seed=3)
+        if a.uns["mclstexp"]["section"] == "A1"
     )
     section.uns["mclstexp"].pop("synthetic", None)
     section.write_h5ad(tmp_path / "A1.h5ad")
@@ -145,3 +150,8 @@ def test_dense_prediction_over_tissue_grid(tiny_run, tmp_path) -> None:
     assert np.isfinite(np.asarray(dense.X)).all()
     with Image.open(pred_path.with_suffix(".png")) as im:
         assert im.size[0] > 300
+
+
+def test_run_refuses_synthetic_only_options_for_her2st(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit, match="--data-seed apply to the synthetic dataset only"):
+        main(["run", "her2st", "--root", str(tmp_path), "--data-seed", "1"])

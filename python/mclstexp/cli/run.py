@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sections", nargs="+", help="section ids to use (her2st: C2..C6)")
     parser.add_argument("--n-sections", type=int, help="synthetic only: number of sections")
     parser.add_argument("--n-spots", type=int, help="synthetic only: spots per section")
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        help="synthetic only: generator seed (default 0); another seed is an independent draw "
+        "of slides and counts, e.g. to choose settings without touching the default data",
+    )
     parser.add_argument("--holdout", nargs="+", help="held-out section(s), one fold each")
     parser.add_argument(
         "--folds",
@@ -78,10 +84,16 @@ def _run(args: argparse.Namespace) -> int:
     from mclstexp.workflow import load_dataset, run_experiment
 
     started = time.perf_counter()
+    synthetic_only = {"--n-sections": args.n_sections, "--n-spots": args.n_spots}
+    synthetic_only["--data-seed"] = args.data_seed
+    given = [flag for flag, value in synthetic_only.items() if value is not None]
+    if args.dataset != "synthetic" and given:
+        raise SystemExit(f"mclstexp run: {', '.join(given)} apply to the synthetic dataset only")
     dataset = load_dataset(
         args.dataset,
         root=args.root,
         sections=args.sections,
+        seed=args.data_seed or 0,
         n_sections=args.n_sections,
         n_spots=args.n_spots,
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mclstexp import _keys
 from mclstexp.workflow.dataset import DatasetSpec, section_id
 from mclstexp.workflow.fold import TARGETS, FoldOutcome, run_fold
 
@@ -124,6 +125,7 @@ def run_experiment(
     config = {
         "package_version": __version__,
         "dataset": dataset.name,
+        "dataset_params": _generator_params(dataset),
         "sections": dataset.section_names,
         "presets": list(presets),
         "seeds": [int(s) for s in seeds],
@@ -220,6 +222,15 @@ def run_experiment(
     (out_dir / "results.txt").write_text(result.table + "\n")
     result.files["results"] = out_dir / "results.txt"
     return result
+
+
+def _generator_params(dataset: DatasetSpec) -> dict[str, Any] | None:
+    """The synthetic generator's arguments (seed, sizes), so a run names the exact data drawn."""
+    if not dataset.sections:
+        return None
+    synthetic = dataset.sections[0].uns.get(_keys.UNS, {}).get("synthetic")
+    params = synthetic.get("params") if isinstance(synthetic, dict) else None
+    return _jsonable(params) if isinstance(params, dict) else None
 
 
 def _jsonable(value: Any) -> Any:
