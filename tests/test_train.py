@@ -229,6 +229,10 @@ def test_frozen_encoder_mode_trains_heads_only_and_caches_features(sections, tmp
     mtime = files[0].stat().st_mtime_ns
     train_model(sections[:2], cfg, run_dir=tmp_path, progress=False, resume=False)
     assert files[0].stat().st_mtime_ns == mtime  # reused, not recomputed
+    # other feature views are other features: the cache is recomputed, not reused
+    dihedral = (tiny_model(feature_views="dihedral"), cfg[1])
+    train_model(sections[:2], dihedral, run_dir=tmp_path, progress=False, resume=False)
+    assert not np.array_equal(np.load(files[0]), feats)
 
 
 @pytest.mark.parametrize("sequence", ["neighbourhood", "batch"])
