@@ -15,8 +15,9 @@ A preset is a JSON file ``{"model": {...}, "train": {...}}`` in ``mclstexp/model
     the data, attention sequences built from spatial neighbourhoods within a section (identical in
     training and inference), negatives gathered across GPUs.
 ``cpu``
-    Small and fast for a CPU: a frozen ResNet-18 backbone (features computed once per patch), the
-    ``default`` spot encoder, 15 epochs.
+    Small and fast for a CPU: a frozen ResNet-18 backbone (features computed once per patch,
+    pooled over every stage and averaged over the patch's 8 rotations and flips), the ``default``
+    spot encoder, 15 epochs. Frozen features are standardised on the training spots.
 
 Examples
 --------
