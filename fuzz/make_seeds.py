@@ -1,4 +1,5 @@
-"""Write small valid slides (the seed corpus of the fuzz target) to fuzz/seeds/.
+"""Small valid slides: the fuzz target's seed corpus (fuzz/seeds/, not tracked) and the inputs of
+the mutation test ``tests/test_slide_mutations.py``, which imports :func:`seed_files`.
 
 Run from the repository root: ``python fuzz/make_seeds.py``. The malformed regression files in
 tests/data/malformed/ are seeds too (see fuzz/README.md).
@@ -16,8 +17,8 @@ from PIL import Image
 OUT = Path(__file__).parent / "seeds"
 
 
-def main() -> None:
-    OUT.mkdir(exist_ok=True)
+def seed_files() -> dict[str, bytes]:
+    """File name -> bytes of one small valid file per format the native reader handles."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:48, 0:40]
     img = np.stack([xx * 6, yy * 5, (xx + yy) * 3], -1).astype(np.uint8)
@@ -60,7 +61,12 @@ def main() -> None:
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format=fmt)
         seeds[name] = buf.getvalue()
-    for name, data in seeds.items():
+    return seeds
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for name, data in seed_files().items():
         (OUT / name).write_bytes(data)
         print(f"{name}: {len(data)} bytes")
 
