@@ -7,8 +7,9 @@ predictors built on the colour ridge's 33 patch colour/texture features:
 - ``colour_ridge``: the reference row of ``mclstexp run`` (linear ridge);
 - ``rbf_kernel_ridge``: a non-linear (RBF kernel) ridge on the standardised features, its two
   hyper-parameters chosen by leave-one-training-section-out CV (never the held-out section);
-- ``knn50_in_ridge_space``: retrieval as the model does it (mean of the K = 50 nearest training
-  spots' measured expression), with the linear ridge's predictions as the embedding, so the only
+- ``knn50_in_ridge_space``: retrieval as the model does it (the package's exact top-k cosine
+  index, then the mean of the K = 50 nearest training spots' measured expression), with the
+  linear ridge's predictions, centred on their training mean, as the embedding; so the only
   difference from ``colour_ridge`` is "average of neighbours" against "linear fit".
 
 If the kernel ridge barely beats the linear one, the colour features already hold nearly all of
@@ -29,18 +30,13 @@ import numpy as np
 
 from mclstexp import metrics as M
 from mclstexp.baselines import ColourRidgeBaseline, patch_colour_features
+from mclstexp.retrieval import ExactIndex
 from mclstexp.workflow import load_dataset
 from mclstexp.workflow.experiment import tile_dataset
-from mclstexp.workflow.fold import normalized, select_fold_genes
+from mclstexp.workflow.fold import _dense, normalized, select_fold_genes
 
 GAMMAS = (0.003, 0.01, 0.03)
 ALPHAS = (0.1, 1.0)
-
-
-def target(adata: object, genes: list[str]) -> np.ndarray:
-    """The default target (per-spot normalised log1p) of ``genes``, dense."""
-    x = normalized(adata, genes, "default").X
-    return np.asarray(x.todense() if hasattr(x, "todense") else x, dtype=np.float64)
 
 
 def acg(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -77,9 +73,11 @@ def choose_rbf(xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[float, float
 
 
 def knn_mean(query: np.ndarray, keys: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
-    """Mean of the values of the k nearest keys (squared L2) of every query row."""
-    d = (query**2).sum(1)[:, None] - 2 * query @ keys.T + (keys**2).sum(1)[None]
-    nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
+    """Mean of the values of the k most cosine-similar keys of every query row (keys and queries
+    centred on the keys' mean, so the cosine compares deviations, not the shared mean profile)."""
+    centre = keys.mean(0)
+    index = ExactIndex(np.ascontiguousarray(keys - centre, dtype=np.float32))
+    _, nearest = index.search(np.ascontiguousarray(query - centre, dtype=np.float32), k=k)
     return values[nearest].mean(1)
 
 
@@ -98,9 +96,9 @@ def main() -> None:
     for test in names:
         train = [n for n in names if n != test]
         genes = select_fold_genes(dataset, [dataset.section(n) for n in train])
-        ys = [target(dataset.section(n), genes) for n in train]
+        ys = [_dense(normalized(dataset.section(n), genes, "default").X) for n in train]
         xs = [features[n] for n in train]
-        y_test = target(dataset.section(test), genes)
+        y_test = _dense(normalized(dataset.section(test), genes, "default").X)
         groups = np.concatenate([np.full(len(y), i) for i, y in enumerate(ys)])
         ridge = ColourRidgeBaseline().fit(np.concatenate(xs), np.concatenate(ys), groups=groups)
         linear = ridge.predict(features[test])

@@ -84,9 +84,15 @@ def _run(args: argparse.Namespace) -> int:
     from mclstexp.workflow import load_dataset, run_experiment
 
     started = time.perf_counter()
-    synthetic_only = {"--n-sections": args.n_sections, "--n-spots": args.n_spots}
-    synthetic_only["--data-seed"] = args.data_seed
-    given = [flag for flag, value in synthetic_only.items() if value is not None]
+    given = [
+        flag
+        for flag, value in (
+            ("--n-sections", args.n_sections),
+            ("--n-spots", args.n_spots),
+            ("--data-seed", args.data_seed),
+        )
+        if value is not None
+    ]
     if args.dataset != "synthetic" and given:
         raise SystemExit(f"mclstexp run: {', '.join(given)} apply to the synthetic dataset only")
     dataset = load_dataset(
