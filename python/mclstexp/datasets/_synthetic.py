@@ -2,13 +2,27 @@
 
 Each section is a small tiled, JPEG-compressed pyramidal TIFF (3 levels, 256 px tiles, microns per
 pixel in the resolution tags and in a JSON ``ImageDescription``) showing H&E-like tissue: smooth
-regions of four types (``tumour``, ``stroma``, ``immune``, ``adipose``) with distinct colours and
-nuclei at different densities and sizes, on a white background. Spots sit on a square grid
-(legacy ST layout, ids ``"<col>x<row>"``) over the tissue. Their counts are negative-binomial with a
-mean that depends on what lies under the spot (region fractions, nuclei density, eosin intensity),
-on its position, on the patient (a small batch effect) and on a per-spot sequencing depth, so a
-model that looks at the image can learn them. The ground truth behind each spot is kept
+regions of four types (``tumour``, ``stroma``, ``immune``, ``adipose``) on a white background.
+Spots sit on a square grid (legacy ST layout, ids ``"<col>x<row>"``) over the tissue. Their counts
+are negative-binomial with a mean that depends on what lies under the spot (region fractions,
+cellularity, eosin intensity), on its position, on the patient (a small batch effect) and on a
+per-spot sequencing depth. The ground truth behind each spot is kept
 (``obsm["synthetic_regions"]``, ``obs["label"]`` = dominant region, a region map in ``uns``).
+
+How the regions look (generator version 2). As in real H&E, the cell type shows in the *shape and
+size* of the nuclei more than in the stain colour (sizes below at the default 2 um per pixel):
+
+- tumour, stroma and immune regions share one eosin colour and one haematoxylin colour, and have
+  the same expected nuclear area fraction (about 14 %), so their mean colour is nearly the same;
+- tumour: large oval nuclei (about 14 x 11 um), randomly oriented;
+- stroma: spindle nuclei (about 21 x 4 um) aligned with a smooth local fibre direction;
+- immune: small round dense-packed nuclei (about 6 um, lymphocytes);
+- adipose: large empty vacuoles (fat cells) between thin pink membranes, few flat nuclei.
+
+Cellularity (a smooth field) scales the nuclear density of every region, and the eosin field shades
+the stain, so part of the signal is also visible in simple colour statistics. Version 1 (until
+commit 9dde82a) gave each region its own colour, which made expression nearly linear in a patch's
+colour statistics.
 
 The same arguments give the same bytes (TIFF and counts). Files are cached under ``root`` (default
 ``$MCLSTEXP_CACHE_DIR`` or ``~/.cache/mclstexp``, then ``synthetic/<hash of the arguments>``) and
@@ -36,20 +50,27 @@ from mclstexp.exceptions import CacheMismatchError
 REGIONS: tuple[str, ...] = ("tumour", "stroma", "immune", "adipose")
 BACKGROUND = 255  # value of the region map outside the tissue
 
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 _TILE = 256
 _N_LEVELS = 3
 _LOWRES = 4  # the region / tissue maps are computed at 1/4 scale
 
-# Base (eosin) colour of each region, RGB; nuclei colour (haematoxylin); glass.
-_REGION_RGB = np.array(
-    [[200, 132, 190], [236, 168, 198], [226, 184, 214], [249, 240, 244]], dtype=np.float32
-)
+# Stain colours, RGB: eosin (cytoplasm, stroma), haematoxylin (nuclei), glass (and fat vacuoles).
+_EOSIN_RGB = np.array([226, 160, 202], dtype=np.float32)
 _NUCLEUS_RGB = np.array([70, 44, 128], dtype=np.float32)
 _GLASS_RGB = np.array([244, 242, 241], dtype=np.float32)
-# Nuclei per 1000 px^2 (at full resolution) and whether they are large (tumour) or small.
-_NUCLEI_DENSITY = np.array([7.0, 1.2, 12.0, 0.3], dtype=np.float64)
-_NUCLEI_LARGE = np.array([True, False, False, False])
+# Nuclear semi-axes (px at level 0, 2 um/px by default) per region, whether the nuclei follow the
+# local fibre direction, and their density (per 1000 px^2). Tumour, stroma and immune get the same
+# expected nuclear area fraction, so that only the nuclei's shape and size tell them apart.
+_NUCLEUS_AXES = np.array([[3.4, 2.7], [5.2, 1.1], [1.6, 1.6], [4.0, 1.0]], dtype=np.float64)
+_NUCLEUS_ALIGNED = np.array([False, True, False, True])
+_NUCLEAR_AREA_FRACTION = 0.14
+_NUCLEI_DENSITY = np.r_[
+    1000.0 * _NUCLEAR_AREA_FRACTION / (np.pi * _NUCLEUS_AXES[:3].prod(axis=1)), 0.5
+]
+_NUCLEUS_OPACITY = 0.92
+# Fat cells: Voronoi cells of a jittered grid (pitch, jitter, membrane width in px at level 0).
+_FAT_PITCH, _FAT_JITTER, _FAT_MEMBRANE = 24, 6.0, 2.0
 # Prior weight of each region in the region fields (adipose rarer).
 _REGION_BIAS = np.array([0.15, 0.2, 0.0, -0.25], dtype=np.float32)
 
@@ -287,12 +308,11 @@ class _Section:
         # Nuclei counts per low-res cell: Poisson with region- and cellularity-dependent rate.
         reg = np.minimum(region, len(REGIONS) - 1)
         rate = _NUCLEI_DENSITY[reg] / 1000.0 * (_LOWRES**2) * np.exp(0.35 * self.cell_lr)
-        rate = np.where(self.tissue, rate, 0.0)
-        self.nuclei_lr = rng.poisson(rate).astype(np.int32)
+        nuclei_lr = rng.poisson(np.where(self.tissue, rate, 0.0))
+        fibre_lr = _upsample(_smooth_field(rng, (coarse, coarse), 2.0), (lr, lr)) * 1.3
 
-        # Render the full-resolution image.
-        rgb_lr = _REGION_RGB[reg] * (1.0 - 0.05 * self.eosin_lr[..., None])
-        rgb_lr = rgb_lr * patient_shift[None, None, :]
+        # Render the full-resolution image: eosin ground, stain texture, fat vacuoles, nuclei.
+        rgb_lr = _EOSIN_RGB * (1.0 - 0.05 * self.eosin_lr[..., None]) * patient_shift
         rgb_lr = np.where(self.tissue[..., None], rgb_lr, _GLASS_RGB)
         soft = gaussian_filter(self.tissue.astype(np.float32), 1.5)
         rgb_lr = soft[..., None] * rgb_lr + (1 - soft[..., None]) * _GLASS_RGB
@@ -300,25 +320,10 @@ class _Section:
         texture = gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 1.2)
         texture *= np.repeat(np.repeat(9.0 * soft, _LOWRES, 0), _LOWRES, 1)
         img += texture[..., None]
-
-        cy, cx = np.nonzero(self.nuclei_lr)
-        reps = self.nuclei_lr[cy, cx]
-        ny = np.repeat(cy, reps) * _LOWRES + rng.uniform(0, _LOWRES, reps.sum())
-        nx = np.repeat(cx, reps) * _LOWRES + rng.uniform(0, _LOWRES, reps.sum())
-        large = _NUCLEI_LARGE[reg[np.repeat(cy, reps), np.repeat(cx, reps)]]
-        # One blur of weighted points: a heavier point crosses the threshold over a larger disc.
-        pts = np.zeros((size, size), dtype=np.float32)
-        weight = np.where(large, np.float32(2.4), np.float32(1.0))
-        np.add.at(
-            pts,
-            (np.clip(ny.astype(int), 0, size - 1), np.clip(nx.astype(int), 0, size - 1)),
-            weight,
-        )
-        sigma = 1.6
-        alpha = gaussian_filter(pts, sigma, truncate=3.0)
-        alpha *= np.float32(2.2 * 2 * np.pi * sigma * sigma)
-        alpha -= np.float32(0.35)
-        np.clip(alpha, 0.0, 0.95, out=alpha)
+        fat_lr = (region == len(REGIONS) - 1) & self.tissue
+        vacuole = _fat_vacuoles(rng, np.repeat(np.repeat(fat_lr, _LOWRES, 0), _LOWRES, 1))
+        img += vacuole[..., None] * (_GLASS_RGB - img)
+        alpha = _nuclei_alpha(rng, size, nuclei_lr, reg, fibre_lr)
         nucleus = (_NUCLEUS_RGB * patient_shift).astype(np.float32)
         img += alpha[..., None] * (nucleus - img)
         img += 3.0 * rng.standard_normal(img.shape, dtype=np.float32)
@@ -332,7 +337,6 @@ class _Section:
         yy, xx = np.mgrid[0:lr, 0:lr]
         n = keep.size
         self.fractions = np.zeros((n, len(REGIONS)), dtype=np.float64)
-        self.nuclei = np.zeros(n, dtype=np.float64)
         self.eosin = np.zeros(n, dtype=np.float64)
         self.cell = np.zeros(n, dtype=np.float64)
         for i, (x, y) in enumerate(self.xy / _LOWRES):
@@ -342,7 +346,6 @@ class _Section:
             reg_d = self.region_lr[y0:y1, x0:x1][disc]
             counts = np.bincount(reg_d[reg_d != BACKGROUND], minlength=len(REGIONS))
             self.fractions[i] = counts / max(1, disc.sum())
-            self.nuclei[i] = self.nuclei_lr[y0:y1, x0:x1][disc].sum()
             self.eosin[i] = self.eosin_lr[y0:y1, x0:x1][disc].mean()
             self.cell[i] = self.cell_lr[y0:y1, x0:x1][disc].mean()
 
@@ -355,6 +358,70 @@ class _Section:
             down = (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) // 4
             levels.append(down.astype(np.uint8))
         return levels
+
+
+def _fat_vacuoles(rng: np.random.Generator, fat: np.ndarray) -> np.ndarray:
+    """Opacity (0..1) of fat-cell vacuoles over the ``fat`` mask: Voronoi cells of jittered grid
+    points, empty inside and separated by thin membranes (where the two nearest points are about
+    equally far)."""
+    from scipy.spatial import cKDTree
+
+    size = fat.shape[0]
+    centres = np.arange(_FAT_PITCH / 2, size, _FAT_PITCH, dtype=np.float64)
+    gy, gx = (g.ravel() for g in np.meshgrid(centres, centres, indexing="ij"))
+    jitter = rng.uniform(-_FAT_JITTER, _FAT_JITTER, size=(2, gy.size))
+    tree = cKDTree(np.column_stack([gy + jitter[0], gx + jitter[1]]))
+    out = np.zeros(fat.shape, dtype=np.float32)
+    py, px = np.nonzero(fat)
+    if py.size:
+        dist, _ = tree.query(np.column_stack([py + 0.5, px + 0.5]), k=2)
+        gap = dist[:, 1] - dist[:, 0]  # 0 on a cell border
+        out[py, px] = np.clip((gap - _FAT_MEMBRANE) / 1.5, 0.0, 1.0) * 0.97
+    return out
+
+
+def _nuclei_alpha(
+    rng: np.random.Generator,
+    size: int,
+    counts_lr: np.ndarray,
+    region_lr: np.ndarray,
+    fibre_lr: np.ndarray,
+    chunk: int = 8192,
+) -> np.ndarray:
+    """Haematoxylin opacity of the nuclei: one soft-edged ellipse per nucleus.
+
+    ``counts_lr`` nuclei fall uniformly in each low-resolution cell; each takes its region's
+    semi-axes (x a small log-normal size variation) and an orientation, the local fibre direction
+    (stroma, adipose) or a random one. Ellipses are rasterised analytically at sub-pixel centres,
+    ``chunk`` nuclei at a time (bounded memory), and summed with saturation.
+    """
+    cy, cx = np.nonzero(counts_lr)
+    reps = counts_lr[cy, cx]
+    cy, cx = np.repeat(cy, reps), np.repeat(cx, reps)
+    n = cy.size
+    y = cy * _LOWRES + rng.uniform(0, _LOWRES, n)
+    x = cx * _LOWRES + rng.uniform(0, _LOWRES, n)
+    kind = region_lr[cy, cx]
+    scale = rng.lognormal(0.0, 0.12, n)
+    a, b = _NUCLEUS_AXES[kind, 0] * scale, _NUCLEUS_AXES[kind, 1] * scale
+    theta = np.where(
+        _NUCLEUS_ALIGNED[kind], fibre_lr[cy, cx] + rng.normal(0.0, 0.2, n), rng.uniform(0, np.pi, n)
+    )
+    half = int(np.ceil(_NUCLEUS_AXES.max())) + 1
+    off = np.arange(-half, half + 1)
+    oy, ox = (o.ravel() for o in np.meshgrid(off, off, indexing="ij"))
+    alpha = np.zeros(size * size, dtype=np.float64)
+    for s in range(0, n, chunk):
+        sl = slice(s, min(n, s + chunk))
+        py = np.floor(y[sl]).astype(np.int64)[:, None] + oy
+        px = np.floor(x[sl]).astype(np.int64)[:, None] + ox
+        dy, dx = py + 0.5 - y[sl, None], px + 0.5 - x[sl, None]
+        cos, sin = np.cos(theta[sl])[:, None], np.sin(theta[sl])[:, None]
+        r2 = ((dx * cos + dy * sin) / a[sl, None]) ** 2 + ((dy * cos - dx * sin) / b[sl, None]) ** 2
+        value = np.clip((1.0 - r2) * 2.5, 0.0, 1.0)
+        inside = (value > 0) & (py >= 0) & (py < size) & (px >= 0) & (px < size)
+        alpha += np.bincount((py * size + px)[inside], weights=value[inside], minlength=size * size)
+    return (np.minimum(alpha, 1.0) * _NUCLEUS_OPACITY).astype(np.float32).reshape(size, size)
 
 
 def write_pyramid_tiff(
@@ -433,7 +500,6 @@ def _gene_model(params: dict[str, Any], rng: np.random.Generator) -> dict[str, n
     return {
         "base": rng.uniform(np.log(1.0), np.log(40.0), size=g),
         "region": region_w,
-        "nuclei": rng.normal(0.0, 0.45, size=g),
         "eosin": rng.normal(0.0, 0.3, size=g),
         "cell": rng.normal(0.0, 0.25, size=g),
         "pos": rng.normal(0.0, 0.25, size=(g, 2)),
@@ -492,12 +558,10 @@ def _spots(
     slide: Path,
 ) -> AnnData:
     n = s.xy.shape[0]
-    nuclei_z = (np.log1p(s.nuclei) - 2.0) / 1.0
     pos = s.xy / s.size * 2.0 - 1.0
     log_mu = (
         genes["base"][None, :]
         + s.fractions @ genes["region"].T
-        + np.outer(nuclei_z, genes["nuclei"])
         + np.outer(s.eosin, genes["eosin"])
         + np.outer(s.cell, genes["cell"])
         + pos @ genes["pos"].T
