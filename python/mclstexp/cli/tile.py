@@ -214,7 +214,7 @@ def _run_dask(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("--dask needs dask.distributed: pip install 'mclstexp[dask]'") from err
-    from tqdm.auto import tqdm
+    from mclstexp._progress import progress_bar
 
     cluster = None
     if args.dask == "local":
@@ -234,7 +234,7 @@ def _run_dask(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
         zarr.open_group(str(args.out), mode="a")
         futures = client.map(_tile_one, jobs, pure=False)
         results = []
-        for fut in tqdm(as_completed(futures), total=len(futures), disable=args.quiet):
+        for fut in progress_bar(as_completed(futures), total=len(futures), disable=args.quiet):
             results.append(fut.result())
         return results
     finally:

@@ -309,6 +309,7 @@ class _Section:
         reg = np.minimum(region, len(REGIONS) - 1)
         rate = _NUCLEI_DENSITY[reg] / 1000.0 * (_LOWRES**2) * np.exp(0.35 * self.cell_lr)
         nuclei_lr = rng.poisson(np.where(self.tissue, rate, 0.0))
+        # local fibre direction (radians) that stromal nuclei follow
         fibre_lr = _upsample(_smooth_field(rng, (coarse, coarse), 2.0), (lr, lr)) * 1.3
 
         # Render the full-resolution image: eosin ground, stain texture, fat vacuoles, nuclei.
@@ -393,7 +394,8 @@ def _nuclei_alpha(
     ``counts_lr`` nuclei fall uniformly in each low-resolution cell; each takes its region's
     semi-axes (x a small log-normal size variation) and an orientation, the local fibre direction
     (stroma, adipose) or a random one. Ellipses are rasterised analytically at sub-pixel centres,
-    ``chunk`` nuclei at a time (bounded memory), and summed with saturation.
+    ``chunk`` nuclei at a time (memory bounded by the chunk and its band of rows), and summed
+    with saturation.
     """
     cy, cx = np.nonzero(counts_lr)
     reps = counts_lr[cy, cx]
@@ -420,7 +422,11 @@ def _nuclei_alpha(
         r2 = ((dx * cos + dy * sin) / a[sl, None]) ** 2 + ((dy * cos - dx * sin) / b[sl, None]) ** 2
         value = np.clip((1.0 - r2) * 2.5, 0.0, 1.0)
         inside = (value > 0) & (py >= 0) & (py < size) & (px >= 0) & (px < size)
-        alpha += np.bincount((py * size + px)[inside], weights=value[inside], minlength=size * size)
+        flat = (py * size + px)[inside]
+        if flat.size:
+            # nuclei come in row-major order, so a chunk touches one band of rows only
+            lo, hi = int(flat.min()), int(flat.max()) + 1
+            alpha[lo:hi] += np.bincount(flat - lo, weights=value[inside], minlength=hi - lo)
     return (np.minimum(alpha, 1.0) * _NUCLEUS_OPACITY).astype(np.float32).reshape(size, size)
 
 

@@ -522,9 +522,9 @@ def _progress_bar(progress: bool | Callable[[int], None], total: int, initial: i
         return progress
     if not progress:
         return None
-    from tqdm.auto import tqdm
+    from mclstexp._progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="patch", leave=False)
+    return progress_bar(total=total, initial=initial, desc=desc, unit="patch", leave=False)
 
 
 def _advance(bar: Any, k: int) -> None:

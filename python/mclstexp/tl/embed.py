@@ -65,9 +65,9 @@ def backbone_features(
     out = np.empty((n, enc.num_features), dtype=np.float32)
     steps = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from mclstexp._progress import progress_bar
 
-        steps = tqdm(steps, desc="backbone features", unit="batch")
+        steps = progress_bar(steps, desc="backbone features", unit="batch")
     with torch.no_grad(), _autocast(dev):
         for s in steps:
             x = torch.from_numpy(np.ascontiguousarray(patches[s : s + batch_size])).to(dev)

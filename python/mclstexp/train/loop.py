@@ -571,9 +571,11 @@ def train_model(
         epoch_keys.keys = keys
         bar = None
         if progress and info.is_main:
-            from tqdm.auto import tqdm
+            from mclstexp._progress import progress_bar
 
-            bar = tqdm(total=len(keys), desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="batch")
+            bar = progress_bar(
+                total=len(keys), desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="batch"
+            )
         loss_sum, n_steps, n_spots = 0.0, 0, 0
         t0 = time.perf_counter()
         for step, batch in enumerate(loader):
