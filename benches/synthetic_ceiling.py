@@ -2,7 +2,13 @@
 
 Leave-one-section-out on the embedded synthetic dataset (any generator seed), default target
 (per-spot normalised log1p), PCC-ACG per held-out section (a constant prediction scores 0), for
-predictors built on the colour ridge's 33 patch colour/texture features:
+an oracle and for predictors built on the colour ridge's 33 patch colour/texture features:
+
+- ``oracle_ridge``: the same linear ridge on the *true* image-visible variables behind each spot
+  (region fractions, cellularity, eosin; the generator's log-mean is linear in them), i.e. a
+  perfect reader of the image with a linear head: the headroom left to any image model;
+- ``oracle_knn50``: retrieval on that perfect reading (as ``knn50_in_ridge_space`` below, in the
+  oracle ridge's output space): what averaging K neighbours costs even with perfect features;
 
 - ``colour_ridge``: the reference row of ``mclstexp run`` (linear ridge);
 - ``rbf_kernel_ridge``: a non-linear (RBF kernel) ridge on the standardised features, its two
@@ -28,6 +34,7 @@ from itertools import product
 
 import numpy as np
 
+from mclstexp import _keys as K
 from mclstexp import metrics as M
 from mclstexp.baselines import ColourRidgeBaseline, patch_colour_features
 from mclstexp.retrieval import ExactIndex
@@ -81,6 +88,14 @@ def knn_mean(query: np.ndarray, keys: np.ndarray, values: np.ndarray, k: int) ->
     return values[nearest].mean(1)
 
 
+def true_state(adata) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The image-visible variables of each spot: region fractions, cellularity, eosin."""
+    obs = adata.obs
+    return np.column_stack(
+        [adata.obsm[K.SYNTH_REGIONS], obs[K.SYNTH_CELLULARITY], obs[K.SYNTH_EOSIN]]
+    ).astype(np.float64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-seed", type=int, default=0, help="synthetic generator seed")
@@ -106,7 +121,13 @@ def main() -> None:
         x_train, y_train = np.concatenate(xs), np.concatenate(ys)
         kernel = rbf_fit_predict(x_train, y_train, features[test], gamma, alpha)
         knn = knn_mean(linear, ridge.predict(x_train), y_train, args.k)
+        states = [true_state(dataset.section(n)) for n in train]
+        oracle = ColourRidgeBaseline().fit(np.concatenate(states), y_train, groups=groups)
+        oracle_pred = oracle.predict(true_state(dataset.section(test)))
+        oracle_knn = knn_mean(oracle_pred, oracle.predict(np.concatenate(states)), y_train, args.k)
         for name, pred in (
+            ("oracle_ridge", oracle_pred),
+            (f"oracle_knn{args.k}", oracle_knn),
             ("colour_ridge", linear),
             ("rbf_kernel_ridge", kernel),
             (f"knn{args.k}_in_ridge_space", knn),

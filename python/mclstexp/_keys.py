@@ -23,3 +23,5 @@ UNS_SPOT_DIAMETER_PX = "spot_diameter_px"  # uns[UNS]: spot diameter in full-res
 UNS_NORMALIZATION = "normalization"  # uns[UNS]: how X was normalised (flavor, constants, zeros)
 UNS_SOURCE = "source"  # uns[UNS]: the file(s) the section was read from
 SYNTH_REGIONS = "synthetic_regions"  # obsm: synthetic ground truth, region fractions under a spot
+SYNTH_CELLULARITY = "synthetic_cellularity"  # obs: synthetic ground truth, mean cellularity field
+SYNTH_EOSIN = "synthetic_eosin"  # obs: synthetic ground truth, mean eosin-intensity field

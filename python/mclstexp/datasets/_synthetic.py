@@ -7,7 +7,8 @@ Spots sit on a square grid (legacy ST layout, ids ``"<col>x<row>"``) over the ti
 are negative-binomial with a mean that depends on what lies under the spot (region fractions,
 cellularity, eosin intensity), on its position, on the patient (a small batch effect) and on a
 per-spot sequencing depth. The ground truth behind each spot is kept
-(``obsm["synthetic_regions"]``, ``obs["label"]`` = dominant region, a region map in ``uns``).
+(``obsm["synthetic_regions"]``, ``obs["label"]`` = dominant region, the spot's mean cellularity and
+eosin fields in ``obs["synthetic_cellularity"/"synthetic_eosin"]``, a region map in ``uns``).
 
 How the regions look (generator version 2). As in real H&E, the cell type shows in the *shape and
 size* of the nuclei more than in the stain colour (sizes below at the default 2 um per pixel):
@@ -145,8 +146,10 @@ def synthetic(
         One per section, in order, following the package's AnnData contract: raw counts in ``X``
         (CSR float32), ``obsm["spatial"]`` pixel centres (x = column, y = row),
         ``obs["array_row"/"array_col"/"section"/"patient"/"label"/"library_size"]``, the ground
-        truth region fractions in ``obsm["synthetic_regions"]`` (columns in :data:`REGIONS` order),
-        and ``uns["mclstexp"]`` with ``slide_path``, ``section``, ``patient``, ``mpp``,
+        truth region fractions in ``obsm["synthetic_regions"]`` (columns in :data:`REGIONS` order)
+        and fields ``obs["synthetic_cellularity"/"synthetic_eosin"]`` (the spot's mean; with the
+        fractions, the image-visible variables the log-mean expression is linear in), and
+        ``uns["mclstexp"]`` with ``slide_path``, ``section``, ``patient``, ``mpp``,
         ``spot_diameter_px``, ``patch_size`` and ``synthetic`` (the arguments and a region map at
         1/4 scale, 255 = background).
 
@@ -588,6 +591,8 @@ def _spots(
             K.PATIENT: pd.Categorical([s.patient] * n),
             K.LABEL: pd.Categorical(dominant, categories=list(REGIONS)),
             K.LIBRARY_SIZE: counts.sum(axis=1).astype(np.float64),
+            K.SYNTH_CELLULARITY: s.cell.astype(np.float64),
+            K.SYNTH_EOSIN: s.eosin.astype(np.float64),
         },
         index=pd.Index(ids, name=None),
     )
