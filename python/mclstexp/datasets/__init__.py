@@ -8,7 +8,7 @@ from mclstexp._lazy import lazy_exports
 # defines would replace that function on the package once imported.
 _EXPORTS = {
     "synthetic": "_synthetic",
-    "write_pyramid_tiff": "_synthetic",
+    "write_pyramid_tiff": "_pyramid",
     "default_cache_dir": "_synthetic",
     "her2st": "_her2st",
 }

@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,32 +45,16 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from mclstexp import _keys as K
+from mclstexp.datasets import _tissue as T
+from mclstexp.datasets._pyramid import write_pyramid_tiff
 from mclstexp.exceptions import CacheMismatchError
 
 REGIONS: tuple[str, ...] = ("tumour", "stroma", "immune", "adipose")
 BACKGROUND = 255  # value of the region map outside the tissue
 
 _GENERATOR_VERSION = 2
-_TILE = 256
 _N_LEVELS = 3
-_LOWRES = 4  # the region / tissue maps are computed at 1/4 scale
 
-# Stain colours, RGB: eosin (cytoplasm, stroma), haematoxylin (nuclei), glass (and fat vacuoles).
-_EOSIN_RGB = np.array([226, 160, 202], dtype=np.float32)
-_NUCLEUS_RGB = np.array([70, 44, 128], dtype=np.float32)
-_GLASS_RGB = np.array([244, 242, 241], dtype=np.float32)
-# Nuclear semi-axes (px at level 0, 2 um/px by default) per region, whether the nuclei follow the
-# local fibre direction, and their density (per 1000 px^2). Tumour, stroma and immune get the same
-# expected nuclear area fraction, so that only the nuclei's shape and size tell them apart.
-_NUCLEUS_AXES = np.array([[3.4, 2.7], [5.2, 1.1], [1.6, 1.6], [4.0, 1.0]], dtype=np.float64)
-_NUCLEUS_ALIGNED = np.array([False, True, False, True])
-_NUCLEAR_AREA_FRACTION = 0.14
-_NUCLEI_DENSITY = np.r_[
-    1000.0 * _NUCLEAR_AREA_FRACTION / (np.pi * _NUCLEUS_AXES[:3].prod(axis=1)), 0.5
-]
-_NUCLEUS_OPACITY = 0.92
-# Fat cells: Voronoi cells of a jittered grid (pitch, jitter, membrane width in px at level 0).
-_FAT_PITCH, _FAT_JITTER, _FAT_MEMBRANE = 24, 6.0, 2.0
 # Prior weight of each region in the region fields (adipose rarer).
 _REGION_BIAS = np.array([0.15, 0.2, 0.0, -0.25], dtype=np.float32)
 
@@ -236,21 +219,6 @@ def _section_names(n_sections: int, n_patients: int) -> list[tuple[str, str]]:
     return sorted(names, key=lambda sp_: (int(sp_[0][1:]), sp_[0][0]))
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    field = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
-    return (field / (field.std() + 1e-12)).astype(np.float32)
-
-
-def _upsample(field: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from scipy.ndimage import zoom
-
-    factors = (shape[0] / field.shape[0], shape[1] / field.shape[1])
-    out = zoom(field, factors, order=1, mode="nearest", grid_mode=True)
-    return out[: shape[0], : shape[1]]
-
-
 class _Section:
     """Everything generated for one section (image at full resolution and the spot table)."""
 
@@ -268,8 +236,8 @@ class _Section:
         n_spots = params["n_spots"]
         side = math.ceil(math.sqrt(n_spots * 1.4))
         size = side * pitch + 2 * pitch
-        size = ((size + 4 * _LOWRES - 1) // (4 * _LOWRES)) * (4 * _LOWRES)
-        lr = size // _LOWRES
+        size = ((size + 4 * T.LOWRES - 1) // (4 * T.LOWRES)) * (4 * T.LOWRES)
+        lr = size // T.LOWRES
         self.name, self.patient, self.size = name, patient, size
 
         # Spots: the n_spots grid positions nearest the centre under a noisy distance -> a blob.
@@ -278,7 +246,7 @@ class _Section:
         offset = (size - side * pitch) / 2
         gx = offset + (cols + 0.5) * pitch
         gy = offset + (rows + 0.5) * pitch
-        wobble = _smooth_field(rng, (side, side), 2.0).ravel()
+        wobble = T.smooth_field(rng, (side, side), 2.0).ravel()
         dist = np.hypot(gx - size / 2, gy - size / 2) / (side * pitch / 2) + 0.18 * wobble
         keep = np.sort(np.argsort(dist, kind="stable")[:n_spots])
         self.array_col = cols[keep] + 1
@@ -288,9 +256,9 @@ class _Section:
 
         # Tissue mask (low resolution): within ~0.8 pitch of a spot, smoothed.
         seeds = np.ones((lr, lr), dtype=bool)
-        seeds[(gy[keep] / _LOWRES).astype(int), (gx[keep] / _LOWRES).astype(int)] = False
-        dist_lr = distance_transform_edt(seeds) * _LOWRES
-        edge = _smooth_field(rng, (lr, lr), 6.0)
+        seeds[(gy[keep] / T.LOWRES).astype(int), (gx[keep] / T.LOWRES).astype(int)] = False
+        dist_lr = distance_transform_edt(seeds) * T.LOWRES
+        edge = T.smooth_field(rng, (lr, lr), 6.0)
         tissue = gaussian_filter((dist_lr < (0.85 + 0.12 * edge) * pitch).astype(np.float32), 3)
         self.tissue = tissue > 0.5
 
@@ -298,37 +266,37 @@ class _Section:
         coarse = max(4, size // 32)
         fields = np.stack(
             [
-                _upsample(_smooth_field(rng, (coarse, coarse), 2.5), (lr, lr)) + b
+                T.upsample(T.smooth_field(rng, (coarse, coarse), 2.5), (lr, lr)) + b
                 for b in _REGION_BIAS
             ]
         )
         region = np.argmax(fields, axis=0).astype(np.uint8)
         self.region_lr = np.where(self.tissue, region, BACKGROUND).astype(np.uint8)
         # Continuous fields: eosin intensity and cellularity (both influence expression).
-        self.eosin_lr = _upsample(_smooth_field(rng, (coarse, coarse), 2.0), (lr, lr))
-        self.cell_lr = _upsample(_smooth_field(rng, (coarse, coarse), 1.5), (lr, lr))
+        self.eosin_lr = T.upsample(T.smooth_field(rng, (coarse, coarse), 2.0), (lr, lr))
+        self.cell_lr = T.upsample(T.smooth_field(rng, (coarse, coarse), 1.5), (lr, lr))
 
         # Nuclei counts per low-res cell: Poisson with region- and cellularity-dependent rate.
         reg = np.minimum(region, len(REGIONS) - 1)
-        rate = _NUCLEI_DENSITY[reg] / 1000.0 * (_LOWRES**2) * np.exp(0.35 * self.cell_lr)
+        rate = T.NUCLEI_DENSITY[reg] / 1000.0 * (T.LOWRES**2) * np.exp(0.35 * self.cell_lr)
         nuclei_lr = rng.poisson(np.where(self.tissue, rate, 0.0))
         # local fibre direction (radians) that stromal nuclei follow
-        fibre_lr = _upsample(_smooth_field(rng, (coarse, coarse), 2.0), (lr, lr)) * 1.3
+        fibre_lr = T.upsample(T.smooth_field(rng, (coarse, coarse), 2.0), (lr, lr)) * 1.3
 
         # Render the full-resolution image: eosin ground, stain texture, fat vacuoles, nuclei.
-        rgb_lr = _EOSIN_RGB * (1.0 - 0.05 * self.eosin_lr[..., None]) * patient_shift
-        rgb_lr = np.where(self.tissue[..., None], rgb_lr, _GLASS_RGB)
+        rgb_lr = T.EOSIN_RGB * (1.0 - 0.05 * self.eosin_lr[..., None]) * patient_shift
+        rgb_lr = np.where(self.tissue[..., None], rgb_lr, T.GLASS_RGB)
         soft = gaussian_filter(self.tissue.astype(np.float32), 1.5)
-        rgb_lr = soft[..., None] * rgb_lr + (1 - soft[..., None]) * _GLASS_RGB
-        img = np.repeat(np.repeat(rgb_lr.astype(np.float32), _LOWRES, 0), _LOWRES, 1)
+        rgb_lr = soft[..., None] * rgb_lr + (1 - soft[..., None]) * T.GLASS_RGB
+        img = np.repeat(np.repeat(rgb_lr.astype(np.float32), T.LOWRES, 0), T.LOWRES, 1)
         texture = gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 1.2)
-        texture *= np.repeat(np.repeat(9.0 * soft, _LOWRES, 0), _LOWRES, 1)
+        texture *= np.repeat(np.repeat(9.0 * soft, T.LOWRES, 0), T.LOWRES, 1)
         img += texture[..., None]
         fat_lr = (region == len(REGIONS) - 1) & self.tissue
-        vacuole = _fat_vacuoles(rng, np.repeat(np.repeat(fat_lr, _LOWRES, 0), _LOWRES, 1))
-        img += vacuole[..., None] * (_GLASS_RGB - img)
-        alpha = _nuclei_alpha(rng, size, nuclei_lr, reg, fibre_lr)
-        nucleus = (_NUCLEUS_RGB * patient_shift).astype(np.float32)
+        vacuole = T.fat_vacuoles(rng, np.repeat(np.repeat(fat_lr, T.LOWRES, 0), T.LOWRES, 1))
+        img += vacuole[..., None] * (T.GLASS_RGB - img)
+        alpha = T.nuclei_alpha(rng, size, nuclei_lr, reg, fibre_lr)
+        nucleus = (T.NUCLEUS_RGB * patient_shift).astype(np.float32)
         img += alpha[..., None] * (nucleus - img)
         img += 3.0 * rng.standard_normal(img.shape, dtype=np.float32)
         img += 0.5
@@ -337,13 +305,13 @@ class _Section:
 
         # Ground truth under each spot (disc of diameter pitch / 2).
         self.radius_px = pitch / 4.0
-        rr = self.radius_px / _LOWRES
+        rr = self.radius_px / T.LOWRES
         yy, xx = np.mgrid[0:lr, 0:lr]
         n = keep.size
         self.fractions = np.zeros((n, len(REGIONS)), dtype=np.float64)
         self.eosin = np.zeros(n, dtype=np.float64)
         self.cell = np.zeros(n, dtype=np.float64)
-        for i, (x, y) in enumerate(self.xy / _LOWRES):
+        for i, (x, y) in enumerate(self.xy / T.LOWRES):
             y0, y1 = max(0, int(y - rr) - 1), min(lr, int(y + rr) + 2)
             x0, x1 = max(0, int(x - rr) - 1), min(lr, int(x + rr) + 2)
             disc = (yy[y0:y1, x0:x1] + 0.5 - y) ** 2 + (xx[y0:y1, x0:x1] + 0.5 - x) ** 2 <= rr**2
@@ -362,133 +330,6 @@ class _Section:
             down = (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) // 4
             levels.append(down.astype(np.uint8))
         return levels
-
-
-def _fat_vacuoles(rng: np.random.Generator, fat: np.ndarray) -> np.ndarray:
-    """Opacity (0..1) of fat-cell vacuoles over the ``fat`` mask: Voronoi cells of jittered grid
-    points, empty inside and separated by thin membranes (where the two nearest points are about
-    equally far)."""
-    from scipy.spatial import cKDTree
-
-    size = fat.shape[0]
-    centres = np.arange(_FAT_PITCH / 2, size, _FAT_PITCH, dtype=np.float64)
-    gy, gx = (g.ravel() for g in np.meshgrid(centres, centres, indexing="ij"))
-    jitter = rng.uniform(-_FAT_JITTER, _FAT_JITTER, size=(2, gy.size))
-    tree = cKDTree(np.column_stack([gy + jitter[0], gx + jitter[1]]))
-    out = np.zeros(fat.shape, dtype=np.float32)
-    py, px = np.nonzero(fat)
-    if py.size:
-        dist, _ = tree.query(np.column_stack([py + 0.5, px + 0.5]), k=2)
-        gap = dist[:, 1] - dist[:, 0]  # 0 on a cell border
-        out[py, px] = np.clip((gap - _FAT_MEMBRANE) / 1.5, 0.0, 1.0) * 0.97
-    return out
-
-
-def _nuclei_alpha(
-    rng: np.random.Generator,
-    size: int,
-    counts_lr: np.ndarray,
-    region_lr: np.ndarray,
-    fibre_lr: np.ndarray,
-    chunk: int = 8192,
-) -> np.ndarray:
-    """Haematoxylin opacity of the nuclei: one soft-edged ellipse per nucleus.
-
-    ``counts_lr`` nuclei fall uniformly in each low-resolution cell; each takes its region's
-    semi-axes (x a small log-normal size variation) and an orientation, the local fibre direction
-    (stroma, adipose) or a random one. Ellipses are rasterised analytically at sub-pixel centres,
-    ``chunk`` nuclei at a time (memory bounded by the chunk and its band of rows), and summed
-    with saturation.
-    """
-    cy, cx = np.nonzero(counts_lr)
-    reps = counts_lr[cy, cx]
-    cy, cx = np.repeat(cy, reps), np.repeat(cx, reps)
-    n = cy.size
-    y = cy * _LOWRES + rng.uniform(0, _LOWRES, n)
-    x = cx * _LOWRES + rng.uniform(0, _LOWRES, n)
-    kind = region_lr[cy, cx]
-    scale = rng.lognormal(0.0, 0.12, n)
-    a, b = _NUCLEUS_AXES[kind, 0] * scale, _NUCLEUS_AXES[kind, 1] * scale
-    theta = np.where(
-        _NUCLEUS_ALIGNED[kind], fibre_lr[cy, cx] + rng.normal(0.0, 0.2, n), rng.uniform(0, np.pi, n)
-    )
-    half = int(np.ceil(_NUCLEUS_AXES.max())) + 1
-    off = np.arange(-half, half + 1)
-    oy, ox = (o.ravel() for o in np.meshgrid(off, off, indexing="ij"))
-    alpha = np.zeros(size * size, dtype=np.float64)
-    for s in range(0, n, chunk):
-        sl = slice(s, min(n, s + chunk))
-        py = np.floor(y[sl]).astype(np.int64)[:, None] + oy
-        px = np.floor(x[sl]).astype(np.int64)[:, None] + ox
-        dy, dx = py + 0.5 - y[sl, None], px + 0.5 - x[sl, None]
-        cos, sin = np.cos(theta[sl])[:, None], np.sin(theta[sl])[:, None]
-        r2 = ((dx * cos + dy * sin) / a[sl, None]) ** 2 + ((dy * cos - dx * sin) / b[sl, None]) ** 2
-        value = np.clip((1.0 - r2) * 2.5, 0.0, 1.0)
-        inside = (value > 0) & (py >= 0) & (py < size) & (px >= 0) & (px < size)
-        flat = (py * size + px)[inside]
-        if flat.size:
-            # nuclei come in row-major order, so a chunk touches one band of rows only
-            lo, hi = int(flat.min()), int(flat.max()) + 1
-            alpha[lo:hi] += np.bincount(flat - lo, weights=value[inside], minlength=hi - lo)
-    return (np.minimum(alpha, 1.0) * _NUCLEUS_OPACITY).astype(np.float32).reshape(size, size)
-
-
-def write_pyramid_tiff(
-    path: str | os.PathLike[str],
-    levels: Sequence[np.ndarray],
-    *,
-    mpp: float,
-    description: dict[str, Any] | None = None,
-    quality: int = 90,
-) -> None:
-    """Write RGB levels as a tiled (256 px), JPEG-compressed pyramidal TIFF, one page per level.
-
-    Level 0 is the full resolution; each further page is a reduced-resolution image
-    (``NewSubfileType = 1``). Every page carries its resolution in pixels per centimetre (so readers
-    recover the microns per pixel); page 0 also carries ``description`` as JSON in its
-    ``ImageDescription`` with ``mpp`` added. Readable by tifffile and OpenSlide (generic TIFF).
-
-    Parameters
-    ----------
-    path
-        Output file.
-    levels
-        ``(H, W, 3)`` uint8 arrays, largest first.
-    mpp
-        Microns per pixel of level 0.
-    description
-        Extra JSON-serialisable metadata for page 0.
-    quality
-        JPEG quality (1-100).
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np, tifffile
-    >>> p = tempfile.mktemp(suffix=".tif")
-    >>> write_pyramid_tiff(p, [np.zeros((512, 512, 3), np.uint8)], mpp=0.5)
-    >>> tifffile.TiffFile(p).pages[0].tilewidth
-    256
-    """
-    import tifffile
-
-    desc = json.dumps({"mclstexp": {**(description or {}), "mpp": float(mpp)}}, sort_keys=True)
-    with tifffile.TiffWriter(path, bigtiff=False) as tif:
-        for i, level in enumerate(levels):
-            scale = levels[0].shape[1] / level.shape[1]
-            ppcm = 1e4 / (mpp * scale)
-            tif.write(
-                level,
-                tile=(_TILE, _TILE),
-                compression="jpeg",
-                compressionargs={"level": int(quality)},
-                photometric="rgb",
-                resolution=(ppcm, ppcm),
-                resolutionunit="CENTIMETER",
-                subfiletype=0 if i == 0 else 1,
-                description=desc if i == 0 else None,
-                metadata=None,
-                software="mclstexp",
-            )
 
 
 def _sha256(path: Path) -> str:
@@ -613,7 +454,7 @@ def _spots(
             "params": dict(params),
             "regions": list(REGIONS),
             "region_map": s.region_lr,
-            "region_map_scale": int(_LOWRES),
+            "region_map_scale": int(T.LOWRES),
         },
     }
     return adata
