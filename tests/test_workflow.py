@@ -64,3 +64,12 @@ def test_fold_without_training_sections_is_refused(tiny, tmp_path) -> None:
             fold_dir=tmp_path,
             device="cpu",
         )
+
+
+def test_tiling_shows_progress_only_when_asked(tiny, tmp_path, capsys) -> None:
+    dataset, _ = tiny
+    capsys.readouterr()
+    tile_dataset(dataset, tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
+    tile_dataset(dataset, tmp_path / "shown")
+    assert "patch" in capsys.readouterr().err

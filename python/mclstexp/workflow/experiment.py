@@ -28,7 +28,11 @@ class ExperimentResult:
 
 
 def tile_dataset(
-    dataset: DatasetSpec, cache_dir: str | Path, *, n_threads: int | None = None
+    dataset: DatasetSpec,
+    cache_dir: str | Path,
+    *,
+    n_threads: int | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Cut every section's spot patches once into a Zarr cache (reused when complete)."""
     from mclstexp.pp import extract_patches
@@ -41,6 +45,7 @@ def tile_dataset(
             store=cache_dir / f"{section_id(adata)}.zarr",
             size=dataset.patch_size,
             n_threads=n_threads,
+            progress=progress,
         )
         for adata in dataset.sections
     }
@@ -143,7 +148,9 @@ def run_experiment(
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
 
     started = time.perf_counter()
-    caches = tile_dataset(dataset, patch_dir or out_dir / "patches", n_threads=n_threads)
+    caches = tile_dataset(
+        dataset, patch_dir or out_dir / "patches", n_threads=n_threads, progress=progress
+    )
     log(f"tiled {len(caches)} section(s) in {time.perf_counter() - started:.1f} s")
 
     records: list[dict[str, Any]] = []
