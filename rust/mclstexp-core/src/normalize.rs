@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{check_rgb_batch, Error, Result};
 use crate::pool;
 
 /// Checks the per-channel mean and std and returns them as `f32`.
@@ -45,20 +45,6 @@ fn check_mean_std(mean: [f64; 3], std: [f64; 3]) -> Result<([f32; 3], [f32; 3])>
     Ok((m, s))
 }
 
-fn check_len(arg: &'static str, len: usize, n: usize, pixels: usize) -> Result<()> {
-    let want = n
-        .checked_mul(pixels)
-        .and_then(|v| v.checked_mul(3))
-        .ok_or_else(|| Error::invalid(arg, "shape is too large"))?;
-    if len != want {
-        return Err(Error::invalid(
-            arg,
-            format!("expected {n} x {pixels} pixels x 3 channels = {want} values, got {len}"),
-        ));
-    }
-    Ok(())
-}
-
 /// The lookup table of the forward conversion: `lut[c][v] = (v / 255 - mean[c]) / std[c]` in `f32`.
 pub fn forward_lut(mean: [f64; 3], std: [f64; 3]) -> Result<[[f32; 256]; 3]> {
     let (m, s) = check_mean_std(mean, std)?;
@@ -82,7 +68,7 @@ pub fn to_tensor_layout(
     std: [f64; 3],
     n_threads: Option<usize>,
 ) -> Result<Vec<f32>> {
-    check_len("patches", patches.len(), n, pixels)?;
+    check_rgb_batch("patches", patches.len(), n, pixels)?;
     let lut = forward_lut(mean, std)?;
     let mut out = vec![0f32; patches.len()];
     if pixels == 0 || n == 0 {
@@ -122,7 +108,7 @@ pub fn from_tensor_layout(
     std: [f64; 3],
     n_threads: Option<usize>,
 ) -> Result<Vec<u8>> {
-    check_len("tensors", tensors.len(), n, pixels)?;
+    check_rgb_batch("tensors", tensors.len(), n, pixels)?;
     let (m, s) = check_mean_std(mean, std)?;
     let mut out = vec![0u8; tensors.len()];
     if pixels == 0 || n == 0 {

@@ -56,7 +56,7 @@ mod select;
 pub use macenko::{macenko_fit, macenko_transform};
 pub use reinhard::{reinhard_fit, reinhard_transform};
 
-use crate::error::{Error, Result};
+use crate::error::{check_rgb_batch, Error, Result};
 
 /// Smallest eigenvalue (in OD^2) that still counts as spread in the tissue ODs.
 const MIN_EIGENVALUE: f64 = 1e-10;
@@ -324,22 +324,6 @@ fn check_pixels(arg: &'static str, pixels: &[u8]) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn check_batch(arg: &'static str, len: usize, n: usize, pixels: usize) -> Result<usize> {
-    let want = n
-        .checked_mul(pixels)
-        .and_then(|v| v.checked_mul(3))
-        .ok_or_else(|| Error::invalid(arg, "shape is too large"))?;
-    if len != want {
-        return Err(Error::invalid(
-            arg,
-            format!(
-                "expected {n} patches x {pixels} pixels x 3 channels = {want} bytes, got {len}"
-            ),
-        ));
-    }
-    Ok(want)
 }
 
 #[cfg(test)]

@@ -423,7 +423,7 @@ pub fn reinhard_transform(
 ) -> Result<Vec<bool>> {
     params.validate()?;
     target.validate()?;
-    let total = check_batch("patches", patches.len(), n, pixels)?;
+    let total = check_rgb_batch("patches", patches.len(), n, pixels)?;
     if out.len() != total {
         return Err(Error::invalid("out", "must have the same size as patches"));
     }
