@@ -51,6 +51,8 @@
 
 mod macenko;
 mod reinhard;
+#[cfg(target_arch = "x86_64")]
+mod rgb512;
 mod select;
 
 pub use macenko::{macenko_fit, macenko_transform};

@@ -12,34 +12,8 @@
 
 use std::arch::x86_64::*;
 
+use super::super::rgb512::{picks, unpack, GROUP, GROUP_BYTES};
 use super::super::select::{Binner, SELECT_BINS};
-
-/// Pixels per step.
-const GROUP: usize = 16;
-/// Bytes of a group of RGB pixels.
-const GROUP_BYTES: usize = 3 * GROUP;
-/// The first 12 of 16 dwords: 48 bytes = 16 RGB pixels.
-const MASK48: __mmask16 = 0x0fff;
-
-/// `pshufb` pattern (the same in every 128-bit lane) picking byte `c` of each of 4 RGB pixels
-/// into the low byte of a dword (other bytes zero).
-#[target_feature(enable = "avx512f,avx512bw")]
-fn pick(c: i32) -> __m512i {
-    let dword = |k: i32| (c + 3 * k) | (0x80 << 8) | (0x80 << 16) | (0x80u32 << 24) as i32;
-    _mm512_broadcast_i32x4(_mm_setr_epi32(dword(0), dword(1), dword(2), dword(3)))
-}
-
-/// Channel bytes of 16 RGB pixels, one `i32` lane per pixel.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn unpack(px: &[u8; GROUP_BYTES], picks: &[__m512i; 3]) -> [__m512i; 3] {
-    // SAFETY: the mask selects dwords 0..12, bytes 0..48 of `px`, which is 48 bytes long; masked
-    // -out dwords are not read (no fault), and no alignment is needed.
-    let v = unsafe { _mm512_maskz_loadu_epi32(MASK48, px.as_ptr().cast::<i32>()) };
-    let spread = _mm512_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0, 6, 7, 8, 0, 9, 10, 11, 0);
-    let v = _mm512_permutexvar_epi32(spread, v);
-    [0, 1, 2].map(|c| _mm512_shuffle_epi8(v, picks[c]))
-}
 
 /// `t[0][r] + t[1][g] + t[2][b]` per lane, in that order (as `table_dot`).
 #[inline]
@@ -84,7 +58,7 @@ pub(super) unsafe fn concentrations(
     h0: &mut [u32],
     h1: &mut [u32],
 ) -> usize {
-    let picks = [pick(0), pick(1), pick(2)];
+    let picks = picks();
     let (mut b0, mut b1) = ([0u32; GROUP], [0u32; GROUP]);
     let mut done = 0;
     for ((px, a), b) in pixels
@@ -131,7 +105,7 @@ pub(super) unsafe fn pseudo_angles(
     out: &mut Vec<f32>,
     hist: &mut [u32],
 ) -> usize {
-    let picks = [pick(0), pick(1), pick(2)];
+    let picks = picks();
     let mut bin = [0u32; GROUP];
     let mut lanes = [0f32; GROUP];
     let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
