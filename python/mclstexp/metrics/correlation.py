@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mclstexp.metrics._checks import _as_matrix, _check_pair, _check_policy
+from mclstexp._validate import dense_matrix
+from mclstexp.metrics._checks import _check_pair, _check_policy
 
 __all__ = [
     "GenePCC",
@@ -245,7 +246,7 @@ def top_genes(y_true: Any, *, by: Literal["mean", "var"], n_top: int = 50) -> np
     >>> top_genes(np.array([[1.0, 5, 3], [2, 5, 4]]), by="mean", n_top=2)
     array([2, 0])
     """
-    t = _as_matrix(y_true, "y_true")
+    t = dense_matrix(y_true, "y_true")
     if n_top < 1:
         raise ValueError(f"n_top must be >= 1, got {n_top}")
     if by == "mean":
@@ -359,7 +360,7 @@ def summarize_pcc(
     (1.0, 1)
     """
     _check_policy(undefined_pred)
-    t = _as_matrix(y_true, "y_true")
+    t = dense_matrix(y_true, "y_true")
     if isinstance(pcc, GenePCC):
         res = pcc
     else:

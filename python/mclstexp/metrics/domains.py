@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mclstexp.metrics._checks import _as_matrix
+from mclstexp._validate import dense_matrix
 
 __all__ = ["spatial_domains_ari"]
 
@@ -53,7 +53,7 @@ def spatial_domains_ari(
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     x_in = pred_expression.X if hasattr(pred_expression, "obs_names") else pred_expression
-    x = _as_matrix(x_in, "pred_expression")
+    x = dense_matrix(x_in, "pred_expression")
     lab = np.asarray(labels, dtype=object).ravel()
     if lab.shape[0] != x.shape[0]:
         raise ValueError(

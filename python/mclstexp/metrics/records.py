@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mclstexp.metrics._checks import _as_matrix, _check_pair, _check_target
+from mclstexp._validate import dense_matrix
+from mclstexp.metrics._checks import _check_pair, _check_target
 from mclstexp.metrics.correlation import (
     UndefinedPolicy,
     partial_pcc_per_gene,
@@ -85,8 +86,8 @@ def align_expression(
     t = adata_true.layers[layer] if layer is not None else adata_true.X
     pred = adata_pred[adata_true.obs_names, adata_true.var_names]
     return (
-        _as_matrix(t, "adata_true"),
-        _as_matrix(pred.X, "adata_pred"),
+        dense_matrix(t, "adata_true"),
+        dense_matrix(pred.X, "adata_pred"),
         [str(g) for g in adata_true.var_names],
     )
 
@@ -224,8 +225,8 @@ def pooled_pcc(
         raise TypeError("pooled_pcc takes sequences of per-section matrices (e.g. lists)")
     if len(y_true) != len(y_pred) or len(y_true) == 0:
         raise ValueError("y_true and y_pred must be non-empty sequences of equal length")
-    t = np.vstack([_as_matrix(a, "y_true") for a in y_true])
-    p = np.vstack([_as_matrix(a, "y_pred") for a in y_pred])
+    t = np.vstack([dense_matrix(a, "y_true") for a in y_true])
+    p = np.vstack([dense_matrix(a, "y_pred") for a in y_pred])
     summ = summarize_pcc(pearson_per_gene(t, p), t, n_top=n_top, undefined_pred=undefined_pred)
     rec: dict[str, Any] = {
         "section": "pooled",
