@@ -180,8 +180,7 @@ def test_out_of_bounds_patches_are_white_and_flagged(tmp_path: Path) -> None:
 
 
 def test_tissue_detection_and_grid(tmp_path: Path) -> None:
-    from mclstexp.pp import detect_tissue
-    from mclstexp.pp.patches import grid_centers
+    from mclstexp.pp import detect_tissue, grid_centers
 
     img = np.full((600, 800, 3), 240, np.uint8)
     img[100:400, 200:600] = (190, 90, 170)  # pink tissue

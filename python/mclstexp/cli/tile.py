@@ -119,7 +119,7 @@ def _fit_stain(method: str | None, target: str | None) -> Any:
 def _tile_one(job: dict[str, Any]) -> dict[str, Any]:
     """One slide: spots or grid -> cache group. Runs in-process or as a dask task."""
     from mclstexp.io.slide import open_slide
-    from mclstexp.pp.patches import grid_centers, tile_slide
+    from mclstexp.pp import grid_centers, tile_slide
 
     t0 = time.perf_counter()
     slide = job["slide"]
