@@ -1,4 +1,4 @@
-"""``mclstexp bench retrieval`` end to end on a tiny grid."""
+"""``mclstexp bench retrieval`` end to end on a tiny grid, and its engine in the library."""
 
 from __future__ import annotations
 
