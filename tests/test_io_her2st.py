@@ -256,6 +256,22 @@ def test_bad_input(tmp_path: Path, kwargs: dict, exc: type, match: str) -> None:
         read_her2st(root, "X1")
 
 
+def test_spot_file_reader_is_public_and_shared(tmp_path: Path) -> None:
+    from mclstexp.io import read_her2st_spots
+
+    path = tmp_path / "X1_selection.tsv"
+    path.write_text(SPOT_HEADER + "2\t3\t0\t0\t10.5\t20\t1\n4.4\t3\t0\t0\t30\t40\t0\n")
+    spots = read_her2st_spots(path)
+    assert list(spots.index) == ["2x3", "4x3"]
+    assert list(spots.columns) == ["x", "y", "pixel_x", "pixel_y"]
+    assert list(read_her2st_spots(path, selected_only=True).index) == ["2x3"]
+    csv = tmp_path / "X1.csv"
+    csv.write_text("x,y,pixel_x,pixel_y\n2,3,10.5,20\n")
+    assert read_her2st_spots(csv, sep=",")["pixel_x"].tolist() == [10.5]
+    with pytest.raises(FileNotFoundError, match="spot file not found"):
+        read_her2st_spots(tmp_path / "none.tsv")
+
+
 def test_missing_files_and_images(tmp_path: Path) -> None:
     root = _write_layout(tmp_path, image_size=None)
     a = read_her2st(root, "X1")  # no image folder: counts-only section

@@ -55,6 +55,33 @@ def test_constant_genes_are_nan_excluded_and_counted() -> None:
     assert s2["acg"] == s["acg"] and s2["n_constant_pred"] == 1
 
 
+def test_policy_values_and_finite_mean_are_what_summaries_average() -> None:
+    rng = np.random.default_rng(11)
+    t = rng.normal(size=(40, 6))
+    p = t + rng.normal(size=t.shape)
+    p[:, 2] = 1.5  # constant prediction
+    t[:, 5] = 0.0  # constant truth
+    res = M.pearson_per_gene(t, p)
+    excl = M.policy_values(res, "exclude")
+    zero = M.policy_values(res, "zero")
+    assert np.isnan(excl[[2, 5]]).all() and zero[2] == 0.0 and np.isnan(zero[5])
+    assert np.isnan(res.pcc[2])  # a copy: the result itself is not modified
+    for policy, vals in (("exclude", excl), ("zero", zero)):
+        assert M.summarize_pcc(res, t, undefined_pred=policy)["acg"] == M.finite_mean(vals)
+    assert np.isnan(M.finite_mean(np.full(3, np.nan)))
+    with pytest.raises(ValueError, match="undefined_pred"):
+        M.policy_values(res, "drop")  # type: ignore[arg-type]
+
+
+def test_every_public_name_is_importable_from_the_package() -> None:
+    from mclstexp.metrics import aggregate, correlation, domains, error, records
+
+    for name in M.__all__:
+        assert getattr(M, name) is not None
+    modules = (aggregate, correlation, domains, error, records)
+    assert sorted(n for m in modules for n in m.__all__) == sorted(M.__all__)
+
+
 def test_all_constant_prediction_gives_nan_not_a_number() -> None:
     t = np.random.default_rng(2).normal(size=(20, 4))
     rec = M.evaluate_section(

@@ -139,3 +139,41 @@ def test_fold_summary_requires_a_target_when_records_mix_them() -> None:
         pl.fold_summary(_records(), metric="acg")
     with pytest.raises(ValueError, match="no column"):
         pl.fold_summary(_records(), metric="nope", target="default")
+
+
+def test_retrieval_throughput_draws_one_panel_per_query_count(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
+    recs = [
+        {"backend": b, "N": n, "Q": q, "qps": n / (i + 1), "dim": 16, "k": 5, "threads": 2}
+        for i, b in enumerate(("native", "numpy", "hnswlib"))
+        for n in (1000, 10_000)
+        for q in (8, 64)
+    ]
+    out = tmp_path / "bench" / "throughput.png"
+    fig = pl.retrieval_throughput(recs, approximate=["hnswlib"], path=out)
+    _check_png(out)
+    assert [ax.get_title().split(",")[0] for ax in fig.axes] == ["Q=8", "Q=64"]
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["native", "numpy", "hnswlib"]
+    assert [line.get_linestyle() for line in lines] == ["-", "-", "--"]
+    assert plt.get_fignums() == open_before  # no pyplot global state
+    with pytest.raises(ValueError, match="empty"):
+        pl.retrieval_throughput([])
+
+
+def test_fidelity_summary_draws_metric_rows_by_target_columns(tmp_path: Path) -> None:
+    from mclstexp.workflow.report import summary_frame
+
+    recs = [{**r, "heg": r["acg"]} for r in _records()]
+    summary = summary_frame(recs)
+    out = tmp_path / "fidelity.png"
+    fig = pl.fidelity_summary(summary, path=out)
+    _check_png(out)
+    assert len(fig.axes) == 3 * 2  # (acg, partial_acg, heg) x (legacy_gene, default)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "PCC-ACG\ntarget: legacy_gene, per-section"
+    assert titles[1] == "PCC-ACG\ntarget: default, per-section"
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert ticks == ["model", "training_mean", "colour_ridge"]

@@ -180,8 +180,7 @@ def test_out_of_bounds_patches_are_white_and_flagged(tmp_path: Path) -> None:
 
 
 def test_tissue_detection_and_grid(tmp_path: Path) -> None:
-    from mclstexp.pp import detect_tissue
-    from mclstexp.pp.patches import grid_centers
+    from mclstexp.pp import detect_tissue, grid_centers
 
     img = np.full((600, 800, 3), 240, np.uint8)
     img[100:400, 200:600] = (190, 90, 170)  # pink tissue
@@ -370,3 +369,19 @@ def test_batch_decodes_each_tile_once_and_keeps_the_callers_order(tmp_path: Path
         np.testing.assert_array_equal(
             got[i], res.read_patches(centers[i : i + 1], size=64, mpp=0.75)[0]
         )
+
+
+def test_read_thumbnail_gives_the_image_and_its_scale(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from mclstexp.io import read_thumbnail
+
+    path = tmp_path / "he.png"
+    rgb = np.zeros((300, 600, 3), np.uint8)
+    rgb[:, 300:] = (200, 100, 150)
+    Image.fromarray(rgb).save(path)
+    image, scale = read_thumbnail(path, max_size=150)
+    assert image.shape == (75, 150, 3) and scale == 0.25
+    assert tuple(image[40, 120]) == (200, 100, 150) and tuple(image[40, 10]) == (0, 0, 0)
+    with pytest.raises(FileNotFoundError):
+        read_thumbnail(tmp_path / "none.png")

@@ -16,8 +16,7 @@ import pytest
 
 from mclstexp.exceptions import CacheMismatchError
 from mclstexp.io import open_slide
-from mclstexp.pp import extract_patches, open_patch_cache
-from mclstexp.pp.patches import tile_slide
+from mclstexp.pp import extract_patches, open_patch_cache, tile_slide
 
 tifffile = pytest.importorskip("tifffile")
 

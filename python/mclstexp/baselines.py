@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from mclstexp._validate import dense_matrix
+
 # --------------------------------------------------------------------------------------------
 # colour / texture features
 # --------------------------------------------------------------------------------------------
@@ -194,15 +196,7 @@ DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 1
 
 
 def _as_expression(y: Any, name: str, n: int | None = None) -> np.ndarray:
-    if hasattr(y, "toarray") and not isinstance(y, np.ndarray):
-        y = y.toarray()
-    arr = np.asarray(y, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be (n_spots, n_genes), got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    arr = dense_matrix(np.asarray(y)[:, None] if np.ndim(y) == 1 else y, name)
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"{name} has {arr.shape[0]} rows but X has {n} spots")
     return arr

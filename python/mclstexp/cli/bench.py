@@ -1,8 +1,14 @@
 """``mclstexp bench``: side-by-side benchmarks, one sub-subcommand per kind.
 
-Each module named in ``_BENCH_MODULES`` (in :mod:`mclstexp.cli`) exposes
-``register(bench_subparsers)`` and adds one kind (``mclstexp bench retrieval``, ...), setting
-``func`` on its parser. Adding a benchmark kind is adding a module and its name here.
+One pattern for every kind ``X`` (``retrieval``, ``fidelity``, and later ``gpu``): the engine is
+library code, ``mclstexp.workflow.bench_X.run_X_bench(..., out_dir=, log=print) -> dict``, which
+runs the measurements side by side with their baselines, writes its files (JSON/CSV results and
+the charts, drawn by a function of :mod:`mclstexp.pl`) and returns the records with a ready text
+table; it can be called and tested from Python without a command line. The front is
+``mclstexp.cli.bench_X``: ``register(bench_subparsers)`` adds the arguments and sets ``func``,
+and ``func`` only checks the arguments, calls the engine and prints what it returned. Adding a
+kind is adding those two modules and the front's name to ``_BENCH_MODULES`` below; ``bench``
+itself only dispatches.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``mclstexp bench fidelity``: presets x seeds, leave-one-section-out, depth-aware rows."""
+"""``mclstexp bench fidelity``: the front of :mod:`mclstexp.workflow.bench_fidelity`."""
 
 from __future__ import annotations
 
@@ -39,11 +39,11 @@ def register(bench_subparsers: Any) -> None:
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    from mclstexp.workflow.fidelity import run_fidelity
+    from mclstexp.workflow.bench_fidelity import run_fidelity_bench
 
     started = time.perf_counter()
     dataset = args.dataset or ("her2st" if args.root else "synthetic")
-    result = run_fidelity(
+    result = run_fidelity_bench(
         dataset=dataset,
         root=args.root,
         sections=args.sections,

@@ -88,11 +88,10 @@ def read_spots(path: str | Path) -> tuple[np.ndarray, list[str]]:
     df = pd.read_csv(path, sep=sep)
     cols = {c.lower(): c for c in df.columns}
     if {"pixel_x", "pixel_y", "x", "y"} <= set(cols):  # her2st *_selection.tsv
-        if "selected" in cols:
-            df = df[df[cols["selected"]] == 1]
-        ids = [f"{round(a)}x{round(b)}" for a, b in zip(df[cols["x"]], df[cols["y"]], strict=True)]
-        xy = df[[cols["pixel_x"], cols["pixel_y"]]].to_numpy(dtype=np.float64)
-        return xy, ids
+        from mclstexp.io.her2st import read_her2st_spots
+
+        spots = read_her2st_spots(path, selected_only=True, sep=sep)
+        return spots[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64), list(spots.index)
     id_col = next((cols[c] for c in ("id", "spot_id", "barcode", "spot") if c in cols), None)
     if "x" not in cols or "y" not in cols:
         raise ValueError(f"{path}: expected columns id, x, y (got {list(df.columns)})")
@@ -120,7 +119,7 @@ def _fit_stain(method: str | None, target: str | None) -> Any:
 def _tile_one(job: dict[str, Any]) -> dict[str, Any]:
     """One slide: spots or grid -> cache group. Runs in-process or as a dask task."""
     from mclstexp.io.slide import open_slide
-    from mclstexp.pp.patches import grid_centers, tile_slide
+    from mclstexp.pp import grid_centers, tile_slide
 
     t0 = time.perf_counter()
     slide = job["slide"]

@@ -7,8 +7,10 @@ from mclstexp._lazy import lazy_exports
 _EXPORTS = {
     "open_slide": "slide",
     "Slide": "slide",
+    "read_thumbnail": "slide",
     "read_her2st": "her2st",
     "read_her2st_all": "her2st",
+    "read_her2st_spots": "her2st",
     "read_visium": "visium",
     "read_h5ad": "h5ad",
 }

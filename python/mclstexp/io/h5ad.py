@@ -124,57 +124,17 @@ def read_h5ad(
     >>> adata.uns["mclstexp"]["slide_path"]  # doctest: +SKIP
     'hest/wsis/TENX95.tif'
     """
-    import anndata
-
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: file not found; pass the path of an .h5ad file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            src = anndata.read_h5ad(p)
-    except Exception as err:  # h5py/anndata raise a variety of errors on bad files
-        raise ValueError(f"{p}: not a readable .h5ad file ({type(err).__name__}: {err})") from err
-
-    if K.SPATIAL not in src.obsm:
-        raise ValueError(
-            f"{p}: no obsm['spatial'] (spot pixel coordinates); add them as an (n_spots, 2) "
-            "array of full-resolution pixels (x = column, y = row), or use read_visium / "
-            "read_her2st for raw platform outputs"
-        )
-    xy = np.asarray(src.obsm[K.SPATIAL])
-    if xy.ndim != 2 or xy.shape[1] < 2 or xy.shape[0] != src.n_obs:
-        raise ValueError(f"{p}: obsm['spatial'] has shape {xy.shape}, expected ({src.n_obs}, 2)")
-    if xy.dtype.kind not in "iuf":
-        raise ValueError(f"{p}: obsm['spatial'] is not numeric ({xy.dtype})")
-    xy = xy[:, :2].astype(np.float64)
-    if not np.isfinite(xy).all():
-        raise ValueError(f"{p}: obsm['spatial'] has NaN or infinite coordinates")
+    src = _read_file(p)
+    xy = _spatial(src, p)
     check_unique(list(src.obs_names), "spot ids (obs_names)", str(p), "make them unique")
     check_unique(
         list(src.var_names), "gene names (var_names)", str(p), "call var_names_make_unique()"
     )
-
-    raw = src.layers.get(K.LAYER_COUNTS, src.X)
-    if raw is None:
-        raise ValueError(f"{p}: no expression matrix (X is empty and there is no counts layer)")
-    if not sp.issparse(raw):
-        raw = np.asarray(raw)
-        if raw.dtype.kind not in "iuf":
-            raise ValueError(f"{p}: the expression matrix is not numeric ({raw.dtype})")
-    counts = sp.csr_matrix(raw, dtype=np.float32)
-    check_counts(counts, str(p))
+    counts = _raw_counts(src, p)
 
     hest_slide, hest_meta = _hest_paths(p)
-    meta: dict[str, Any] = {}
-    if hest_meta is not None:
-        try:
-            meta = json.loads(hest_meta.read_text())
-        except ValueError as err:
-            raise ValueError(f"{hest_meta}: not valid JSON ({err})") from None
-        if not isinstance(meta, dict):
-            raise ValueError(f"{hest_meta}: expected a JSON object")
-
+    meta = _read_metadata(hest_meta)
     old = src.uns.get(K.UNS, {})
     old = dict(old) if isinstance(old, dict) else {}
     slide_path: Path | None
@@ -189,41 +149,11 @@ def read_h5ad(
     ids = list(map(str, src.obs_names))
     if slide_path is not None:
         check_inside(xy, image_size(slide_path), slide_path, f"{p} (obsm['spatial'])", ids)
-
-    mpp_source = "argument"
-    if mpp is None:
-        for key in _HEST_MPP_KEYS:
-            v = meta.get(key)
-            if isinstance(v, int | float) and v > 0:
-                mpp, mpp_source = float(v), f"{hest_meta} ({key})"
-                break
-    if mpp is None and isinstance(old.get(K.UNS_MPP), int | float):
-        mpp, mpp_source = float(old[K.UNS_MPP]), "uns['mclstexp']['mpp'] of the file"
-    if mpp is None and slide_path is not None:
-        mpp = _tiff_mpp(slide_path)
-        mpp_source = f"{slide_path} (resolution tags)"
-    if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
-        raise ValueError(f"mpp: expected a positive number of microns per pixel, got {mpp!r}")
-
+    mpp, mpp_source = _resolve_mpp(mpp, meta, hest_meta, old, slide_path)
     if section is None:
         section = str(old.get(K.UNS_SECTION) or p.stem)
 
-    obs = src.obs.copy()
-    obs.index = pd.Index(ids)
-    if K.ARRAY_ROW in obs and K.ARRAY_COL in obs:
-        for key in (K.ARRAY_ROW, K.ARRAY_COL):
-            col = obs[key]
-            if not pd.api.types.is_numeric_dtype(col) or col.isna().any():
-                raise ValueError(f"{p}: obs[{key!r}] must be numeric without gaps")
-            if not np.all(np.asarray(col) == np.round(np.asarray(col))):
-                raise ValueError(f"{p}: obs[{key!r}] must hold integer array coordinates")
-            obs[key] = np.asarray(col).astype(np.int64)
-    else:
-        warn_data(
-            f"{p}: no obs['array_row'/'array_col']; derived from the pixel coordinates "
-            "(steps of the median nearest-neighbour distance)"
-        )
-        obs[K.ARRAY_COL], obs[K.ARRAY_ROW] = _grid_index(xy)
+    obs = _obs(src, ids, xy, p)
     obs[K.SECTION] = pd.Categorical([section] * len(obs))
     if K.LIBRARY_SIZE not in obs:
         obs[K.LIBRARY_SIZE] = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
@@ -258,3 +188,107 @@ def read_h5ad(
         }
     adata.uns[K.UNS] = info
     return adata
+
+
+def _read_file(p: Path) -> AnnData:
+    import anndata
+
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: file not found; pass the path of an .h5ad file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return anndata.read_h5ad(p)
+    except Exception as err:  # h5py/anndata raise a variety of errors on bad files
+        raise ValueError(f"{p}: not a readable .h5ad file ({type(err).__name__}: {err})") from err
+
+
+def _spatial(src: AnnData, p: Path) -> np.ndarray:
+    """``obsm["spatial"]`` as float64 ``(n, 2)``, validated."""
+    if K.SPATIAL not in src.obsm:
+        raise ValueError(
+            f"{p}: no obsm['spatial'] (spot pixel coordinates); add them as an (n_spots, 2) "
+            "array of full-resolution pixels (x = column, y = row), or use read_visium / "
+            "read_her2st for raw platform outputs"
+        )
+    xy = np.asarray(src.obsm[K.SPATIAL])
+    if xy.ndim != 2 or xy.shape[1] < 2 or xy.shape[0] != src.n_obs:
+        raise ValueError(f"{p}: obsm['spatial'] has shape {xy.shape}, expected ({src.n_obs}, 2)")
+    if xy.dtype.kind not in "iuf":
+        raise ValueError(f"{p}: obsm['spatial'] is not numeric ({xy.dtype})")
+    xy = xy[:, :2].astype(np.float64)
+    if not np.isfinite(xy).all():
+        raise ValueError(f"{p}: obsm['spatial'] has NaN or infinite coordinates")
+    return xy
+
+
+def _raw_counts(src: AnnData, p: Path) -> sp.csr_matrix:
+    """The raw counts (``layers["counts"]``, else ``X``) as CSR float32, validated."""
+    raw = src.layers.get(K.LAYER_COUNTS, src.X)
+    if raw is None:
+        raise ValueError(f"{p}: no expression matrix (X is empty and there is no counts layer)")
+    if not sp.issparse(raw):
+        raw = np.asarray(raw)
+        if raw.dtype.kind not in "iuf":
+            raise ValueError(f"{p}: the expression matrix is not numeric ({raw.dtype})")
+    counts = sp.csr_matrix(raw, dtype=np.float32)
+    check_counts(counts, str(p))
+    return counts
+
+
+def _read_metadata(hest_meta: Path | None) -> dict[str, Any]:
+    if hest_meta is None:
+        return {}
+    try:
+        meta = json.loads(hest_meta.read_text())
+    except ValueError as err:
+        raise ValueError(f"{hest_meta}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{hest_meta}: expected a JSON object")
+    return meta
+
+
+def _resolve_mpp(
+    mpp: float | None,
+    meta: dict[str, Any],
+    hest_meta: Path | None,
+    old: dict[str, Any],
+    slide_path: Path | None,
+) -> tuple[float | None, str]:
+    """Microns per pixel and where it came from: argument, HEST metadata, file, TIFF tags."""
+    mpp_source = "argument"
+    if mpp is None:
+        for key in _HEST_MPP_KEYS:
+            v = meta.get(key)
+            if isinstance(v, int | float) and v > 0:
+                mpp, mpp_source = float(v), f"{hest_meta} ({key})"
+                break
+    if mpp is None and isinstance(old.get(K.UNS_MPP), int | float):
+        mpp, mpp_source = float(old[K.UNS_MPP]), "uns['mclstexp']['mpp'] of the file"
+    if mpp is None and slide_path is not None:
+        mpp = _tiff_mpp(slide_path)
+        mpp_source = f"{slide_path} (resolution tags)"
+    if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
+        raise ValueError(f"mpp: expected a positive number of microns per pixel, got {mpp!r}")
+    return mpp, mpp_source
+
+
+def _obs(src: AnnData, ids: list[str], xy: np.ndarray, p: Path) -> pd.DataFrame:
+    """The file's ``obs`` with integer ``array_row``/``array_col`` (derived when absent)."""
+    obs = src.obs.copy()
+    obs.index = pd.Index(ids)
+    if K.ARRAY_ROW in obs and K.ARRAY_COL in obs:
+        for key in (K.ARRAY_ROW, K.ARRAY_COL):
+            col = obs[key]
+            if not pd.api.types.is_numeric_dtype(col) or col.isna().any():
+                raise ValueError(f"{p}: obs[{key!r}] must be numeric without gaps")
+            if not np.all(np.asarray(col) == np.round(np.asarray(col))):
+                raise ValueError(f"{p}: obs[{key!r}] must hold integer array coordinates")
+            obs[key] = np.asarray(col).astype(np.int64)
+    else:
+        warn_data(
+            f"{p}: no obs['array_row'/'array_col']; derived from the pixel coordinates "
+            "(steps of the median nearest-neighbour distance)"
+        )
+        obs[K.ARRAY_COL], obs[K.ARRAY_ROW] = _grid_index(xy)
+    return obs

@@ -119,11 +119,11 @@ def read_counts_tsv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return ids, genes, counts
 
 
-def _read_table(path: Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+def _read_table(path: Path, required: tuple[str, ...], what: str, sep: str = "\t") -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} not found")
     try:
-        table = pd.read_csv(path, sep="\t")
+        table = pd.read_csv(path, sep=sep)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise ValueError(f"{path}: cannot parse the {what} as a TSV ({err})") from None
     missing = [c for c in required if c not in table.columns]
@@ -136,6 +136,63 @@ def _read_table(path: Path, required: tuple[str, ...], what: str) -> pd.DataFram
         if c != "label" and not pd.api.types.is_numeric_dtype(table[c]):
             raise ValueError(f"{path}: column {c!r} is not numeric; fix the {what}")
     return table
+
+
+def read_her2st_spots(
+    path: str | os.PathLike[str], *, selected_only: bool = False, sep: str = "\t"
+) -> pd.DataFrame:
+    """Spot coordinates of a her2st spot file (``<S>_selection.tsv``), indexed by spot id.
+
+    Parameters
+    ----------
+    path
+        The spot file: columns ``x``, ``y`` (array position), ``pixel_x``, ``pixel_y`` (spot
+        centre in full-resolution pixels) and optionally ``selected``.
+    selected_only
+        Keep only the rows with ``selected == 1`` (when the column exists).
+    sep
+        Column separator (a TSV in the her2st repository).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``x``, ``y``, ``pixel_x``, ``pixel_y``; index ``"<x>x<y>"`` (rounded array
+        position, as the counts files name their spots).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        Missing or non-numeric columns, NaN coordinates, two rows at one array position.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "C2_selection.tsv"
+    ...     _ = path.write_text("x y pixel_x pixel_y\\n25 13 6930.6 3510.2\\n".replace(" ", "\\t"))
+    ...     spots = read_her2st_spots(path)
+    >>> list(spots.index), spots["pixel_x"].tolist()
+    (['25x13'], [6930.6])
+    """
+    path = Path(path)
+    spots = _read_table(path, _SPOT_COLUMNS, "spot file", sep)
+    if selected_only and "selected" in spots.columns:
+        spots = spots[spots["selected"] == 1]
+    coords = spots.loc[:, list(_SPOT_COLUMNS)]
+    if coords.isna().any().any():
+        raise ValueError(f"{path}: empty or NaN coordinates; fix the spot file")
+    spot_ids = _rounded_ids(coords["x"].to_numpy(), coords["y"].to_numpy())
+    check_unique(
+        spot_ids,
+        "spot ids after rounding x, y",
+        str(path),
+        "each array position must appear once in the spot file",
+    )
+    coords.index = pd.Index(spot_ids)
+    return coords
 
 
 def _find_image(root: Path, section: str) -> Path | None:
@@ -206,18 +263,7 @@ def read_her2st(
         )
     spot_path = data / "ST-spotfiles" / f"{section}_selection.tsv"
     ids, genes, counts = read_counts_tsv(counts_path)
-    spots = _read_table(spot_path, _SPOT_COLUMNS, "spot file")
-    coords = spots.loc[:, list(_SPOT_COLUMNS)]
-    if coords.isna().any().any():
-        raise ValueError(f"{spot_path}: empty or NaN coordinates; fix the spot file")
-    spot_ids = _rounded_ids(coords["x"].to_numpy(), coords["y"].to_numpy())
-    check_unique(
-        spot_ids,
-        "spot ids after rounding x, y",
-        str(spot_path),
-        "each array position must appear once in the spot file",
-    )
-    coords.index = pd.Index(spot_ids)
+    coords = read_her2st_spots(spot_path)
     missing = [s for s in ids if s not in coords.index]
     if missing:
         raise ValueError(

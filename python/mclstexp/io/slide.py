@@ -439,3 +439,40 @@ def open_slide(
                 raise err from None
         raise
     return Slide(native, "native", path, mpp)
+
+
+def read_thumbnail(
+    path: str | Path, max_size: int = 1024, *, backend: Backend = "auto"
+) -> tuple[np.ndarray, float]:
+    """A slide's thumbnail and its scale to level-0 (full-resolution) pixels.
+
+    Parameters
+    ----------
+    path
+        The slide file (any format :func:`open_slide` reads).
+    max_size
+        Longest side of the thumbnail in pixels.
+    backend
+        As in :func:`open_slide`.
+
+    Returns
+    -------
+    tuple
+        ``(image, scale)``: uint8 ``(h, w, 3)`` and thumbnail pixels per level-0 pixel, so a
+        spot at full-resolution ``(x, y)`` is drawn at ``(x * scale, y * scale)`` (the ``image``
+        and ``scale`` of :func:`mclstexp.pl.spatial_expression`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     Image.new("RGB", (400, 200), (230, 200, 220)).save(Path(tmp) / "he.png")
+    ...     image, scale = read_thumbnail(Path(tmp) / "he.png", max_size=100)
+    >>> image.shape, scale
+    ((50, 100, 3), 0.25)
+    """
+    with open_slide(path, backend=backend) as slide:
+        image = slide.thumbnail(max_size)
+        return image, image.shape[1] / slide.dimensions[0]

@@ -1,4 +1,8 @@
-"""Plots: spatial expression maps, PCC distributions, fold summaries (matplotlib, headless)."""
+"""Plots: spatial expression maps, PCC distributions, fold summaries, benchmark charts.
+
+Every function draws on a matplotlib ``Figure`` of its own (no pyplot state, no GUI backend),
+writes it when given ``path=`` and returns it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ _EXPORTS = {
     "spatial_prediction": "spatial",
     "pcc_distribution": "summary",
     "fold_summary": "summary",
+    "retrieval_throughput": "bench",
+    "fidelity_summary": "bench",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

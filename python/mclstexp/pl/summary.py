@@ -180,33 +180,8 @@ def fold_summary(
             n_seeds_max = max(n_seeds_max, v.size if g != "all folds" else 1)
             means.append(float(v.mean()) if v.size else np.nan)
             sds.append(float(v.std(ddof=1)) if v.size > 1 else np.nan)
-        means_a = np.array(means)
-        sds_a = np.array(sds)
         pos = x - 0.4 + width * (j + 0.5)
-        ax.bar(pos, np.nan_to_num(means_a), width * 0.95, label=m, color=f"C{j % 10}")
-        has_err = np.isfinite(means_a) & np.isfinite(sds_a)  # no bar for a single record
-        if has_err.any():
-            ax.errorbar(
-                pos[has_err],
-                means_a[has_err],
-                yerr=sds_a[has_err],
-                fmt="none",
-                ecolor="black",
-                elinewidth=1,
-                capsize=2,
-            )
-        for p, mv in zip(pos, means_a, strict=True):
-            if not np.isfinite(mv):
-                ax.annotate(
-                    "n/a",
-                    (p, 0),
-                    xytext=(0, 3),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    rotation=90,
-                )
+        _bars(ax, pos, np.array(means), np.array(sds), width=width, label=m, color=f"C{j % 10}")
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.axvline(len(sections) - 0.5, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xticks(x, groups)
@@ -224,6 +199,36 @@ def fold_summary(
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, path, dpi=dpi)
     return fig
+
+
+def _bars(
+    ax: Any, pos: np.ndarray, means: np.ndarray, sds: np.ndarray, *, width: float, **style: Any
+) -> None:
+    """One method's bars at ``pos``: sd error bars where defined, "n/a" where the mean is NaN."""
+    ax.bar(pos, np.nan_to_num(means), width * 0.95, **style)
+    has_err = np.isfinite(means) & np.isfinite(sds)  # no bar for a single record
+    if has_err.any():
+        ax.errorbar(
+            pos[has_err],
+            means[has_err],
+            yerr=sds[has_err],
+            fmt="none",
+            ecolor="black",
+            elinewidth=1,
+            capsize=2,
+        )
+    for p, mv in zip(pos, means, strict=True):
+        if not np.isfinite(mv):
+            ax.annotate(
+                "n/a",
+                (p, 0),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                rotation=90,
+            )
 
 
 __all__ = ["fold_summary", "pcc_distribution"]

@@ -1,4 +1,10 @@
-"""Preprocessing: genes, expression normalisation, patch extraction, stain normalisation."""
+"""Preprocessing: genes, expression normalisation, tissue, patch extraction and cache, stain.
+
+Modules: ``genes`` (gene panels), ``expression`` (normalisation), ``tissue`` (tissue mask, grid
+centres), ``patch_cache`` (the on-disk patch cache: format, writer), ``patches``
+(:func:`extract_patches` for an AnnData), ``stain`` (Macenko / Reinhard), ``layout`` (uint8 HWC
+patches <-> normalised float CHW tensors).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,12 @@ _EXPORTS = {
     "load_panel": "genes",
     "normalize_expression": "expression",
     "extract_patches": "patches",
-    "open_patch_cache": "patches",
-    "PatchCache": "patches",
-    "detect_tissue": "patches",
+    "open_patch_cache": "patch_cache",
+    "PatchCache": "patch_cache",
+    "tile_slide": "patch_cache",
+    "detect_tissue": "tissue",
+    "grid_centers": "tissue",
+    "TissueMask": "tissue",
     "StainNormalizer": "stain",
     "StainNormalizationWarning": "stain",
     "to_tensor_layout": "layout",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mclstexp import _native
+from mclstexp._validate import check_n_threads
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "from_tensor_layout", "to_tensor_layout"]
 
@@ -20,16 +21,6 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "from_tensor_layout", "to_tensor_lay
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 #: ImageNet channel standard deviations (RGB, on the 0..1 scale).
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
-def _check_n_threads(n_threads: int | None) -> int | None:
-    if n_threads is None:
-        return None
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int | np.integer):
-        raise TypeError(f"n_threads: expected an int >= 1 or None, got {type(n_threads).__name__}")
-    if n_threads < 1:
-        raise ValueError(f"n_threads: must be >= 1 (or None for the default), got {n_threads}")
-    return int(n_threads)
 
 
 def _as_patches(patches: object, arg: str = "patches") -> tuple[np.ndarray, bool]:
@@ -101,7 +92,7 @@ def to_tensor_layout(
     s = _as_triplet(std, "std")
     if any(v <= 0 for v in s):
         raise ValueError(f"std: must be > 0 for every channel, got {list(s)}")
-    out = _native.normalize_to_tensor_layout(array, m, s, n_threads=_check_n_threads(n_threads))
+    out = _native.normalize_to_tensor_layout(array, m, s, n_threads=check_n_threads(n_threads))
     return out[0] if single else out
 
 
@@ -155,5 +146,5 @@ def from_tensor_layout(
     s = _as_triplet(std, "std")
     if any(v <= 0 for v in s):
         raise ValueError(f"std: must be > 0 for every channel, got {list(s)}")
-    out = _native.normalize_from_tensor_layout(array, m, s, n_threads=_check_n_threads(n_threads))
+    out = _native.normalize_from_tensor_layout(array, m, s, n_threads=check_n_threads(n_threads))
     return out[0] if single else out

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import numpy as np
 
 from mclstexp import _native
-from mclstexp.pp.layout import _as_patches, _check_n_threads
+from mclstexp._validate import check_n_threads
+from mclstexp.pp.layout import _as_patches
 
 __all__ = ["StainNormalizationWarning", "StainNormalizer"]
 
@@ -117,7 +118,7 @@ class StainNormalizer:
                 raise ValueError(f"{name}: must be finite, got {value}")
         self.method: str = method
         self.params: dict[str, float] = {k: float(v) for k, v in params.items()}
-        self.n_threads = _check_n_threads(n_threads)
+        self.n_threads = check_n_threads(n_threads)
         self.stain_matrix_: np.ndarray | None = None
         self.max_conc_: np.ndarray | None = None
         self.lab_mean_: np.ndarray | None = None

@@ -30,7 +30,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from mclstexp.retrieval.index import ExactIndex, _as_k, _as_matrix, _as_threads
+from mclstexp._validate import check_n_threads
+from mclstexp.retrieval.index import ExactIndex, _as_k, _as_matrix
 
 __all__ = ["BACKENDS", "RetrievalIndex", "make_index"]
 
@@ -105,7 +106,7 @@ class NumpyIndex(_Base):
     ) -> None:
         ref = _as_matrix(reference, "reference")
         self.dim = ref.shape[1]
-        self.n_threads = _as_threads(n_threads)
+        self.n_threads = check_n_threads(n_threads)
         self._rows = [_normalise(ref)]
         self._ref = self._rows[0]
         self.max_block_bytes = int(max_block_bytes)
@@ -165,7 +166,7 @@ class TorchIndex(_Base):
         self._torch = _require("torch")
         ref = _as_matrix(reference, "reference")
         self.dim = ref.shape[1]
-        self.n_threads = _as_threads(n_threads)
+        self.n_threads = check_n_threads(n_threads)
         self._ref = self._torch.from_numpy(_normalise(ref))
         self.max_block_bytes = int(max_block_bytes)
 
@@ -204,7 +205,7 @@ class FaissIndex(_Base):
         self._faiss = _require("faiss")
         ref = _as_matrix(reference, "reference")
         self.dim = ref.shape[1]
-        self.n_threads = _as_threads(n_threads)
+        self.n_threads = check_n_threads(n_threads)
         self._index = self._faiss.IndexFlatIP(self.dim)
         self._index.add(_normalise(ref))
 
@@ -242,7 +243,7 @@ class HnswlibIndex(_Base):
         hnswlib = _require("hnswlib")
         ref = _as_matrix(reference, "reference")
         self.dim = ref.shape[1]
-        self.n_threads = _as_threads(n_threads)
+        self.n_threads = check_n_threads(n_threads)
         self.ef = ef
         self._index = hnswlib.Index(space="ip", dim=self.dim)
         self._index.init_index(
@@ -290,7 +291,7 @@ class UsearchIndex(_Base):
 
         ref = _as_matrix(reference, "reference")
         self.dim = ref.shape[1]
-        self.n_threads = _as_threads(n_threads)
+        self.n_threads = check_n_threads(n_threads)
         self.expansion_search = expansion_search
         self._index = Index(
             ndim=self.dim,

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mclstexp import _native
+from mclstexp._validate import check_n_threads
 
 __all__ = ["ExactIndex", "topk_cosine"]
 
@@ -77,15 +78,6 @@ def _as_k(k: Any, n: int) -> int:
     return k
 
 
-def _as_threads(n_threads: int | None) -> int | None:
-    if n_threads is None:
-        return None
-    n = operator.index(n_threads)
-    if n < 1:
-        raise ValueError(f"n_threads: must be >= 1 (or None for the default), got {n}")
-    return n
-
-
 class ExactIndex:
     """Exact top-k cosine-similarity index over ``float32`` vectors (native, multi-threaded).
 
@@ -115,7 +107,7 @@ class ExactIndex:
     ) -> None:
         if metric not in _METRICS:
             raise ValueError(f"metric: must be one of {_METRICS}, got {metric!r}")
-        self._n_threads = _as_threads(n_threads)
+        self._n_threads = check_n_threads(n_threads)
         ref = _as_matrix(reference, "reference")
         self._native = _native._ExactIndex(ref.shape[1])
         self._native.add(ref, n_threads=self._n_threads)
@@ -200,7 +192,7 @@ class ExactIndex:
         """
         q = _as_matrix(queries, "queries", self.dim)
         k = _as_k(k, len(self))
-        threads = self._n_threads if n_threads is None else _as_threads(n_threads)
+        threads = self._n_threads if n_threads is None else check_n_threads(n_threads)
         return self._native.search(q, k, n_threads=threads)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -228,7 +220,7 @@ class ExactIndex:
         --------
         >>> ExactIndex.load("missing.mclidx")  # doctest: +SKIP
         """
-        threads = _as_threads(n_threads)
+        threads = check_n_threads(n_threads)
         return cls._wrap(_native._ExactIndex.load(os.fspath(path), n_threads=threads), threads)
 
 
@@ -255,4 +247,4 @@ def topk_cosine(
     ref = _as_matrix(reference, "reference")
     q = _as_matrix(queries, "queries", ref.shape[1], "reference")
     k = _as_k(k, ref.shape[0])
-    return _native.topk_cosine(q, ref, k, n_threads=_as_threads(n_threads))
+    return _native.topk_cosine(q, ref, k, n_threads=check_n_threads(n_threads))

@@ -58,9 +58,9 @@ class KSelection:
 
 def _mean_pcc(truth: np.ndarray, pred: np.ndarray) -> float:
     """Mean per-gene PCC, scored as the evaluation does (constant predictions count 0)."""
-    from mclstexp.metrics import _mean_or_nan, _policy_values, pearson_per_gene
+    from mclstexp.metrics import finite_mean, pearson_per_gene, policy_values
 
-    return _mean_or_nan(_policy_values(pearson_per_gene(truth, pred), "zero"))
+    return finite_mean(policy_values(pearson_per_gene(truth, pred), "zero"))
 
 
 def select_k(

@@ -1,6 +1,8 @@
 """The main job: tile -> train -> reference -> predict -> evaluate, over cross-validation folds.
 
-``mclstexp run`` and ``mclstexp bench fidelity`` are thin command-line fronts over this package.
+``mclstexp run`` and ``mclstexp bench`` are thin command-line fronts over this package: the main
+job (``dataset``, ``fold``, ``experiment``, ``report``) and the benchmark engines
+(``bench_fidelity``, ``bench_retrieval``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ _EXPORTS = {
     "FoldOutcome": "fold",
     "run_experiment": "experiment",
     "format_table": "report",
+    "run_fidelity_bench": "bench_fidelity",
+    "run_retrieval_bench": "bench_retrieval",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

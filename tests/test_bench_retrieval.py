@@ -1,8 +1,10 @@
-"""``mclstexp bench retrieval`` end to end on a tiny grid."""
+"""``mclstexp bench retrieval`` end to end on a tiny grid, and its engine in the library."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from mclstexp.cli.main import main
 
@@ -48,3 +50,20 @@ def test_bench_retrieval_prints_a_table_and_writes_a_plot(tmp_path, capsys) -> N
 def test_bench_without_kind_prints_help(capsys) -> None:
     assert main(["bench"]) == 2
     assert "retrieval" in capsys.readouterr().out
+
+
+def test_retrieval_bench_engine_runs_without_the_command_line(tmp_path) -> None:
+    from mclstexp.workflow.bench_retrieval import run_retrieval_bench
+
+    lines: list[str] = []
+    result = run_retrieval_bench(
+        [200], [4], dim=8, k=3, backends=["numpy"], repeat=1, out_dir=tmp_path, log=lines.append
+    )
+    assert lines[0].startswith("mclstexp bench retrieval: dim=8 k=3")
+    assert [r["backend"] for r in result["records"]] == ["native", "numpy"]  # native always runs
+    assert result["table"].splitlines()[0].startswith("backend")
+    assert result["memory"] is None and result["json"].is_file() and result["plot"].is_file()
+    stored = json.loads(result["json"].read_text())
+    assert stored["records"] == result["records"] and "memory" not in stored
+    with pytest.raises(ValueError, match="k: must be <="):
+        run_retrieval_bench([200], [4], k=300, out_dir=tmp_path, log=None)

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 FIDELITY_METRICS = ("acg", "heg", "hvg", "partial_acg", "partial_heg", "partial_hvg", "mse", "mae")
 
 
@@ -58,7 +56,22 @@ def _spawned(kwargs: dict[str, Any]) -> dict[str, Any]:
         return pool.apply(_one_run, (kwargs,))
 
 
-def run_fidelity(
+def _speed_text(runs: list[dict[str, Any]]) -> str:
+    """Training speed and peak memory per preset, mean and sd over seeds x folds."""
+    import pandas as pd
+
+    speed = (
+        pd.DataFrame(runs)
+        .groupby("preset")[["seconds_per_epoch", "spots_per_second", "process_peak_rss_mb"]]
+        .agg(["mean", "std"])
+        .round(3)
+    )
+    return "training speed and memory per preset (mean, sd over seeds x folds):\n" + (
+        speed.to_string()
+    )
+
+
+def run_fidelity_bench(
     *,
     dataset: str = "her2st",
     root: str | Path | None = None,
@@ -70,7 +83,7 @@ def run_fidelity(
     out_dir: str | Path = "runs/fidelity",
     log: Any = print,
 ) -> dict[str, Any]:
-    """Run the benchmark and write ``fidelity.json``, ``fidelity.csv`` and ``fidelity.png``.
+    """Run the benchmark; write ``fidelity.{json,csv,png,txt}`` and ``fidelity_runs.csv``.
 
     Returns
     -------
@@ -80,10 +93,11 @@ def run_fidelity(
 
     Examples
     --------
-    >>> run_fidelity(root="../shared/data/her2st", seeds=[0])  # doctest: +SKIP
+    >>> run_fidelity_bench(root="../shared/data/her2st", seeds=[0])  # doctest: +SKIP
     """
     import pandas as pd
 
+    from mclstexp.pl import fidelity_summary
     from mclstexp.workflow.dataset import load_dataset
     from mclstexp.workflow.experiment import tile_dataset
     from mclstexp.workflow.report import format_table, summary_frame
@@ -124,14 +138,6 @@ def run_fidelity(
         )
     summary = summary_frame(records)
     table = format_table(records)
-    runs_frame = pd.DataFrame(runs)
-    speed = (
-        runs_frame.groupby("preset")[
-            ["seconds_per_epoch", "spots_per_second", "process_peak_rss_mb"]
-        ]
-        .agg(["mean", "std"])
-        .round(3)
-    )
     payload = {
         "dataset": dataset,
         "sections": spec.section_names,
@@ -152,10 +158,8 @@ def run_fidelity(
     (out_dir / "fidelity.json").write_text(json.dumps(payload, indent=2, default=float))
     summary.to_csv(out_dir / "fidelity.csv", index=False)
     pd.DataFrame(runs).to_csv(out_dir / "fidelity_runs.csv", index=False)
-    _chart(summary, out_dir / "fidelity.png")
-    speed_text = "training speed and memory per preset (mean, sd over seeds x folds):\n" + (
-        speed.to_string()
-    )
+    fidelity_summary(summary, path=out_dir / "fidelity.png")
+    speed_text = _speed_text(runs)
     (out_dir / "fidelity.txt").write_text(table + "\n\n" + speed_text + "\n")
     return {
         "records": records,
@@ -164,25 +168,3 @@ def run_fidelity(
         "table": table,
         "speed": speed_text,
     }
-
-
-def _chart(summary: Any, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    metrics = [("acg", "PCC-ACG"), ("partial_acg", "partial PCC-ACG | depth"), ("heg", "PCC-HEG")]
-    targets = list(dict.fromkeys(summary["target"]))
-    fig = Figure(figsize=(6 * len(targets), 4.5 * len(metrics)), layout="constrained")
-    axes = fig.subplots(len(metrics), len(targets), squeeze=False)
-    for i, (metric, label) in enumerate(metrics):
-        for j, target in enumerate(targets):
-            ax = axes[i][j]
-            sub = summary[summary["target"] == target]
-            means = sub[f"{metric}_mean"].to_numpy(dtype=float)
-            sds = np.nan_to_num(sub[f"{metric}_sd"].to_numpy(dtype=float))
-            y = np.arange(len(sub))
-            ax.barh(y, means, xerr=sds, color="#4C72B0", capsize=3)
-            ax.set_yticks(y, [str(m) for m in sub["method"]])
-            ax.axvline(0, color="black", linewidth=0.8)
-            ax.set_xlabel(f"{label} (mean ± sd over sections x seeds)")
-            ax.set_title(f"{label}\ntarget: {target}, per-section")
-    fig.savefig(path, dpi=110)

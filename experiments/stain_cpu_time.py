@@ -1,8 +1,12 @@
 """CPU seconds per patch, one thread, ours vs torchstain's numpy backend, in one process.
 
 Wall-clock benchmarks on a shared 2-core machine swing with the load; CPU time of a single-threaded
-run does much less. Run: ``python benches/stain_cpu_time.py`` from the activated virtual environment
-(needs ``../shared/data``; prints the path of the mclstexp build it measured).
+run does much less. A cross-check of the README's speed row "Macenko / Reinhard, 1,000 patches
+against torchstain numpy" (measured by ``benches/bench_stain.py``) that a busy machine cannot
+inflate. Run from the activated virtual environment (needs ``../shared/data``; prints the path of
+the mclstexp build it measured):
+
+    python experiments/stain_cpu_time.py
 """
 
 from __future__ import annotations

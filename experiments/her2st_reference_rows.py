@@ -1,13 +1,17 @@
 """Reference rows (training mean, colour ridge, library size, library size oracle) on her2st C2-C6.
 
-Leave-one-section-out over the sections with images; every row evaluated per section on both
-targets (the original's per-gene ``legacy_gene`` normalisation and per-spot ``default`` log1p),
-with the depth-controlled partial PCC. Model-free: needs no torch, no trained model.
+Reproduces the reference rows of the README's her2st table ("On her2st ... mean ± sd over the 15
+(section, seed) records": training_mean, colour_ridge, library_size, library_size_oracle) without
+training a model: the rows do not depend on the training seed, so 5 held-out sections give the
+same means. Leave-one-section-out over the sections with images; every row evaluated per section
+on both targets (the original's per-gene ``legacy_gene`` normalisation and per-spot ``default``
+log1p, both by :func:`mclstexp.pp.normalize_expression`), with the depth-controlled partial PCC,
+under both undefined-prediction policies. Model-free: needs no torch, no trained model.
 
-    python benches/her2st_reference_rows.py --root ../shared/data/her2st --out /tmp/refrows
+    python experiments/her2st_reference_rows.py --root ../shared/data/her2st --out /tmp/refrows
 
-The two normalisations are implemented here with numpy (``mclstexp.pp.normalize_expression`` is
-the package's version); zero denominators give 0.
+Sections are read with :func:`mclstexp.io.read_her2st`; patches of 224 px are cut from the
+full-resolution JPEG around each spot centre (clipped to the image).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,46 +28,43 @@ from PIL import Image
 
 from mclstexp import metrics as M
 from mclstexp.baselines import patch_colour_features, reference_baselines
+from mclstexp.io import read_her2st
+from mclstexp.pp import normalize_expression
 
 PATCH = 224
 
 
-def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
-
-
-def legacy_gene(c: np.ndarray) -> np.ndarray:
-    return np.log10(1.0 + 1e4 * _safe_div(c, c.sum(axis=0, keepdims=True)))
-
-
-def per_spot(c: np.ndarray, library: np.ndarray) -> np.ndarray:
-    return np.log1p(1e4 * _safe_div(c, library[:, None]))
-
-
-def load_section(root: Path, sec: str, panel: np.ndarray) -> dict:
-    cnt = pd.read_csv(root / "data/ST-cnts" / f"{sec}.tsv.gz", sep="\t", index_col=0)
-    spots = pd.read_csv(root / "data/ST-spotfiles" / f"{sec}_selection.tsv", sep="\t")
-    spots.index = [f"{round(x)}x{round(y)}" for x, y in zip(spots.x, spots.y, strict=True)]
-    ids = cnt.index.intersection(spots.index)
-    cnt, spots = cnt.loc[ids], spots.loc[ids]
-    library = cnt.to_numpy(np.float64).sum(axis=1)  # all genes of the file
-    counts = cnt.reindex(columns=panel, fill_value=0).to_numpy(np.float64)
-    (jpg,) = sorted((root / "data/ST-imgs" / sec[0] / sec).glob("*.jpg"))
+def _patches(image: Path, centres: np.ndarray) -> np.ndarray:
+    """``PATCH`` px patches around each ``(x, y)`` centre, shifted inside the image."""
     Image.MAX_IMAGE_PIXELS = None  # trusted public data, ~92 Mpx
-    img = np.asarray(Image.open(jpg).convert("RGB"))
+    with Image.open(image) as im:
+        img = np.asarray(im.convert("RGB"))
     h, w = img.shape[:2]
-    patches = np.empty((len(ids), PATCH, PATCH, 3), np.uint8)
-    for i, (px, py) in enumerate(zip(spots.pixel_x, spots.pixel_y, strict=True)):
+    patches = np.empty((len(centres), PATCH, PATCH, 3), np.uint8)
+    for i, (px, py) in enumerate(centres):
         x0 = int(np.clip(np.floor(px) - PATCH // 2, 0, w - PATCH))
         y0 = int(np.clip(np.floor(py) - PATCH // 2, 0, h - PATCH))
         patches[i] = img[y0 : y0 + PATCH, x0 : x0 + PATCH]
-    del img
+    return patches
+
+
+def load_section(root: Path, sec: str, panel: np.ndarray) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # spot-file rows without counts (0-3 per section)
+        adata = read_her2st(root, sec, labels=False)
+    library = np.asarray(adata.obs["library_size"], dtype=np.float64)  # all genes of the file
+    targets = {}
+    for flavor in ("legacy_gene", "default"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # genes with zero counts in this section score 0
+            norm = normalize_expression(adata, genes=list(panel), flavor=flavor)
+        targets[flavor] = np.asarray(norm.X, dtype=np.float64)
+    slide = adata.uns["mclstexp"]["slide_path"]
     return {
-        "counts": counts,
         "library": library,
         "log_l": M.log_library_size(library),
-        "features": patch_colour_features(patches),
-        "targets": {"legacy_gene": legacy_gene(counts), "default": per_spot(counts, library)},
+        "features": patch_colour_features(_patches(Path(slide), adata.obsm["spatial"])),
+        "targets": targets,
     }
 
 

@@ -1,4 +1,4 @@
-"""Tensor layout conversion against numpy references (exact)."""
+"""pp.layout: tensor layout conversion against numpy references (exact)."""
 
 from __future__ import annotations
 

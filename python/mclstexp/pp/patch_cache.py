@@ -1,0 +1,450 @@
+"""The patch cache: its on-disk format (this docstring is the contract) and its writer.
+
+Layout, format version :data:`FORMAT_VERSION` (one group per slide, inside the store ``store``)::
+
+    <store>/<key>/patches    uint8   [N, size, size, 3]  chunked by ``chunk_patches``, zstd
+    <store>/<key>/coords     float64 [N, 2]              level-0 pixel centres (x, y)
+    <store>/<key>/spot_ids   string  [N]
+    <store>/<key>/in_bounds  bool    [N]                 False where the patch leaves the slide
+    <store>/<key>/done       bool    [n_chunks]          chunks written (resume bookkeeping)
+    <store>/<key>.attrs      source path, size and checksum of the slide, mpp, patch size,
+                             level, stain normalisation, package version, ``complete``
+
+A run on identical inputs reuses a complete cache; an interrupted run resumes at the first chunk
+not marked done and ends identical to an uninterrupted run; a cache made with other parameters
+raises :class:`mclstexp.exceptions.CacheMismatchError` unless ``overwrite=True``.
+
+:func:`tile_slide` writes a slide's group (the engine of :func:`mclstexp.pp.extract_patches` and
+``mclstexp-tile``); :func:`open_patch_cache` opens a complete one as a :class:`PatchCache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mclstexp.exceptions import CacheMismatchError
+
+__all__ = ["FORMAT_VERSION", "PatchCache", "open_patch_cache", "slide_checksum", "tile_slide"]
+
+#: Version of the layout above, recorded as ``format_version`` in every group's attributes.
+FORMAT_VERSION = 1
+_FULL_HASH_LIMIT = 256 << 20  # hash whole slides up to this size; sample larger ones
+_SAMPLE = 4 << 20
+
+
+def slide_checksum(path: str | Path) -> dict[str, Any]:
+    """A checksum of a slide file: sha256 of the whole file up to 256 MiB, else of its size and
+    four 4 MiB samples (start, two interior points, end), which is fast on multi-GB slides.
+
+    Examples
+    --------
+    >>> slide_checksum("slide.svs")["algorithm"]  # doctest: +SKIP
+    'sha256'
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return {"algorithm": "sha256", "value": h.hexdigest()}
+        h.update(str(size).encode())
+        for off in (0, size // 3, 2 * size // 3, size - _SAMPLE):
+            f.seek(off)
+            h.update(f.read(_SAMPLE))
+    return {"algorithm": "sha256-sampled-4x4MiB", "value": h.hexdigest()}
+
+
+def _version() -> str:
+    import mclstexp
+
+    return str(mclstexp.__version__)
+
+
+class PatchCache:
+    """A slide's patches in a Zarr v3 store (see :func:`extract_patches`).
+
+    Attributes
+    ----------
+    patches
+        The ``zarr`` array uint8 ``[N, size, size, 3]``; index it like numpy.
+    spot_ids
+        ``(N,)`` array of str, aligned with ``patches``.
+    coords
+        float64 ``(N, 2)`` level-0 pixel centres (x, y).
+    in_bounds
+        bool ``(N,)``; False where the patch extends outside the slide (padded white).
+    attrs
+        Provenance and parameters (source, checksum, mpp, size, level, stain, version).
+
+    Examples
+    --------
+    >>> cache = open_patch_cache("patches.zarr")  # doctest: +SKIP
+    >>> cache.patches[:8].shape  # doctest: +SKIP
+    (8, 224, 224, 3)
+    """
+
+    def __init__(self, group: Any, key: str) -> None:
+        self._group = group
+        self.key = key
+        self.patches = group["patches"]
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+    def __repr__(self) -> str:
+        return f"PatchCache(key={self.key!r}, n={len(self)}, size={self.attrs.get('patch_size')})"
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.patches[index])
+
+    @property
+    def spot_ids(self) -> np.ndarray:
+        return np.array([str(s) for s in self._group["spot_ids"][:]], dtype=str)
+
+    @property
+    def coords(self) -> np.ndarray:
+        return np.asarray(self._group["coords"][:], dtype=np.float64)
+
+    @property
+    def in_bounds(self) -> np.ndarray:
+        return np.asarray(self._group["in_bounds"][:], dtype=bool)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._group.attrs.get("complete", False))
+
+
+def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
+    """Open a complete patch cache written by :func:`extract_patches` or ``mclstexp-tile``.
+
+    Parameters
+    ----------
+    store
+        The Zarr store (a directory).
+    key
+        The slide's group; may be omitted when the store holds one slide.
+
+    Examples
+    --------
+    >>> cache = open_patch_cache("patches.zarr", "C2")  # doctest: +SKIP
+    """
+    import zarr
+
+    store = Path(store)
+    if not store.exists():
+        raise FileNotFoundError(2, "patch cache not found", str(store))
+    root = zarr.open_group(str(store), mode="r")
+    keys = sorted(root.group_keys())
+    if key is None:
+        if len(keys) != 1:
+            raise ValueError(f"key: the store holds {len(keys)} slides {keys}; pass one of them")
+        key = keys[0]
+    if key not in keys:
+        raise KeyError(f"{store}: no slide {key!r} in the cache (has {keys})")
+    group = root[key]
+    if not group.attrs.get("complete", False):
+        raise CacheMismatchError(
+            f"{store}/{key}: the cache is incomplete (an interrupted run); re-run the tiler"
+        )
+    return PatchCache(group, key)
+
+
+def _sanitize_key(key: str) -> str:
+    out = "".join(c if c.isalnum() or c in "-_." else "_" for c in key).strip(".")
+    if not out:
+        raise ValueError(f"key: {key!r} is not usable as a cache group name")
+    return out
+
+
+def _coords_digest(centers: np.ndarray, ids: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(centers, dtype="<f8").tobytes())
+    for s in ids:
+        h.update(s.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def tile_slide(
+    slide_path: str | Path,
+    centers: np.ndarray,
+    spot_ids: Sequence[str],
+    *,
+    store: str | Path,
+    key: str | None = None,
+    size: int = 224,
+    mpp: float | None = None,
+    level: int = 0,
+    slide_mpp: float | None = None,
+    stain_normalizer: Any = None,
+    n_threads: int | None = None,
+    chunk_patches: int = 32,
+    batch_chunks: int = 4,
+    overwrite: bool = False,
+    backend: str = "auto",
+    progress: bool | Callable[[int], None] = True,
+) -> PatchCache:
+    """Cut patches of one slide at ``centers`` into ``store`` (the engine of
+    :func:`mclstexp.pp.extract_patches` and ``mclstexp-tile``; see there for the parameters).
+
+    Examples
+    --------
+    >>> tile_slide("C2.jpg", xy, ids, store="p.zarr", key="C2")  # doctest: +SKIP
+    """
+    from mclstexp.io.slide import open_slide
+
+    slide_path = Path(slide_path)
+    centers, ids = _check_spots(centers, spot_ids)
+    if int(size) < 1:
+        raise ValueError(f"size: must be >= 1, got {size}")
+    if int(chunk_patches) < 1 or int(batch_chunks) < 1:
+        raise ValueError("chunk_patches and batch_chunks must be >= 1")
+    slide = open_slide(slide_path, backend=backend)  # type: ignore[arg-type]
+    if slide.mpp is None and slide_mpp is not None:
+        slide = open_slide(slide_path, backend=backend, mpp=slide_mpp)  # type: ignore[arg-type]
+    key = _sanitize_key(key if key is not None else slide_path.stem)
+    stain = None
+    if stain_normalizer is not None:
+        stain = json.loads(json.dumps(stain_normalizer.to_dict(), default=_json_default))
+    attrs: dict[str, Any] = {
+        "format": "mclstexp-patch-cache",
+        "format_version": FORMAT_VERSION,
+        "source_path": str(slide_path.resolve()),
+        "slide_size": slide_path.stat().st_size,
+        "slide_checksum": slide_checksum(slide_path),
+        "slide_mpp": slide.mpp,
+        "mpp": mpp,
+        "patch_size": int(size),
+        "level": int(level) if mpp is None else None,
+        "stain_normalization": stain,
+        "n_patches": len(centers),
+        "chunk_patches": int(chunk_patches),
+        "spots_sha256": _coords_digest(centers, ids),
+        "package_version": _version(),
+    }
+    store = Path(store)
+    group = _open_group(store, key, attrs, centers, ids, overwrite=overwrite)
+    if not group.attrs.get("complete", False):
+        # Resuming: a kill can land inside a chunk write. zarr writes "<chunk>.<hex>.partial"
+        # and renames it, so the chunk itself is whole (or absent, and not marked done) but the
+        # temp file stays behind; remove it so the resumed store equals a clean one.
+        _remove_partial_writes(store / key)
+
+        def read(idx: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            patches, inside = slide.read_patches(
+                centers[idx],
+                size=int(size),
+                mpp=mpp,
+                level=int(level),
+                n_threads=n_threads,
+                return_mask=True,
+                out=out,
+            )
+            if stain_normalizer is not None:
+                patches = np.asarray(stain_normalizer.transform(patches), dtype=np.uint8)
+            return patches, inside
+
+        _fill(group, read, int(batch_chunks), progress, key)
+        group.attrs["complete"] = True
+    return PatchCache(group, key)
+
+
+def _check_spots(centers: Any, spot_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    centers = np.ascontiguousarray(np.asarray(centers, dtype=np.float64))
+    if centers.ndim != 2 or centers.shape[1] != 2:
+        raise ValueError(f"centers: expected shape (n, 2), got {centers.shape}")
+    if not np.isfinite(centers).all():
+        raise ValueError("centers: must be finite")
+    ids = [str(s) for s in spot_ids]
+    if len(ids) != len(centers):
+        raise ValueError(f"spot_ids: {len(ids)} ids for {len(centers)} centres")
+    if len(set(ids)) != len(ids):
+        raise ValueError("spot_ids: must be unique")
+    return centers, ids
+
+
+def _open_group(
+    store: Path,
+    key: str,
+    attrs: dict[str, Any],
+    centers: np.ndarray,
+    ids: list[str],
+    *,
+    overwrite: bool,
+) -> Any:
+    """The slide's group: reused when made with ``attrs``, else created (empty, not complete)."""
+    import zarr
+
+    root = zarr.open_group(str(store), mode="a")
+    if key in root and "format" not in dict(root[key].attrs):
+        # Killed while the group was being created (before its attributes): start it afresh.
+        shutil.rmtree(store / key)
+        root = zarr.open_group(str(store), mode="a")
+    if key in root:
+        group = root[key]
+        old = {k: v for k, v in dict(group.attrs).items() if k != "complete"}
+        if old == attrs:
+            return group
+        if not overwrite:
+            diff = sorted(k for k in set(old) | set(attrs) if old.get(k) != attrs.get(k))
+            raise CacheMismatchError(
+                f"{store}/{key}: a patch cache made with other parameters exists "
+                f"(differs in {diff}); pass overwrite=True (--overwrite) or another store"
+            )
+        shutil.rmtree(store / key)
+        root = zarr.open_group(str(store), mode="a")
+    n, side, chunk = len(centers), attrs["patch_size"], attrs["chunk_patches"]
+    n_chunks = math.ceil(n / chunk) if n else 0
+    group = root.create_group(key)
+    group.create_array(
+        "patches", shape=(n, side, side, 3), dtype="uint8", chunks=(chunk, side, side, 3)
+    )
+    group.create_array("coords", shape=(n, 2), dtype="float64", chunks=(max(n, 1), 2))
+    ids_arr = group.create_array("spot_ids", shape=(n,), dtype=str, chunks=(max(n, 1),))
+    group.create_array("in_bounds", shape=(n,), dtype="bool", chunks=(max(n, 1),))
+    group.create_array("done", shape=(n_chunks,), dtype="bool", chunks=(max(n_chunks, 1),))
+    if n:
+        group["coords"][:] = centers
+        ids_arr[:] = np.array(ids, dtype=str)
+    group.attrs.update({**attrs, "complete": False})
+    return root[key]
+
+
+def _fill(
+    group: Any,
+    read: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    batch_chunks: int,
+    progress: bool | Callable[[int], None],
+    desc: str,
+) -> None:
+    """Write every chunk not marked done, reading batch i+1 while batch i is written."""
+    n, chunk = int(group.attrs["n_patches"]), int(group.attrs["chunk_patches"])
+    size = int(group.attrs["patch_size"])
+    n_chunks = math.ceil(n / chunk) if n else 0
+    done, in_bounds = _read_bookkeeping(group, n, n_chunks)
+    todo = [c for c in range(n_chunks) if not done[c]]
+    bar = _progress_bar(progress, n, initial=n - _count(todo, chunk, n), desc=desc)
+    batches = [todo[i : i + batch_chunks] for i in range(0, len(todo), batch_chunks)]
+
+    # Two reusable batch buffers: one being filled while the other is written.
+    batch_len = chunk * batch_chunks
+    buffers = [np.empty((min(batch_len, n), size, size, 3), np.uint8) for _ in range(2)]
+
+    def read_batch(i: int, batch: list[int]) -> tuple[list[int], np.ndarray, np.ndarray]:
+        idx = np.concatenate([np.arange(c * chunk, min((c + 1) * chunk, n)) for c in batch])
+        patches, inside = read(idx, buffers[i % 2][: len(idx)])
+        return batch, patches, inside
+
+    def write(batch: list[int], patches: np.ndarray, inside: np.ndarray) -> None:
+        # Batches are runs of consecutive chunks, except after a resume skipped some.
+        pos = 0
+        for run in _runs(batch):
+            a, b = run[0] * chunk, min((run[-1] + 1) * chunk, n)
+            group["patches"][a:b] = patches[pos : pos + (b - a)]
+            in_bounds[a:b] = inside[pos : pos + (b - a)]
+            pos += b - a
+        group["in_bounds"][:] = in_bounds
+        # Mark the chunks done only after their data is written: a kill before this line
+        # means they are rewritten on resume.
+        done[batch] = True
+        group["done"][:] = done
+        _advance(bar, pos)
+
+    # Read batch i+1 (GIL released in Rust) while batch i is compressed and written.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read_batch, 0, batches[0]) if batches else None
+        for i in range(len(batches)):
+            assert pending is not None
+            batch, patches, inside = pending.result()
+            nxt = i + 1
+            pending = reader.submit(read_batch, nxt, batches[nxt]) if nxt < len(batches) else None
+            write(batch, patches, inside)
+    if bar is not None and hasattr(bar, "close"):
+        bar.close()
+
+
+_PARTIAL = re.compile(r".*\.[0-9a-f]{32}\.partial")
+
+
+def _remove_partial_writes(group_dir: Path) -> int:
+    """Delete the temp files of zarr writes that a killed run left in ``group_dir``."""
+    removed = 0
+    for p in group_dir.rglob("*.partial"):
+        if _PARTIAL.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _read_bookkeeping(group: Any, n: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``done`` flags and ``in_bounds`` mask of a (possibly interrupted) cache group.
+
+    A store that writes in place can be killed half-way through one of these small arrays; then
+    nothing is known to be written and every chunk is redone.
+    """
+    try:
+        done = np.asarray(group["done"][:], dtype=bool) if n_chunks else np.zeros(0, bool)
+        in_bounds = np.asarray(group["in_bounds"][:], dtype=bool)
+    except (RuntimeError, ValueError, OSError):  # zarr/numcodecs decode errors are RuntimeError
+        done, in_bounds = np.zeros(n_chunks, bool), np.zeros(n, bool)
+    if done.shape != (n_chunks,) or in_bounds.shape != (n,):
+        done, in_bounds = np.zeros(n_chunks, bool), np.zeros(n, bool)
+    return done, in_bounds
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"stain_normalizer.to_dict(): {type(o).__name__} is not JSON-serialisable")
+
+
+def _runs(chunks: list[int]) -> list[list[int]]:
+    """Split sorted chunk indices into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for c in chunks:
+        if runs and runs[-1][-1] + 1 == c:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
+
+
+def _count(todo: list[int], chunk: int, n: int) -> int:
+    return sum(min((c + 1) * chunk, n) - c * chunk for c in todo)
+
+
+def _progress_bar(progress: bool | Callable[[int], None], total: int, initial: int, desc: str):
+    if callable(progress):
+        return progress
+    if not progress:
+        return None
+    from mclstexp._progress import progress_bar
+
+    return progress_bar(total=total, initial=initial, desc=desc, unit="patch", leave=False)
+
+
+def _advance(bar: Any, k: int) -> None:
+    if bar is None:
+        return
+    if hasattr(bar, "update"):
+        bar.update(k)
+    else:
+        bar(k)
