@@ -124,23 +124,113 @@ def read_h5ad(
     >>> adata.uns["mclstexp"]["slide_path"]  # doctest: +SKIP
     'hest/wsis/TENX95.tif'
     """
+    import anndata
+
     p = Path(path).expanduser()
-    src, xy = _read_source(p)
-    counts = _raw_counts(src, p)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: file not found; pass the path of an .h5ad file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            src = anndata.read_h5ad(p)
+    except Exception as err:  # h5py/anndata raise a variety of errors on bad files
+        raise ValueError(f"{p}: not a readable .h5ad file ({type(err).__name__}: {err})") from err
+
+    if K.SPATIAL not in src.obsm:
+        raise ValueError(
+            f"{p}: no obsm['spatial'] (spot pixel coordinates); add them as an (n_spots, 2) "
+            "array of full-resolution pixels (x = column, y = row), or use read_visium / "
+            "read_her2st for raw platform outputs"
+        )
+    xy = np.asarray(src.obsm[K.SPATIAL])
+    if xy.ndim != 2 or xy.shape[1] < 2 or xy.shape[0] != src.n_obs:
+        raise ValueError(f"{p}: obsm['spatial'] has shape {xy.shape}, expected ({src.n_obs}, 2)")
+    if xy.dtype.kind not in "iuf":
+        raise ValueError(f"{p}: obsm['spatial'] is not numeric ({xy.dtype})")
+    xy = xy[:, :2].astype(np.float64)
+    if not np.isfinite(xy).all():
+        raise ValueError(f"{p}: obsm['spatial'] has NaN or infinite coordinates")
+    check_unique(list(src.obs_names), "spot ids (obs_names)", str(p), "make them unique")
+    check_unique(
+        list(src.var_names), "gene names (var_names)", str(p), "call var_names_make_unique()"
+    )
+
+    raw = src.layers.get(K.LAYER_COUNTS, src.X)
+    if raw is None:
+        raise ValueError(f"{p}: no expression matrix (X is empty and there is no counts layer)")
+    if not sp.issparse(raw):
+        raw = np.asarray(raw)
+        if raw.dtype.kind not in "iuf":
+            raise ValueError(f"{p}: the expression matrix is not numeric ({raw.dtype})")
+    counts = sp.csr_matrix(raw, dtype=np.float32)
+    check_counts(counts, str(p))
+
     hest_slide, hest_meta = _hest_paths(p)
-    meta = _read_metadata(hest_meta)
+    meta: dict[str, Any] = {}
+    if hest_meta is not None:
+        try:
+            meta = json.loads(hest_meta.read_text())
+        except ValueError as err:
+            raise ValueError(f"{hest_meta}: not valid JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{hest_meta}: expected a JSON object")
+
     old = src.uns.get(K.UNS, {})
     old = dict(old) if isinstance(old, dict) else {}
-    slide_path = _slide_path(slide, hest_slide, old)
+    slide_path: Path | None
+    if slide is not None:
+        slide_path = Path(slide).expanduser()
+    elif hest_slide is not None:
+        slide_path = hest_slide
+    elif old.get(K.UNS_SLIDE_PATH):
+        slide_path = Path(str(old[K.UNS_SLIDE_PATH]))
+    else:
+        slide_path = None
     ids = list(map(str, src.obs_names))
     if slide_path is not None:
         check_inside(xy, image_size(slide_path), slide_path, f"{p} (obsm['spatial'])", ids)
-    mpp, mpp_source = _resolve_mpp(mpp, meta, hest_meta, old, slide_path)
+
+    mpp_source = "argument"
+    if mpp is None:
+        for key in _HEST_MPP_KEYS:
+            v = meta.get(key)
+            if isinstance(v, int | float) and v > 0:
+                mpp, mpp_source = float(v), f"{hest_meta} ({key})"
+                break
+    if mpp is None and isinstance(old.get(K.UNS_MPP), int | float):
+        mpp, mpp_source = float(old[K.UNS_MPP]), "uns['mclstexp']['mpp'] of the file"
+    if mpp is None and slide_path is not None:
+        mpp = _tiff_mpp(slide_path)
+        mpp_source = f"{slide_path} (resolution tags)"
+    if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
+        raise ValueError(f"mpp: expected a positive number of microns per pixel, got {mpp!r}")
+
     if section is None:
         section = str(old.get(K.UNS_SECTION) or p.stem)
+
+    obs = src.obs.copy()
+    obs.index = pd.Index(ids)
+    if K.ARRAY_ROW in obs and K.ARRAY_COL in obs:
+        for key in (K.ARRAY_ROW, K.ARRAY_COL):
+            col = obs[key]
+            if not pd.api.types.is_numeric_dtype(col) or col.isna().any():
+                raise ValueError(f"{p}: obs[{key!r}] must be numeric without gaps")
+            if not np.all(np.asarray(col) == np.round(np.asarray(col))):
+                raise ValueError(f"{p}: obs[{key!r}] must hold integer array coordinates")
+            obs[key] = np.asarray(col).astype(np.int64)
+    else:
+        warn_data(
+            f"{p}: no obs['array_row'/'array_col']; derived from the pixel coordinates "
+            "(steps of the median nearest-neighbour distance)"
+        )
+        obs[K.ARRAY_COL], obs[K.ARRAY_ROW] = _grid_index(xy)
+    obs[K.SECTION] = pd.Categorical([section] * len(obs))
+    if K.LIBRARY_SIZE not in obs:
+        obs[K.LIBRARY_SIZE] = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
     patient = meta.get("patient") if isinstance(meta.get("patient"), str) else None
     patient = patient or old.get(K.UNS_PATIENT)
-    obs = _spot_table(src, p, ids, xy, counts, section, patient)
+    if patient is not None and K.PATIENT not in obs:
+        obs[K.PATIENT] = pd.Categorical([str(patient)] * len(obs))
 
     adata = AnnData(X=counts, obs=obs, var=src.var.copy())
     adata.obsm[K.SPATIAL] = np.ascontiguousarray(xy)
@@ -168,135 +258,3 @@ def read_h5ad(
         }
     adata.uns[K.UNS] = info
     return adata
-
-
-def _read_source(p: Path) -> tuple[AnnData, np.ndarray]:
-    """The file's AnnData and its checked ``(n, 2)`` float64 spot centres."""
-    import anndata
-
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: file not found; pass the path of an .h5ad file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            src = anndata.read_h5ad(p)
-    except Exception as err:  # h5py/anndata raise a variety of errors on bad files
-        raise ValueError(f"{p}: not a readable .h5ad file ({type(err).__name__}: {err})") from err
-    if K.SPATIAL not in src.obsm:
-        raise ValueError(
-            f"{p}: no obsm['spatial'] (spot pixel coordinates); add them as an (n_spots, 2) "
-            "array of full-resolution pixels (x = column, y = row), or use read_visium / "
-            "read_her2st for raw platform outputs"
-        )
-    xy = np.asarray(src.obsm[K.SPATIAL])
-    if xy.ndim != 2 or xy.shape[1] < 2 or xy.shape[0] != src.n_obs:
-        raise ValueError(f"{p}: obsm['spatial'] has shape {xy.shape}, expected ({src.n_obs}, 2)")
-    if xy.dtype.kind not in "iuf":
-        raise ValueError(f"{p}: obsm['spatial'] is not numeric ({xy.dtype})")
-    xy = xy[:, :2].astype(np.float64)
-    if not np.isfinite(xy).all():
-        raise ValueError(f"{p}: obsm['spatial'] has NaN or infinite coordinates")
-    check_unique(list(src.obs_names), "spot ids (obs_names)", str(p), "make them unique")
-    check_unique(
-        list(src.var_names), "gene names (var_names)", str(p), "call var_names_make_unique()"
-    )
-    return src, xy
-
-
-def _raw_counts(src: AnnData, p: Path) -> sp.csr_matrix:
-    """Raw counts as CSR float32 (``layers["counts"]`` when present, else ``X``), checked."""
-    raw = src.layers.get(K.LAYER_COUNTS, src.X)
-    if raw is None:
-        raise ValueError(f"{p}: no expression matrix (X is empty and there is no counts layer)")
-    if not sp.issparse(raw):
-        raw = np.asarray(raw)
-        if raw.dtype.kind not in "iuf":
-            raise ValueError(f"{p}: the expression matrix is not numeric ({raw.dtype})")
-    counts = sp.csr_matrix(raw, dtype=np.float32)
-    check_counts(counts, str(p))
-    return counts
-
-
-def _read_metadata(path: Path | None) -> dict[str, Any]:
-    """A HEST metadata JSON object (empty without one)."""
-    if path is None:
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return meta
-
-
-def _slide_path(
-    slide: str | os.PathLike[str] | None, hest_slide: Path | None, old: dict[str, Any]
-) -> Path | None:
-    """The slide: the argument, else HEST's, else the one the file records."""
-    if slide is not None:
-        return Path(slide).expanduser()
-    if hest_slide is not None:
-        return hest_slide
-    if old.get(K.UNS_SLIDE_PATH):
-        return Path(str(old[K.UNS_SLIDE_PATH]))
-    return None
-
-
-def _resolve_mpp(
-    mpp: float | None,
-    meta: dict[str, Any],
-    hest_meta: Path | None,
-    old: dict[str, Any],
-    slide_path: Path | None,
-) -> tuple[float | None, str]:
-    """Microns per pixel and where it came from (see :func:`read_h5ad`'s ``mpp``)."""
-    source = "argument"
-    if mpp is None:
-        for key in _HEST_MPP_KEYS:
-            v = meta.get(key)
-            if isinstance(v, int | float) and v > 0:
-                mpp, source = float(v), f"{hest_meta} ({key})"
-                break
-    if mpp is None and isinstance(old.get(K.UNS_MPP), int | float):
-        mpp, source = float(old[K.UNS_MPP]), "uns['mclstexp']['mpp'] of the file"
-    if mpp is None and slide_path is not None:
-        mpp = _tiff_mpp(slide_path)
-        source = f"{slide_path} (resolution tags)"
-    if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
-        raise ValueError(f"mpp: expected a positive number of microns per pixel, got {mpp!r}")
-    return mpp, source
-
-
-def _spot_table(
-    src: AnnData,
-    p: Path,
-    ids: list[str],
-    xy: np.ndarray,
-    counts: sp.csr_matrix,
-    section: str,
-    patient: Any,
-) -> pd.DataFrame:
-    """The file's ``obs`` with checked array coordinates, section, library size and patient."""
-    obs = src.obs.copy()
-    obs.index = pd.Index(ids)
-    if K.ARRAY_ROW in obs and K.ARRAY_COL in obs:
-        for key in (K.ARRAY_ROW, K.ARRAY_COL):
-            col = obs[key]
-            if not pd.api.types.is_numeric_dtype(col) or col.isna().any():
-                raise ValueError(f"{p}: obs[{key!r}] must be numeric without gaps")
-            if not np.all(np.asarray(col) == np.round(np.asarray(col))):
-                raise ValueError(f"{p}: obs[{key!r}] must hold integer array coordinates")
-            obs[key] = np.asarray(col).astype(np.int64)
-    else:
-        warn_data(
-            f"{p}: no obs['array_row'/'array_col']; derived from the pixel coordinates "
-            "(steps of the median nearest-neighbour distance)"
-        )
-        obs[K.ARRAY_COL], obs[K.ARRAY_ROW] = _grid_index(xy)
-    obs[K.SECTION] = pd.Categorical([section] * len(obs))
-    if K.LIBRARY_SIZE not in obs:
-        obs[K.LIBRARY_SIZE] = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
-    if patient is not None and K.PATIENT not in obs:
-        obs[K.PATIENT] = pd.Categorical([str(patient)] * len(obs))
-    return obs

@@ -215,8 +215,54 @@ def read_visium(
     root = Path(path).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder; pass the Space Ranger output folder")
-    counts, barcodes, var, source = _read_gene_expression(root, count_file)
-    var.index = pd.Index(_unique_symbols(var["gene_symbols"].astype(str), source))
+    h5 = root / count_file
+    mtx_dir = root / Path(count_file).name.removesuffix(".h5")
+    if h5.is_file():
+        counts, barcodes, var = _read_h5(h5)
+        source = h5
+    elif mtx_dir.is_dir():
+        counts, barcodes, var = _read_mtx(mtx_dir)
+        source = mtx_dir
+    else:
+        raise FileNotFoundError(
+            f"{root}: neither {h5.name} nor the folder {mtx_dir.name}/ found; pass the Space "
+            "Ranger output folder"
+        )
+    check_unique(barcodes, "barcodes", str(source), "each barcode must appear once")
+    if "feature_types" in var:
+        keep = (var["feature_types"] == "Gene Expression").to_numpy()
+        if not keep.all():
+            warn_data(
+                f"{source}: {int((~keep).sum())} non-'Gene Expression' features "
+                f"({sorted(set(var['feature_types'][~keep]))}) were left out"
+            )
+            counts = counts[:, np.flatnonzero(keep)]
+            var = var.loc[keep].reset_index(drop=True)
+    check_counts(counts, str(source))
+    symbols = var["gene_symbols"].astype(str)
+    if not symbols.is_unique:
+        dup = symbols.duplicated(keep=False)
+        warn_data(
+            f"{source}: {int(dup.sum())} features share {symbols[dup].nunique()} gene symbols; "
+            "they were made unique with -1, -2 suffixes (var['gene_ids'] keeps the ids)"
+        )
+        counter: dict[str, int] = {}
+        seen = set(symbols)
+        names = []
+        for s in symbols:
+            n = counter.get(s, 0)
+            counter[s] = n + 1
+            if n == 0:
+                names.append(s)
+                continue
+            cand = f"{s}-{n}"
+            while cand in seen:
+                n += 1
+                cand = f"{s}-{n}"
+            seen.add(cand)
+            names.append(cand)
+        symbols = pd.Series(names)
+    var.index = pd.Index(symbols.to_list())
 
     spatial = root / "spatial"
     positions, pos_path = _read_positions(spatial)
@@ -228,7 +274,20 @@ def read_visium(
         )
     pos = positions.loc[barcodes]
     xy = pos[["pxl_col_in_fullres", "pxl_row_in_fullres"]].to_numpy(np.float64)
-    scale, mpp = _read_scalefactors(spatial / "scalefactors_json.json")
+
+    mpp = None
+    scale: dict[str, Any] = {}
+    sf_path = spatial / "scalefactors_json.json"
+    if sf_path.is_file():
+        try:
+            scale = json.loads(sf_path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{sf_path}: not valid JSON ({err})") from None
+        diameter = scale.get("spot_diameter_fullres")
+        if isinstance(diameter, int | float) and diameter > 0:
+            mpp = VISIUM_SPOT_DIAMETER_UM / float(diameter)
+    else:
+        warn_data(f"{sf_path}: not found; microns per pixel unknown (mpp=None)")
 
     slide = None
     if image is not None:
@@ -256,74 +315,3 @@ def read_visium(
         uns_extra=uns_extra,
         var=var,
     )
-
-
-def _read_gene_expression(root: Path, count_file: str) -> tuple[Any, list[str], Any, Path]:
-    """Counts, barcodes and features of the "Gene Expression" features, and the file read."""
-    h5 = root / count_file
-    mtx_dir = root / Path(count_file).name.removesuffix(".h5")
-    if h5.is_file():
-        counts, barcodes, var = _read_h5(h5)
-        source = h5
-    elif mtx_dir.is_dir():
-        counts, barcodes, var = _read_mtx(mtx_dir)
-        source = mtx_dir
-    else:
-        raise FileNotFoundError(
-            f"{root}: neither {h5.name} nor the folder {mtx_dir.name}/ found; pass the Space "
-            "Ranger output folder"
-        )
-    check_unique(barcodes, "barcodes", str(source), "each barcode must appear once")
-    if "feature_types" in var:
-        keep = (var["feature_types"] == "Gene Expression").to_numpy()
-        if not keep.all():
-            warn_data(
-                f"{source}: {int((~keep).sum())} non-'Gene Expression' features "
-                f"({sorted(set(var['feature_types'][~keep]))}) were left out"
-            )
-            counts = counts[:, np.flatnonzero(keep)]
-            var = var.loc[keep].reset_index(drop=True)
-    check_counts(counts, str(source))
-    return counts, barcodes, var, source
-
-
-def _unique_symbols(symbols: pd.Series, source: Path) -> list[str]:
-    """Gene symbols made unique with ``-1``, ``-2`` suffixes (reported)."""
-    if symbols.is_unique:
-        return symbols.to_list()
-    dup = symbols.duplicated(keep=False)
-    warn_data(
-        f"{source}: {int(dup.sum())} features share {symbols[dup].nunique()} gene symbols; "
-        "they were made unique with -1, -2 suffixes (var['gene_ids'] keeps the ids)"
-    )
-    counter: dict[str, int] = {}
-    seen = set(symbols)
-    names = []
-    for s in symbols:
-        n = counter.get(s, 0)
-        counter[s] = n + 1
-        if n == 0:
-            names.append(s)
-            continue
-        cand = f"{s}-{n}"
-        while cand in seen:
-            n += 1
-            cand = f"{s}-{n}"
-        seen.add(cand)
-        names.append(cand)
-    return names
-
-
-def _read_scalefactors(path: Path) -> tuple[dict[str, Any], float | None]:
-    """The scale factors and the microns per pixel they imply (55 um spots), if any."""
-    if not path.is_file():
-        warn_data(f"{path}: not found; microns per pixel unknown (mpp=None)")
-        return {}, None
-    try:
-        scale = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    diameter = scale.get("spot_diameter_fullres")
-    if isinstance(diameter, int | float) and diameter > 0:
-        return scale, VISIUM_SPOT_DIAMETER_UM / float(diameter)
-    return scale, None
