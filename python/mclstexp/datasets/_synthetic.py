@@ -230,16 +230,22 @@ class _Section:
         rng: np.random.Generator,
         patient_shift: np.ndarray,
     ) -> None:
-        from scipy.ndimage import distance_transform_edt, gaussian_filter
-
         pitch = params["spot_pitch_px"]
         n_spots = params["n_spots"]
         side = math.ceil(math.sqrt(n_spots * 1.4))
         size = side * pitch + 2 * pitch
         size = ((size + 4 * T.LOWRES - 1) // (4 * T.LOWRES)) * (4 * T.LOWRES)
-        lr = size // T.LOWRES
         self.name, self.patient, self.size = name, patient, size
+        # the order of these calls is the order of the random draws: keep it
+        gx, gy, keep = self._place_spots(rng, side, pitch, n_spots)
+        region, nuclei_lr, reg, fibre_lr = self._draw_fields(rng, gx[keep], gy[keep], pitch)
+        self._render(rng, patient_shift, region, nuclei_lr, reg, fibre_lr)
+        self._ground_truth(pitch, keep.size)
 
+    def _place_spots(
+        self, rng: np.random.Generator, side: int, pitch: int, n_spots: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        size = self.size
         # Spots: the n_spots grid positions nearest the centre under a noisy distance -> a blob.
         grid_c, grid_r = np.meshgrid(np.arange(side), np.arange(side))
         cols, rows = grid_c.ravel(), grid_r.ravel()
@@ -253,10 +259,18 @@ class _Section:
         self.array_row = rows[keep] + 1
         jitter = rng.uniform(-1.5, 1.5, size=(keep.size, 2))
         self.xy = np.column_stack([gx[keep], gy[keep]]) + jitter
+        return gx, gy, keep
 
+    def _draw_fields(
+        self, rng: np.random.Generator, sx: np.ndarray, sy: np.ndarray, pitch: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+        size = self.size
+        lr = size // T.LOWRES
         # Tissue mask (low resolution): within ~0.8 pitch of a spot, smoothed.
         seeds = np.ones((lr, lr), dtype=bool)
-        seeds[(gy[keep] / T.LOWRES).astype(int), (gx[keep] / T.LOWRES).astype(int)] = False
+        seeds[(sy / T.LOWRES).astype(int), (sx / T.LOWRES).astype(int)] = False
         dist_lr = distance_transform_edt(seeds) * T.LOWRES
         edge = T.smooth_field(rng, (lr, lr), 6.0)
         tissue = gaussian_filter((dist_lr < (0.85 + 0.12 * edge) * pitch).astype(np.float32), 3)
@@ -282,7 +296,20 @@ class _Section:
         nuclei_lr = rng.poisson(np.where(self.tissue, rate, 0.0))
         # local fibre direction (radians) that stromal nuclei follow
         fibre_lr = T.upsample(T.smooth_field(rng, (coarse, coarse), 2.0), (lr, lr)) * 1.3
+        return region, nuclei_lr, reg, fibre_lr
 
+    def _render(
+        self,
+        rng: np.random.Generator,
+        patient_shift: np.ndarray,
+        region: np.ndarray,
+        nuclei_lr: np.ndarray,
+        reg: np.ndarray,
+        fibre_lr: np.ndarray,
+    ) -> None:
+        from scipy.ndimage import gaussian_filter
+
+        size = self.size
         # Render the full-resolution image: eosin ground, stain texture, fat vacuoles, nuclei.
         rgb_lr = T.EOSIN_RGB * (1.0 - 0.05 * self.eosin_lr[..., None]) * patient_shift
         rgb_lr = np.where(self.tissue[..., None], rgb_lr, T.GLASS_RGB)
@@ -303,11 +330,12 @@ class _Section:
         np.clip(img, 0, 255, out=img)
         self.image = img.astype(np.uint8)
 
-        # Ground truth under each spot (disc of diameter pitch / 2).
+    def _ground_truth(self, pitch: int, n: int) -> None:
+        """Region fractions, eosin and cellularity under each spot (disc of diameter pitch / 2)."""
+        lr = self.size // T.LOWRES
         self.radius_px = pitch / 4.0
         rr = self.radius_px / T.LOWRES
         yy, xx = np.mgrid[0:lr, 0:lr]
-        n = keep.size
         self.fractions = np.zeros((n, len(REGIONS)), dtype=np.float64)
         self.eosin = np.zeros(n, dtype=np.float64)
         self.cell = np.zeros(n, dtype=np.float64)

@@ -97,7 +97,7 @@ def _warn_zero(n: int, total: int, what: str, ids: Any, where: str, why: str) ->
         f"{where}: {n} of {total} {what} have zero counts {why}; their normalised expression "
         f"is set to 0 instead of NaN ({shown})",
         DataWarning,
-        stacklevel=3,
+        stacklevel=4,  # normalize_expression -> _apply_flavor -> here
     )
 
 
@@ -169,54 +169,9 @@ def normalize_expression(
     _check_counts(counts, where)
     idx = _gene_index(adata, genes, where)
 
-    if K.LIBRARY_SIZE in adata.obs:
-        library = np.asarray(adata.obs[K.LIBRARY_SIZE], dtype=np.float64)
-        if not np.all(np.isfinite(library)) or library.min(initial=0.0) < 0:
-            raise ValueError(
-                f"{where}: obs['{K.LIBRARY_SIZE}'] has negative or non-finite values; drop the "
-                "column to have it recomputed from the counts"
-            )
-    else:
-        library = np.asarray(counts.sum(axis=1)).ravel()
-
+    library = _library_size(adata, counts, where)
     sub = counts[:, idx]
-    dense = sub.toarray()
-    spots = np.asarray(adata.obs_names)
-    info: dict[str, Any] = {"flavor": flavor, "target_sum": float(target_sum)}
-    if flavor == "default":
-        denom = library
-        ok = denom > 0
-        scale = np.zeros_like(denom)
-        scale[ok] = target_sum / denom[ok]
-        out = np.log1p(dense * scale[:, None])
-        info["log"] = "natural log1p"
-        info["denominator"] = "library_size (all genes of the source file)"
-        zero = np.flatnonzero(~ok)
-        info["n_zero_spots"] = int(zero.size)
-        _warn_zero(zero.size, adata.n_obs, "spots", spots[zero], where, "over all genes")
-    elif flavor == "legacy_spot":
-        denom = dense.sum(axis=1)
-        ok = denom > 0
-        scale = np.zeros_like(denom)
-        scale[ok] = target_sum / denom[ok]
-        out = np.log10(1.0 + dense * scale[:, None])
-        info["log"] = "log10(1 + x)"
-        info["denominator"] = "per-spot total over the panel genes"
-        zero = np.flatnonzero(~ok)
-        info["n_zero_spots"] = int(zero.size)
-        _warn_zero(zero.size, adata.n_obs, "spots", spots[zero], where, "over the panel genes")
-    else:
-        denom = dense.sum(axis=0)
-        ok = denom > 0
-        scale = np.zeros_like(denom)
-        scale[ok] = target_sum / denom[ok]
-        out = np.log10(1.0 + dense * scale[None, :])
-        info["log"] = "log10(1 + x)"
-        info["denominator"] = "per-gene total over the section's spots"
-        zero = np.flatnonzero(~ok)
-        info["n_zero_genes"] = int(zero.size)
-        names = np.asarray(adata.var_names)[idx]
-        _warn_zero(zero.size, idx.size, "genes", names[zero], where, "over the section's spots")
+    out, info = _apply_flavor(adata, sub.toarray(), library, idx, flavor, target_sum, where)
 
     new = AnnData(
         X=out.astype(np.float32),
@@ -244,6 +199,64 @@ def normalize_expression(
         layers=new.layers,
     )
     return None
+
+
+def _library_size(adata: AnnData, counts: sp.csr_matrix, where: str) -> np.ndarray:
+    """``obs["library_size"]`` when present (checked), else the spots' totals over all genes."""
+    if K.LIBRARY_SIZE not in adata.obs:
+        return np.asarray(counts.sum(axis=1)).ravel()
+    library = np.asarray(adata.obs[K.LIBRARY_SIZE], dtype=np.float64)
+    if not np.all(np.isfinite(library)) or library.min(initial=0.0) < 0:
+        raise ValueError(
+            f"{where}: obs['{K.LIBRARY_SIZE}'] has negative or non-finite values; drop the "
+            "column to have it recomputed from the counts"
+        )
+    return library
+
+
+def _scale(denom: np.ndarray, target_sum: float) -> tuple[np.ndarray, np.ndarray]:
+    """``target_sum / denom`` where the denominator is positive, else 0; and where it is 0."""
+    ok = denom > 0
+    scale = np.zeros_like(denom)
+    scale[ok] = target_sum / denom[ok]
+    return scale, np.flatnonzero(~ok)
+
+
+def _apply_flavor(
+    adata: AnnData,
+    dense: np.ndarray,
+    library: np.ndarray,
+    idx: np.ndarray,
+    flavor: str,
+    target_sum: float,
+    where: str,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The normalised panel ``dense`` (spots x panel genes) and what was done, per ``flavor``."""
+    info: dict[str, Any] = {"flavor": flavor, "target_sum": float(target_sum)}
+    spots = np.asarray(adata.obs_names)
+    if flavor == "default":
+        scale, zero = _scale(library, target_sum)
+        out = np.log1p(dense * scale[:, None])
+        info["log"] = "natural log1p"
+        info["denominator"] = "library_size (all genes of the source file)"
+        info["n_zero_spots"] = int(zero.size)
+        _warn_zero(zero.size, adata.n_obs, "spots", spots[zero], where, "over all genes")
+    elif flavor == "legacy_spot":
+        scale, zero = _scale(dense.sum(axis=1), target_sum)
+        out = np.log10(1.0 + dense * scale[:, None])
+        info["log"] = "log10(1 + x)"
+        info["denominator"] = "per-spot total over the panel genes"
+        info["n_zero_spots"] = int(zero.size)
+        _warn_zero(zero.size, adata.n_obs, "spots", spots[zero], where, "over the panel genes")
+    else:
+        scale, zero = _scale(dense.sum(axis=0), target_sum)
+        out = np.log10(1.0 + dense * scale[None, :])
+        info["log"] = "log10(1 + x)"
+        info["denominator"] = "per-gene total over the section's spots"
+        info["n_zero_genes"] = int(zero.size)
+        names = np.asarray(adata.var_names)[idx]
+        _warn_zero(zero.size, idx.size, "genes", names[zero], where, "over the section's spots")
+    return out, info
 
 
 def _copy_uns(uns: Any) -> dict[str, Any]:
