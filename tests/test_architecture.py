@@ -24,8 +24,18 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("workflow",),
     ("cli", "__main__"),
 )
-#: Modules every layer may use: keys, lazy exports, progress bars, the extension, the errors.
-SHARED = {"_keys", "_lazy", "_progress", "_native", "exceptions", "__init__", "__version__"}
+#: Modules every layer may use: keys, lazy exports, progress bars, the extension, argument
+#: checks, the errors.
+SHARED = {
+    "_keys",
+    "_lazy",
+    "_progress",
+    "_native",
+    "_validate",
+    "exceptions",
+    "__init__",
+    "__version__",
+}
 MAX_FILE_LINES = 600
 MAX_FUNCTION_CODE_LINES = 80
 

@@ -16,6 +16,7 @@ Shipped panels (gene names only, in the original method's order):
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -26,7 +27,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from mclstexp import _keys as K
-from mclstexp.io._common import warn_data
+from mclstexp.exceptions import DataWarning
 
 PANELS: dict[str, str] = {
     "her2st_785": "her2st_785.txt",
@@ -210,9 +211,11 @@ def select_genes(
                 f"(e.g. {wanted[:5]}); check gene naming (symbols vs Ensembl ids)"
             )
         if absent:
-            warn_data(
+            warnings.warn(
                 f"panel: {len(absent)} of {len(wanted)} panel genes are absent from at least one "
-                f"section and were left out (e.g. {absent[:10]})"
+                f"section and were left out (e.g. {absent[:10]})",
+                DataWarning,
+                stacklevel=2,
             )
         return kept[:n_genes] if n_genes is not None else kept
 
