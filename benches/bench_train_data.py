@@ -33,8 +33,8 @@ import pytest
 torch = pytest.importorskip("torch")
 zarr = pytest.importorskip("zarr")
 
+from mclstexp.models.inputs import BatchPlan  # noqa: E402
 from mclstexp.train.data import (  # noqa: E402
-    SequenceSampler,
     TrainingSection,
     _augment_torch,
     augment_batch,
@@ -97,7 +97,7 @@ def _cpu() -> float:
 
 
 def _epoch(ds, section, *, workers: int) -> tuple[int, float, float]:
-    sampler = SequenceSampler([section.positions], mode="batch", batch_size=BATCH, seed=0)
+    sampler = BatchPlan([section.positions], mode="batch", batch_size=BATCH, seed=0)
     keys = [(i, b) for i, b in enumerate(sampler.batches(0))]
     loader = torch.utils.data.DataLoader(
         ds,

@@ -12,14 +12,14 @@ torch = pytest.importorskip("torch")
 
 from _model_fixtures import make_section, make_sections, pcc_per_gene, topk_predict  # noqa: E402
 from mclstexp.models import MclSTExp, ModelConfig, TrainConfig  # noqa: E402
-from mclstexp.tl.embed import embed_patches, embed_spots  # noqa: E402
-from mclstexp.train import TrainingSection, load_checkpoint, train_model  # noqa: E402
-from mclstexp.train.data import (  # noqa: E402
-    SequenceSampler,
-    augment_batch,
+from mclstexp.models.inputs import (  # noqa: E402
+    BatchPlan,
     inference_sequences,
     neighbourhood_groups,
 )
+from mclstexp.tl.embed import embed_patches, embed_spots  # noqa: E402
+from mclstexp.train import TrainingSection, load_checkpoint, train_model  # noqa: E402
+from mclstexp.train.data import augment_batch  # noqa: E402
 
 torch.set_num_threads(1)  # the test machine is shared: 1 thread is fastest
 
@@ -67,7 +67,7 @@ def test_neighbourhood_groups_are_deterministic_compact_partitions() -> None:
 
 def test_sampler_epochs_ranks_and_modes() -> None:
     pos = [make_section(i, grid=8).positions for i in range(2)]  # 2 x 64 spots
-    s = SequenceSampler(pos, mode="neighbourhood", batch_size=16, sequence_length=8, seed=1)
+    s = BatchPlan(pos, mode="neighbourhood", batch_size=16, sequence_length=8, seed=1)
     b0, b0_again, b1 = s.batches(0), s.batches(0), s.batches(1)
     flat = lambda bs: np.concatenate([np.concatenate(b) for b in bs])  # noqa: E731
     assert np.array_equal(flat(b0), flat(b0_again))  # deterministic
@@ -76,7 +76,7 @@ def test_sampler_epochs_ranks_and_modes() -> None:
     assert all(len(b) == 2 for b in b0)  # 16 // 8 groups per batch
     # two ranks: disjoint shards whose union is the global epoch
     r = [
-        SequenceSampler(
+        BatchPlan(
             pos,
             mode="neighbourhood",
             batch_size=16,
@@ -90,7 +90,7 @@ def test_sampler_epochs_ranks_and_modes() -> None:
     assert len(r[0]) == len(r[1]) == 4
     assert np.array_equal(np.sort(np.concatenate([flat(r[0]), flat(r[1])])), np.arange(128))
     # legacy batch mode: one sequence of batch_size random spots pooled over sections
-    sb = SequenceSampler(pos, mode="batch", batch_size=50, seed=0)
+    sb = BatchPlan(pos, mode="batch", batch_size=50, seed=0)
     bb = sb.batches(0)
     assert [len(b) for b in bb] == [1, 1, 1] and [len(b[0]) for b in bb] == [50, 50, 28]
     assert (np.concatenate([b[0] for b in bb]) >= 64).any()  # spans both sections

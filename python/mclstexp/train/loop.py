@@ -32,17 +32,12 @@ import torch
 import mclstexp
 from mclstexp.models.clip import MclSTExp
 from mclstexp.models.config import ModelConfig, Preset, TrainConfig, load_preset
-from mclstexp.models.loss import clip_loss, soft_target_loss
-from mclstexp.tl.embed import _autocast, backbone_features, resolve_device
+from mclstexp.models.inputs import BatchPlan, batch_sequences
+from mclstexp.models.loss import clip_loss, is_distributed, soft_target_loss
+from mclstexp.models.runtime import autocast, backbone_features, resolve_device
 from mclstexp.train import distributed as D
 from mclstexp.train.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
-from mclstexp.train.data import (
-    SequenceSampler,
-    TrainingSection,
-    augment_batch,
-    batch_sequences,
-    draw_augment_params,
-)
+from mclstexp.train.data import TrainingSection, augment_batch, draw_augment_params
 
 __all__ = ["TrainResult", "train_model"]
 
@@ -309,7 +304,7 @@ def _frozen_features(
             np.save(tmp, feats, allow_pickle=False)
             tmp.replace(p)
         meta_path.write_text(json.dumps(meta, indent=1))
-    if D.is_distributed():
+    if is_distributed():
         torch.distributed.barrier()
     return [np.load(p, allow_pickle=False) for p in paths]
 
@@ -485,7 +480,7 @@ def train_model(
         state = None
 
     net: torch.nn.Module = model
-    if D.is_distributed():
+    if is_distributed():
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
@@ -507,7 +502,7 @@ def train_model(
         )
         _write_log(run_dir, history)
 
-    sampler = SequenceSampler(
+    sampler = BatchPlan(
         [s.positions for s in secs],
         mode=mcfg.sequence,
         batch_size=tcfg.batch_size,
@@ -589,7 +584,7 @@ def train_model(
             expr = batch["expression"].to(dev, non_blocking=True)
             pos = batch["positions"].to(dev, non_blocking=True)
             mask = batch["mask"].to(dev, non_blocking=True)
-            with _autocast(dev, "none" if amp_dtype is None else tcfg.amp):
+            with autocast(dev, "none" if amp_dtype is None else tcfg.amp):
                 img_emb, spot_emb, scale = net(images, expr, pos, mask)
             loss = loss_fn(
                 img_emb.float(), spot_emb.float(), scale, lam=tcfg.loss_lambda, gather=True
@@ -630,7 +625,7 @@ def train_model(
 
     if info.is_main:
         save_checkpoint(run_dir / FINAL, make_checkpoint(len(history), final=True))
-    if D.is_distributed():
+    if is_distributed():
         torch.distributed.barrier()
     model.eval()
     model.genes = genes

@@ -151,7 +151,8 @@ def run_fold(
     """
     from mclstexp.baselines import patch_colour_features, reference_baselines
     from mclstexp.metrics import evaluate_section
-    from mclstexp.tl.embed import backbone_features, embed_patches
+    from mclstexp.models.runtime import backbone_features
+    from mclstexp.tl.embed import embed_patches
     from mclstexp.tl.predict import DEFAULT_AGGREGATION, DEFAULT_K, predict_expression
     from mclstexp.tl.reference import build_reference
     from mclstexp.train import TrainingSection, train_model
