@@ -34,14 +34,10 @@ torch = pytest.importorskip("torch")
 zarr = pytest.importorskip("zarr")
 
 from mclstexp.models.inputs import BatchPlan  # noqa: E402
-from mclstexp.train.data import (  # noqa: E402
-    TrainingSection,
-    _augment_torch,
-    augment_batch,
-    draw_augment_params,
-    take_rows,
-)
-from mclstexp.train.loop import _BatchDataset  # noqa: E402
+from mclstexp.pp.patch_cache import take_rows  # noqa: E402
+from mclstexp.train.augment import augment_batch, augment_torch, draw_augment_params  # noqa: E402
+from mclstexp.train.loader import BatchDataset  # noqa: E402
+from mclstexp.train.sections import TrainingSection  # noqa: E402
 
 N = 1024
 BATCH = 128
@@ -75,14 +71,14 @@ def ram_section(cache):
     return TrainingSection(cache.adata, cache.patches)
 
 
-class _LegacyDataset(_BatchDataset):
+class _LegacyDataset(BatchDataset):
     """The previous pipeline: zarr-library reads, numpy gather, torch augmentation, uint8."""
 
     def _images(self, ids, aug_seed):
         sec = self.sections[0]
         t = torch.from_numpy(take_rows(sec.patches, ids))
         if self.augment:
-            t = _augment_torch(
+            t = augment_torch(
                 t, draw_augment_params(len(ids), torch.Generator().manual_seed(aug_seed))
             )
         return t
@@ -132,7 +128,7 @@ def test_data_pipeline_throughput(
     assert isinstance(section.patches, np.ndarray) == (storage == "ram")
     torch.set_num_threads(1)
     if pipeline.startswith("current"):
-        ds = _BatchDataset(
+        ds = BatchDataset(
             [section],
             augment=augment,
             features=None,
@@ -187,7 +183,7 @@ def test_stage_costs(benchmark, cache, ram_section) -> None:
         "direct chunk read + zstd decode": _per_cpu(lambda: cache.read_patches(idx), BATCH),
         "numpy gather from RAM (fancy indexing)": _per_cpu(lambda: ram[idx], BATCH),
         "torch augmentation (uint8 out)": _per_cpu(
-            lambda: _augment_torch(x, draw_augment_params(BATCH, torch.Generator())), BATCH
+            lambda: augment_torch(x, draw_augment_params(BATCH, torch.Generator())), BATCH
         ),
         "native fused augmentation, uint8 out": _per_cpu(
             lambda: augment_batch(x, torch.Generator(), n_threads=1), BATCH

@@ -19,7 +19,7 @@ from mclstexp.models.inputs import (  # noqa: E402
 )
 from mclstexp.tl.embed import embed_patches, embed_spots  # noqa: E402
 from mclstexp.train import TrainingSection, load_checkpoint, train_model  # noqa: E402
-from mclstexp.train.data import augment_batch  # noqa: E402
+from mclstexp.train.augment import augment_batch  # noqa: E402
 
 torch.set_num_threads(1)  # the test machine is shared: 1 thread is fastest
 

@@ -124,8 +124,8 @@ def _top_genes(adatas: list[Any], n: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run ``mclstexp train``."""
     from mclstexp.models.config import load_preset
-    from mclstexp.train.data import TrainingSection
     from mclstexp.train.loop import train_model
+    from mclstexp.train.sections import TrainingSection
 
     overrides: dict[str, Any] = {}
     for arg, key in (

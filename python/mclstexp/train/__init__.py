@@ -5,7 +5,7 @@ from __future__ import annotations
 from mclstexp._lazy import lazy_exports
 
 _EXPORTS = {
-    "TrainingSection": "data",
+    "TrainingSection": "sections",
     "train_model": "loop",
     "load_checkpoint": "checkpoint",
     "leave_one_section_out": "folds",

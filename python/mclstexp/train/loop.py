@@ -32,12 +32,14 @@ import torch
 import mclstexp
 from mclstexp.models.clip import MclSTExp
 from mclstexp.models.config import ModelConfig, Preset, TrainConfig, load_preset
-from mclstexp.models.inputs import BatchPlan, batch_sequences
+from mclstexp.models.inputs import BatchPlan
 from mclstexp.models.loss import clip_loss, is_distributed, soft_target_loss
 from mclstexp.models.runtime import autocast, backbone_features, resolve_device
 from mclstexp.train import distributed as D
+from mclstexp.train.augment import augment_batch
 from mclstexp.train.checkpoint import read_checkpoint, rng_state, save_checkpoint, set_rng_state
-from mclstexp.train.data import TrainingSection, augment_batch, draw_augment_params
+from mclstexp.train.loader import UNIT, BatchDataset, EpochKeys, epoch_keys
+from mclstexp.train.sections import TrainingSection
 
 __all__ = ["TrainResult", "train_model"]
 
@@ -94,179 +96,6 @@ def _as_sections(sections: Any) -> list[TrainingSection]:
                 "subset every section to the same panel"
             )
     return out
-
-
-# What the loader hands the model: uint8 (B, H, W, 3) (compact; the model converts on its device)
-# or float32 (B, 3, H, W) in [0, 1] (the model then only applies its mean/std). Both give the same
-# model input bits; "unit" moves the layout/scale pass into the loader (workers).
-_UNIT = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-
-
-class _BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """Builds one batch (already a list of sequences) per key; used with ``batch_size=None``.
-
-    Images are gathered from each section's patches (RAM-resident: straight into the fused
-    augmentation kernel, no intermediate copy; lazy Zarr: direct chunk reads) and, with
-    ``augment``, augmented by the native kernel with parameters drawn from the key's seed. Inside
-    a DataLoader worker the image batch is allocated in shared memory (no copy on the way to the
-    main process) and the kernel runs on one native thread (the workers are the parallelism);
-    in the main process it uses ``n_threads`` (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
-
-    ``reuse_buffers=k`` (main process only) recycles a ring of ``k`` image buffers: a fresh
-    77 MB float batch costs more to fault in than to augment on small machines. A returned image
-    tensor is then overwritten ``k`` batches later, so only a consumer that is done with a batch
-    before it asks for the ``k``-th next one may set it (:func:`train_model` with
-    ``num_workers=0`` uses 3: one batch in use, none queued).
-    """
-
-    def __init__(
-        self,
-        sections: list[TrainingSection],
-        *,
-        augment: bool,
-        features: list[np.ndarray] | None,
-        image_format: str = "uint8",
-        n_threads: int | None = None,
-        reuse_buffers: int = 0,
-    ) -> None:
-        if image_format not in ("uint8", "unit"):
-            raise ValueError(f"image_format must be 'uint8' or 'unit', got {image_format!r}")
-        self.sections = sections
-        self.offsets = np.concatenate([[0], np.cumsum([s.n_obs for s in sections])])
-        self.expression = np.concatenate([s.expression for s in sections])
-        self.positions = np.concatenate([s.positions for s in sections])
-        self.augment = augment
-        self.image_format = image_format
-        self.n_threads = n_threads
-        self.reuse_buffers = int(reuse_buffers)
-        self._ring: list[torch.Tensor] = []
-        self._ring_next = 0
-        self.features = None if features is None else np.concatenate(features)
-
-    def __len__(self) -> int:  # unused (keys come from the sampler)
-        return 0
-
-    def __getitem__(self, key: tuple[int, list[np.ndarray]]) -> dict[str, torch.Tensor]:
-        aug_seed, seqs = key
-        ids = np.concatenate(seqs)
-        expr, pos, mask = batch_sequences(seqs, self.expression, self.positions)
-        out = {
-            "expression": torch.from_numpy(expr),
-            "positions": torch.from_numpy(pos),
-            "mask": torch.from_numpy(mask),
-        }
-        if self.features is not None:
-            out["images"] = torch.from_numpy(self.features[ids])
-            return out
-        out["images"] = self._images(ids, aug_seed)
-        return out
-
-    def _images(self, ids: np.ndarray, aug_seed: int) -> torch.Tensor:
-        from mclstexp import _native
-
-        in_worker = torch.utils.data.get_worker_info() is not None
-        threads = 1 if in_worker else self.n_threads
-        read_threads = threads if threads is not None else _native.default_num_threads()
-        b = len(ids)
-        h, w, _ = first = self.sections[0].patch_shape
-        # workers send augmented uint8 (4x less shared memory to fault in and map; measured
-        # 2.7x less CPU per patch) and the main process converts it (:meth:`model_images`)
-        unit = self.augment and self.image_format == "unit" and not in_worker
-        shape = (b, 3, h, w) if unit else (b, h, w, 3)
-        images = self._buffer(shape, torch.float32 if unit else torch.uint8, in_worker)
-        dst = images.numpy()
-        params = None
-        if self.augment:
-            params = draw_augment_params(b, torch.Generator().manual_seed(aug_seed))
-        sec = np.searchsorted(self.offsets, ids, side="right") - 1
-        for k in np.unique(sec):
-            section = self.sections[k]
-            if section.patch_shape != first:
-                raise ValueError(
-                    f"section {section.name} has patches {section.patch_shape}, "
-                    f"{self.sections[0].name} has {first}: use one patch size"
-                )
-            where = np.flatnonzero(sec == k)
-            local = ids[where] - self.offsets[k]
-            if local.size and (local.min() < 0 or local.max() >= section.n_obs):
-                raise IndexError(f"spot index out of range for section {section.name}")
-            whole = where.size == b  # the batch comes from this section only
-            if params is None:
-                if whole:
-                    section.read_patches(local, out=dst, n_threads=read_threads)
-                else:
-                    dst[where] = section.read_patches(local, n_threads=read_threads)
-                continue
-            patches = section.patches
-            if isinstance(patches, np.ndarray) and patches.flags.c_contiguous:
-                src, rows = patches, local  # gathered by the kernel
-            else:
-                src = section.read_patches(local, n_threads=read_threads)
-                rows = np.arange(where.size)
-            brightness, contrast, saturation, flips, angles = (
-                np.ascontiguousarray(getattr(params, name)[where]) for name in _PARAM_FIELDS
-            )
-            common = (src, brightness, contrast, saturation, flips, angles)
-            if unit:
-                _native.augment_patches_tensor(
-                    *common, *_UNIT, indices=rows, out_rows=where, out=dst, n_threads=threads
-                )
-            else:
-                _native.augment_patches_uint8(
-                    *common, indices=rows, out_rows=where, out=dst, n_threads=threads
-                )
-        return images
-
-    def model_images(self, images: torch.Tensor) -> torch.Tensor:
-        """The loader's image batch in the configured format: an augmented uint8 batch from a
-        worker becomes float32 ``(B, 3, H, W)`` in [0, 1] (native conversion, bit-identical to
-        the fused kernel's own output), so the model sees the same bits with any number of
-        workers."""
-        if self.augment and self.image_format == "unit" and images.dtype == torch.uint8:
-            from mclstexp import _native
-
-            unit = _native.normalize_to_tensor_layout(
-                np.ascontiguousarray(images.numpy()), *_UNIT, n_threads=self.n_threads
-            )
-            return torch.from_numpy(unit)
-        return images
-
-    def _buffer(self, shape: tuple[int, ...], dtype: torch.dtype, in_worker: bool) -> torch.Tensor:
-        if in_worker:
-            # shared memory: the batch travels to the main process without a copy
-            return torch.empty(shape, dtype=dtype).share_memory_()
-        if self.reuse_buffers <= 0:
-            return torch.empty(shape, dtype=dtype)
-        numel = math.prod(shape)
-        if len(self._ring) < self.reuse_buffers:
-            self._ring.append(torch.empty(0, dtype=dtype))
-        slot = self._ring_next % len(self._ring)
-        self._ring_next += 1
-        buf = self._ring[slot]
-        if buf.dtype != dtype or buf.numel() < numel:
-            buf = self._ring[slot] = torch.empty(numel, dtype=dtype)
-        return buf[:numel].view(shape)
-
-
-_PARAM_FIELDS = ("brightness", "contrast", "saturation", "flip", "angle")
-
-
-class _EpochKeys:
-    """The DataLoader's sampler: this epoch's batch keys (reassigned every epoch, so persistent
-    workers survive across epochs)."""
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[int, list[np.ndarray]]] = []
-
-    def __iter__(self) -> Any:
-        return iter(list(self.keys))
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-def _aug_seed(seed: int, epoch: int, rank: int, step: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, rank, step]).generate_state(1, np.uint64)[0])
 
 
 def _frozen_features(
@@ -518,7 +347,7 @@ def train_model(
     # CPU training: the loader emits float32 (B, 3, H, W) in [0, 1] (layout and scaling done by
     # the fused kernel, in the workers); CUDA: compact uint8, converted on the GPU
     image_format = "unit" if dev.type == "cpu" else "uint8"
-    dataset = _BatchDataset(
+    dataset = BatchDataset(
         secs,
         augment=augment and not on_device,
         features=features,
@@ -549,21 +378,19 @@ def train_model(
             )
         return data
 
-    epoch_keys = _EpochKeys()
+    loader_keys = EpochKeys()
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
-        sampler=epoch_keys,  # iterated in this process; workers only build batches
+        sampler=loader_keys,  # iterated in this process; workers only build batches
         num_workers=tcfg.num_workers,
         pin_memory=dev.type == "cuda",
         persistent_workers=tcfg.num_workers > 0,
     )
     for epoch in range(start_epoch, tcfg.epochs):
         net.train()
-        batches = sampler.rank_batches(epoch)
-        # batch i of the loader is keys[i] (order kept, also with workers)
-        keys = [(_aug_seed(seed, epoch, info.rank, i), b) for i, b in enumerate(batches)]
-        epoch_keys.keys = keys
+        keys = epoch_keys(sampler, seed, epoch)
+        loader_keys.keys = keys
         bar = None
         if progress and info.is_main:
             from mclstexp._progress import progress_bar
@@ -579,7 +406,7 @@ def train_model(
                 images = augment_batch(
                     images,
                     torch.Generator().manual_seed(keys[step][0]),
-                    normalize=_UNIT if image_format == "unit" else None,
+                    normalize=UNIT if image_format == "unit" else None,
                 )
             expr = batch["expression"].to(dev, non_blocking=True)
             pos = batch["positions"].to(dev, non_blocking=True)

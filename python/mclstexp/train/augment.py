@@ -1,273 +1,27 @@
-"""Training data: sections with their patch caches, augmentation.
+"""Training-time image augmentation: colour jitter, flip and rotation (method.md §2).
 
-A :class:`TrainingSection` pairs an AnnData (``X`` = normalised expression of the panel genes)
-with the spot patches (``[n_obs, H, W, 3]`` uint8, a numpy array or the ``zarr.Array`` of a patch
-cache, aligned with ``obs_names``). Patches are sliced from the cache per batch; slides are
-never decoded here.
-
-Attention sequences and batch plans live in :mod:`mclstexp.models.inputs`.
+:func:`augment_batch` augments a uint8 batch with parameters drawn by
+:func:`draw_augment_params` from a ``torch.Generator``: on CPU through the fused native kernel
+(:func:`augment_native`, the one place that calls it, also used by the batch loader), on other
+devices with torch ops (:func:`augment_torch`, also the oracle of the native kernel's tests).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
-from mclstexp import _keys
-from mclstexp.models.inputs import spot_arrays
-
 __all__ = [
     "AugmentParams",
-    "ChunkReader",
-    "TrainingSection",
     "augment_batch",
+    "augment_native",
+    "augment_torch",
     "draw_augment_params",
 ]
-
-
-@dataclass
-class TrainingSection:
-    """One section ready for training: normalised expression, positions and patches.
-
-    Parameters
-    ----------
-    adata
-        AnnData; ``X`` = normalised expression (float, dense or sparse) of the panel genes,
-        ``obs["array_row"]``/``obs["array_col"]`` integer array coordinates.
-    patches
-        ``[n_obs, H, W, 3]`` uint8 array-like aligned with ``adata.obs_names`` (numpy array or
-        ``zarr.Array``; sliced lazily).
-    name
-        Section id (default: ``adata.uns["mclstexp"]["section"]`` or ``"section"``).
-    in_memory
-        Read a Zarr (or other lazy) patch array into RAM once, in contiguous slices, so that
-        epochs slice numpy instead of decoding one chunk per spot per batch. ``None`` (default)
-        does so when the patches take at most ``MCLSTEXP_PATCH_RAM_GB`` GiB (default 4);
-        ``False`` always reads lazily.
-
-    Examples
-    --------
-    >>> import anndata as ad
-    >>> import pandas as pd
-    >>> obs = pd.DataFrame({"array_row": [0, 1], "array_col": [0, 0]}, index=["a", "b"])
-    >>> sec = TrainingSection(ad.AnnData(np.ones((2, 3), np.float32), obs=obs),
-    ...                       np.zeros((2, 8, 8, 3), np.uint8))
-    >>> sec.expression.shape, sec.positions.tolist()
-    ((2, 3), [[0, 0], [1, 0]])
-    """
-
-    adata: Any
-    patches: Any
-    name: str | None = None
-    in_memory: bool | None = None
-    expression: np.ndarray = field(init=False, repr=False)
-    positions: np.ndarray = field(init=False, repr=False)
-    _chunks: ChunkReader | None = field(init=False, repr=False, default=None)
-
-    def __post_init__(self) -> None:
-        adata = self.adata
-        n = adata.n_obs
-        if self.name is None:
-            self.name = _keys.section_id(adata)
-        shape = tuple(getattr(self.patches, "shape", ()))
-        dtype = np.dtype(getattr(self.patches, "dtype", np.uint8))
-        if len(shape) != 4 or shape[-1] != 3 or shape[0] != n:
-            raise ValueError(
-                f"section {self.name}: patches must be [n_obs={n}, H, W, 3], got shape {shape}"
-            )
-        if dtype != np.uint8:
-            raise ValueError(f"section {self.name}: patches must be uint8, got {dtype}")
-        self.expression, self.positions = spot_arrays(adata, name=self.name)
-        if not isinstance(self.patches, np.ndarray) and self._load_into_memory():
-            self.patches = read_all(self.patches)
-        self._chunks = (
-            None if isinstance(self.patches, np.ndarray) else ChunkReader.maybe(self.patches)
-        )
-
-    def _load_into_memory(self) -> bool:
-        if self.in_memory is not None:
-            return bool(self.in_memory)
-        limit = float(os.environ.get("MCLSTEXP_PATCH_RAM_GB", "4")) * 2**30
-        return int(np.prod(self.patches.shape)) <= limit
-
-    @property
-    def n_obs(self) -> int:
-        """Number of spots."""
-        return int(self.adata.n_obs)
-
-    @property
-    def patch_shape(self) -> tuple[int, int, int]:
-        """``(H, W, 3)``."""
-        return tuple(self.patches.shape[1:])  # type: ignore[return-value]
-
-    def read_patches(
-        self, idx: np.ndarray, out: np.ndarray | None = None, *, n_threads: int = 1
-    ) -> np.ndarray:
-        """Patches ``[len(idx), H, W, 3]`` in the order of ``idx`` (sorted reads from the store),
-        written into ``out`` when given; a local Zarr cache is decoded on ``n_threads``."""
-        if self._chunks is not None:
-            return self._chunks.take(idx, out=out, n_threads=n_threads)
-        if out is not None and isinstance(self.patches, np.ndarray):
-            idx = np.asarray(idx, dtype=np.int64)
-            if idx.size and (idx.min() < 0 or idx.max() >= self.n_obs):
-                raise IndexError(f"section {self.name}: patch index out of range")
-            # mode="clip" (indices checked above): "raise" would buffer the whole result
-            return np.take(self.patches, idx, axis=0, out=out, mode="clip")
-        rows = take_rows(self.patches, idx)
-        if out is None:
-            return rows
-        out[...] = rows
-        return out
-
-
-class ChunkReader:
-    """Direct reads of a Zarr v3 patch cache on a local disk: chunk files are read and zstd-decoded
-    into the result without zarr's per-chunk machinery (about 5x less CPU per patch).
-
-    Used for arrays in the layout :func:`mclstexp.pp.extract_patches` writes (local store,
-    regular chunks over the first axis only, codecs ``bytes`` + ``zstd``, no sharding); for
-    anything else :meth:`maybe` returns ``None`` and reads go through zarr. A missing chunk
-    reads as the fill value; a chunk that does not decode to exactly its size raises
-    ``ValueError`` naming the file.
-
-    Examples
-    --------
-    >>> import zarr
-    >>> z = zarr.open_array("p.zarr", mode="w", shape=(4, 8, 8, 3), chunks=(2, 8, 8, 3),
-    ...                     dtype="uint8")  # doctest: +SKIP
-    >>> ChunkReader.maybe(z).take(np.array([3, 0])).shape  # doctest: +SKIP
-    (2, 8, 8, 3)
-    """
-
-    def __init__(self, root: Any, shape: tuple[int, ...], chunk: int, fill: int, key: Any) -> None:
-        from numcodecs import Zstd
-
-        self.root = root
-        self.shape = shape
-        self.chunk = chunk
-        self.fill = fill
-        self.key = key
-        self.codec = Zstd()
-
-    @classmethod
-    def maybe(cls, arr: Any) -> ChunkReader | None:
-        """A reader for ``arr`` when it has the supported layout, else ``None``."""
-        from pathlib import Path
-
-        try:
-            meta = arr.metadata
-            store = arr.store
-            if (
-                meta.zarr_format != 3
-                or type(store).__name__ != "LocalStore"
-                or [type(c).__name__ for c in meta.codecs] != ["BytesCodec", "ZstdCodec"]
-                or type(meta.chunk_grid).__name__ != "RegularChunkGrid"
-                or tuple(meta.chunk_grid.chunk_shape[1:]) != tuple(arr.shape[1:])
-                or np.dtype(arr.dtype) != np.uint8
-            ):
-                return None
-            root = Path(store.root) / arr.path if arr.path else Path(store.root)
-            fill = int(meta.fill_value or 0)
-            return cls(
-                root,
-                tuple(arr.shape),
-                int(meta.chunk_grid.chunk_shape[0]),
-                fill,
-                meta.encode_chunk_key,
-            )
-        except Exception:  # any other layout or zarr version: zarr reads it
-            return None
-
-    def _chunk(self, c: int, out: np.ndarray | None = None) -> np.ndarray:
-        rows = (self.chunk, *self.shape[1:])
-        if out is None:
-            out = np.empty(rows, dtype=np.uint8)
-        path = self.root / self.key((c,) + (0,) * (len(self.shape) - 1))
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            out[...] = self.fill
-            return out
-        try:
-            self.codec.decode(raw, out=out.reshape(-1))
-        except Exception as e:
-            raise ValueError(f"{path}: corrupt patch cache chunk ({e})") from e
-        return out
-
-    def take(
-        self, idx: np.ndarray, out: np.ndarray | None = None, *, n_threads: int = 1
-    ) -> np.ndarray:
-        """Rows ``idx`` (any order, repeats allowed) as ``[len(idx), ...]`` uint8; chunks are read
-        and decoded on ``n_threads`` threads (file reads and zstd release the GIL)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        n = self.shape[0]
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise IndexError(f"patch index out of range for {n} patches")
-        if out is None:
-            out = np.empty((idx.size, *self.shape[1:]), dtype=np.uint8)
-        chunks = idx // self.chunk
-        target = out
-
-        def one(c: int) -> None:
-            where = np.flatnonzero(chunks == c)
-            if self.chunk == 1 and where.size == 1:  # decode straight into the result
-                self._chunk(c, out=target[int(where[0])].reshape(1, *self.shape[1:]))
-                return
-            block = self._chunk(c)
-            target[where] = block[idx[where] - c * self.chunk]
-
-        todo = [int(c) for c in np.unique(chunks)]
-        if n_threads > 1 and len(todo) > 1:
-            list(self._executor(n_threads).map(one, todo))
-        else:
-            for c in todo:
-                one(c)
-        return out
-
-    def _executor(self, n_threads: int) -> Any:
-        """A thread pool of this process (rebuilt after a fork: a parent's threads are gone)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        key = (os.getpid(), n_threads)
-        if getattr(self, "_pool_key", None) != key:
-            self._pool = ThreadPoolExecutor(n_threads, thread_name_prefix="mclstexp-read")
-            self._pool_key = key
-        return self._pool
-
-
-def read_all(arr: Any, block: int = 256) -> np.ndarray:
-    """Read a lazy ``[n, ...]`` array into a numpy array in contiguous blocks of rows."""
-    out = np.empty(arr.shape, dtype=np.dtype(arr.dtype))
-    for s in range(0, arr.shape[0], block):
-        out[s : s + block] = np.asarray(arr[s : s + block])
-    return out
-
-
-def take_rows(arr: Any, idx: np.ndarray) -> np.ndarray:
-    """``arr[idx]`` for numpy or zarr arrays, reading each row once in sorted order."""
-    idx = np.asarray(idx, dtype=np.int64)
-    if idx.size == 0:
-        return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    if isinstance(arr, np.ndarray):
-        return arr[idx]
-    if hasattr(arr, "get_orthogonal_selection"):
-        # contiguous runs are read as slices (one request per chunk run), the rest orthogonally
-        if uniq[-1] - uniq[0] + 1 == uniq.size:
-            rows = np.asarray(arr[int(uniq[0]) : int(uniq[-1]) + 1])
-        else:
-            rows = np.asarray(arr.get_orthogonal_selection((uniq,)))
-    else:
-        rows = np.stack([np.asarray(arr[int(i)]) for i in uniq])
-    return rows[inverse]
-
-
-# ----------------------------------------------------------------------------- augmentation
 
 _GRAY = (0.299, 0.587, 0.114)
 
@@ -286,6 +40,19 @@ class AugmentParams:
     saturation: np.ndarray
     flip: np.ndarray
     angle: np.ndarray  # degrees, counter-clockwise for positive angles
+
+    def take(self, where: np.ndarray) -> AugmentParams:
+        """The parameters of images ``where`` (contiguous copies, as the native kernel reads).
+
+        Examples
+        --------
+        >>> p = AugmentParams(*(np.arange(4.0) for _ in range(3)), np.zeros(4, bool), np.zeros(4))
+        >>> p.take(np.array([3, 1])).brightness.tolist()
+        [3.0, 1.0]
+        """
+        return AugmentParams(
+            *(np.ascontiguousarray(getattr(self, f.name)[where]) for f in fields(self))
+        )
 
 
 def draw_augment_params(
@@ -397,16 +164,13 @@ def augment_batch(
     if images.device.type != "cpu":
         if out is not None:
             raise ValueError("out: only supported for CPU images")
-        res = _augment_torch(images, params)
+        res = augment_torch(images, params)
         if normalize is None:
             return res
         m = torch.tensor(mean, device=res.device).view(1, 3, 1, 1)
         s = torch.tensor(std, device=res.device).view(1, 3, 1, 1)
         return (res.permute(0, 3, 1, 2).float().div_(255.0) - m) / s
-    from mclstexp import _native
-
     src = np.ascontiguousarray(images.numpy())
-    args = (src, params.brightness, params.contrast, params.saturation, params.flip, params.angle)
     out_np = None
     if out is not None:
         want = (b, h, w, 3) if normalize is None else (b, 3, h, w)
@@ -419,14 +183,71 @@ def augment_batch(
                 f"{out.dtype} {tuple(out.shape)}"
             )
         out_np = out.numpy()
-    if normalize is None:
-        res = _native.augment_patches_uint8(*args, out=out_np, n_threads=n_threads)
-    else:
-        res = _native.augment_patches_tensor(*args, mean, std, out=out_np, n_threads=n_threads)
+    norm = None if normalize is None else (mean, std)
+    res = augment_native(src, params, out=out_np, normalize=norm, n_threads=n_threads)
     return out if out is not None else torch.from_numpy(res)
 
 
-def _augment_torch(images: Any, params: AugmentParams, *, chunk: int = 4) -> Any:
+def augment_native(
+    patches: np.ndarray,
+    params: AugmentParams,
+    *,
+    rows: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+    out_rows: np.ndarray | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
+    """Augment patches with the fused native kernel (one pass per output pixel: geometry, colour
+    and, with ``normalize``, conversion to float ``(B, 3, H, W)``), GIL released.
+
+    The one place that calls the kernel: :func:`augment_batch` (CPU tensors) and the batch
+    loader (:class:`mclstexp.train.loader.BatchDataset`, which gathers rows straight from a
+    section's patches into its batch) both go through here.
+
+    Parameters
+    ----------
+    patches
+        C-contiguous uint8 ``[N, H, W, 3]`` source patches.
+    params
+        One set of parameters per augmented image (:func:`draw_augment_params`).
+    rows
+        Source row of each augmented image (default: ``0 .. len(params) - 1``).
+    out
+        Output array (default: a new one of ``len(params)`` images).
+    out_rows
+        Row of ``out`` each augmented image goes to (default: ``0 .. len(params) - 1``).
+    normalize
+        ``None``: uint8 ``(B, H, W, 3)`` output; ``(mean, std)``: float32 ``(B, 3, H, W)`` =
+        ``(v / 255 - mean) / std``.
+    n_threads
+        Native threads (default ``MCLSTEXP_NUM_THREADS`` or all CPUs).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out`` (or the new output array).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = np.zeros((4, 8, 8, 3), np.uint8)
+    >>> p = draw_augment_params(2, torch.Generator().manual_seed(0))
+    >>> augment_native(x, p, rows=np.array([3, 0])).shape
+    (2, 8, 8, 3)
+    """
+    from mclstexp import _native
+
+    p = params
+    args = (patches, p.brightness, p.contrast, p.saturation, p.flip, p.angle)
+    kw = {"indices": rows, "out_rows": out_rows, "out": out, "n_threads": n_threads}
+    if normalize is None:
+        return _native.augment_patches_uint8(*args, **kw)
+    mean, std = normalize
+    return _native.augment_patches_tensor(*args, mean, std, **kw)
+
+
+def augment_torch(images: Any, params: AugmentParams, *, chunk: int = 4) -> Any:
     """The torch implementation of :func:`augment_batch` (any device; used for CUDA tensors,
     and the oracle of the native kernel's tests). Returns uint8 ``(B, H, W, 3)``.
 
@@ -439,7 +260,7 @@ def _augment_torch(images: Any, params: AugmentParams, *, chunk: int = 4) -> Any
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return _augment_torch(images, params, chunk=chunk)
+            return augment_torch(images, params, chunk=chunk)
         finally:
             torch.set_num_threads(threads)
     b, h, w, _ = images.shape
