@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from _model_fixtures import make_section, make_sections, pcc_per_gene, topk_predict  # noqa: E402
 from mclstexp.models import MclSTExp, ModelConfig, TrainConfig  # noqa: E402
+from mclstexp.models.features import DEFAULT_CACHE  # noqa: E402
 from mclstexp.models.inputs import (  # noqa: E402
     BatchPlan,
     inference_sequences,
@@ -208,12 +209,10 @@ def test_frozen_encoder_mode_trains_heads_only_and_caches_features(sections, tmp
     assert not torch.equal(
         init.image_encoder.head.projection.weight, result.model.image_encoder.head.projection.weight
     )
-    files = sorted((tmp_path / "frozen_features").glob("*.npy"))
-    assert len(files) == 2
-    feats = np.load(files[0])
+    feats, feats1 = result.frozen_features
     assert feats.shape == (sections[0].n_obs, result.model.image_encoder.num_features)
     # the head sees features standardised with the training spots' mean and sd (saved as buffers)
-    both = np.concatenate([np.load(f) for f in files]).astype(np.float64)
+    both = np.concatenate([feats, feats1]).astype(np.float64)
     enc = result.model.image_encoder
     np.testing.assert_allclose(enc.feature_shift.numpy(), both.mean(0), rtol=1e-5, atol=1e-6)
     sd = both.std(0)
@@ -226,13 +225,17 @@ def test_frozen_encoder_mode_trains_heads_only_and_caches_features(sections, tmp
         embed_patches(result.model, sections[0].patches),
         atol=1e-4,
     )
-    mtime = files[0].stat().st_mtime_ns
-    train_model(sections[:2], cfg, run_dir=tmp_path, progress=False, resume=False)
-    assert files[0].stat().st_mtime_ns == mtime  # reused, not recomputed
-    # other feature views are other features: the cache is recomputed, not reused
+    # the features are cached by content: the same run again computes none
+    computed = DEFAULT_CACHE.stats["computed"]
+    again = train_model(sections[:2], cfg, run_dir=tmp_path, progress=False, resume=False)
+    assert DEFAULT_CACHE.stats["computed"] == computed
+    assert again.frozen_features[0] is feats
+    # other feature views are other features: computed, not reused
     dihedral = (tiny_model(feature_views="dihedral"), cfg[1])
-    train_model(sections[:2], dihedral, run_dir=tmp_path, progress=False, resume=False)
-    assert not np.array_equal(np.load(files[0]), feats)
+    other = train_model(sections[:2], dihedral, run_dir=tmp_path / "d", progress=False)
+    assert DEFAULT_CACHE.stats["computed"] == computed + 2
+    assert not np.array_equal(other.frozen_features[0], feats)
+    assert not (tmp_path / "frozen_features").exists()  # nothing in the run directory
 
 
 @pytest.mark.parametrize("sequence", ["neighbourhood", "batch"])

@@ -4,7 +4,8 @@ What both training (:mod:`mclstexp.train`) and inference (:mod:`mclstexp.tl`) ne
 model lives here, so that neither imports the other:
 
 - :func:`resolve_device`: ``"auto"`` -> CUDA when available, else CPU;
-- :func:`autocast`: the mixed-precision context of a device (bf16/fp16 on CUDA, none on CPU);
+- :func:`autocast`, :func:`precision`: the mixed-precision context of a device (bf16/fp16 on
+  CUDA, none on CPU) and its compute dtype;
 - :func:`backbone_features`: pooled backbone features of patches in batches, eval mode (what
   frozen-encoder mode computes once per patch);
 - :func:`check_patches`: the ``[N, H, W, 3]`` uint8 contract of patch arrays.
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["autocast", "backbone_features", "check_patches", "resolve_device"]
+__all__ = ["autocast", "backbone_features", "check_patches", "precision", "resolve_device"]
 
 
 def resolve_device(device: Any = "auto") -> Any:
@@ -40,11 +41,31 @@ def resolve_device(device: Any = "auto") -> Any:
     return dev
 
 
+def precision(device: Any, amp: str = "auto") -> str:
+    """The compute dtype :func:`autocast` gives on ``device``: ``"float32"``, ``"bfloat16"`` or
+    ``"float16"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> precision(torch.device("cpu"))
+    'float32'
+    """
+    import torch
+
+    if device.type != "cuda" or amp == "none":
+        return "float32"
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return "float16"
+    return "bfloat16"
+
+
 def autocast(device: Any, amp: str = "auto") -> Any:
     """The mixed-precision context for ``device``.
 
     On CUDA: ``amp="auto"`` uses bf16 where supported, else fp16; ``"bf16"``/``"fp16"`` force one;
-    ``"none"`` disables it. On any other device it is a no-op context (float32).
+    ``"none"`` disables it. On any other device it is a no-op context (float32); see
+    :func:`precision`.
 
     Examples
     --------
@@ -54,11 +75,10 @@ def autocast(device: Any, amp: str = "auto") -> Any:
     """
     import torch
 
-    if device.type != "cuda" or amp == "none":
+    dtype = precision(device, amp)
+    if dtype == "float32":
         return contextlib.nullcontext()
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cuda", dtype=getattr(torch, dtype))
 
 
 def check_patches(patches: Any) -> None:

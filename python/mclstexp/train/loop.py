@@ -15,7 +15,9 @@ Run directory layout::
     run_dir/model.pt           final weights + metadata (no optimiser), for prediction
     run_dir/log.jsonl          one JSON object per completed epoch
     run_dir/config.json        the configuration of the run
-    run_dir/frozen_features/   frozen-encoder mode: backbone features per section (.npy) + meta
+
+Frozen-encoder features are not kept in the run directory: they are cached by content
+(:mod:`mclstexp.models.features`), beside the patches when those come from a patch cache.
 """
 
 from __future__ import annotations
@@ -200,9 +202,10 @@ def train_model(
         Continue from ``run_dir/checkpoint.pt`` when present (the configuration and genes must
         match, except ``epochs`` which may be raised).
     frozen_features
-        Frozen-encoder mode: ``True`` computes backbone features once per patch (cached in
-        ``run_dir/frozen_features``), a list of ``[n_obs, F]`` arrays (one per section) supplies
-        them; None follows ``TrainConfig.freeze_backbone``.
+        Frozen-encoder mode: ``True`` computes backbone features once per patch (cached by
+        content in memory and beside a patch cache, :mod:`mclstexp.models.features`), a list
+        of ``[n_obs, F]`` arrays (one per section) supplies them; None follows
+        ``TrainConfig.freeze_backbone``.
     normalization
         Expression/image normalisation constants recorded in the checkpoint (merged with those
         implied by the configuration).

@@ -43,6 +43,14 @@ class TrainingSection:
         does so when the patches take at most ``MCLSTEXP_PATCH_RAM_GB`` GiB (default 4);
         ``False`` always reads lazily.
 
+    Attributes
+    ----------
+    expression, positions
+        The spot arrays (:func:`mclstexp.models.inputs.spot_arrays`).
+    source
+        The patches as given (e.g. the patch cache's ``zarr.Array``), also after ``patches``
+        was read into RAM: frozen features are keyed by it (:mod:`mclstexp.models.features`).
+
     Examples
     --------
     >>> import anndata as ad
@@ -60,6 +68,7 @@ class TrainingSection:
     in_memory: bool | None = None
     expression: np.ndarray = field(init=False, repr=False)
     positions: np.ndarray = field(init=False, repr=False)
+    source: Any = field(init=False, repr=False)
     _chunks: ChunkReader | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
@@ -76,6 +85,7 @@ class TrainingSection:
         if dtype != np.uint8:
             raise ValueError(f"section {self.name}: patches must be uint8, got {dtype}")
         self.expression, self.positions = spot_arrays(adata, name=self.name)
+        self.source = self.patches  # before a RAM copy: identifies the patch cache
         if not isinstance(self.patches, np.ndarray) and self._load_into_memory():
             self.patches = read_all(self.patches)
         self._chunks = (

@@ -27,8 +27,9 @@ import torch
 
 from mclstexp.models.clip import MclSTExp
 from mclstexp.models.config import ModelConfig, Preset, TrainConfig, load_preset
+from mclstexp.models.features import frozen_features
 from mclstexp.models.loss import is_distributed
-from mclstexp.models.runtime import backbone_features, resolve_device
+from mclstexp.models.runtime import resolve_device
 from mclstexp.train import distributed as D
 from mclstexp.train.checkpoint import read_checkpoint, set_rng_state
 from mclstexp.train.sections import TrainingSection
@@ -208,41 +209,19 @@ def _amp(dev: torch.device, tcfg: TrainConfig) -> tuple[torch.dtype | None, torc
 def _frozen_features(
     model: MclSTExp,
     sections: list[TrainingSection],
-    run_dir: Path,
     device: torch.device,
     info: D.DistInfo,
     progress: bool,
 ) -> list[np.ndarray]:
-    """Backbone features per section, computed once (rank 0) into ``run_dir/frozen_features``."""
-    folder = run_dir / "frozen_features"
-    cfg = model.config
-    meta = {
-        "backbone": cfg.backbone,
-        "weights": cfg.weights,
-        "drop_final_activation": cfg.drop_final_activation,
-        "pooling": cfg.pooling,
-        "feature_views": cfg.feature_views,
-        "image_normalization": cfg.image_normalization,
-        "sections": [[s.name, s.n_obs, list(s.patch_shape)] for s in sections],
-    }
-    meta_path = folder / "meta.json"
-    paths = [folder / f"{i:04d}.npy" for i in range(len(sections))]
-    fresh = (
-        meta_path.is_file()
-        and json.loads(meta_path.read_text()) == meta
-        and all(p.is_file() for p in paths)
-    )
-    if info.is_main and not fresh:
-        folder.mkdir(parents=True, exist_ok=True)
-        for s, p in zip(sections, paths, strict=True):
-            feats = backbone_features(model, s.patches, device=device, progress=progress)
-            tmp = p.with_name(p.name + ".tmp.npy")
-            np.save(tmp, feats, allow_pickle=False)
-            tmp.replace(p)
-        meta_path.write_text(json.dumps(meta, indent=1))
-    if is_distributed():
-        torch.distributed.barrier()
-    return [np.load(p, allow_pickle=False) for p in paths]
+    """Backbone features per section through the content-keyed feature cache (rank 0 computes
+    and stores them beside the patch caches; the other ranks then find them there)."""
+    sources = [s.source for s in sections]
+    if info.is_main:
+        features = frozen_features(model, sources, device=device, progress=progress)
+    D.barrier()
+    if not info.is_main:
+        features = frozen_features(model, sources, device=device, progress=progress)
+    return features
 
 
 def _given_features(
@@ -316,7 +295,7 @@ def setup_training(
         if isinstance(frozen_features, (list, tuple)):
             features = _given_features(frozen_features, model, secs)
         else:
-            features = _frozen_features(model, secs, run_dir, dev, info, progress)
+            features = _frozen_features(model, secs, dev, info, progress)
         # Frozen features never change: standardise them once, from the training spots only.
         model.image_encoder.fit_feature_standardization(torch.from_numpy(np.concatenate(features)))
     model.to(dev)

@@ -62,21 +62,6 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _check_backbone_fingerprint(cache: dict[str, Any], model: Any) -> None:
-    """Refuse to reuse cached backbone features if this fold's backbone differs."""
-    import torch
-
-    with torch.no_grad():
-        params = list(model.image_encoder.backbone.parameters())
-        fingerprint = [float(p.double().sum()) for p in (params[0], params[-1])]
-    seen = cache.setdefault("fingerprint", fingerprint)
-    if seen != fingerprint:
-        raise RuntimeError(
-            "feature_cache: the frozen backbone differs between folds; cached features would be "
-            "wrong (use one cache per preset and seed)"
-        )
-
-
 def select_fold_genes(dataset: DatasetSpec, train: Sequence[AnnData]) -> list[str]:
     """Genes for this fold, chosen from the TRAINING sections only (no leak from held-out ones)."""
     if dataset.gene_method == "all":
@@ -139,10 +124,10 @@ def run_fold(
     baselines
         Also fit and score the reference rows (training mean, colour ridge, library size).
     feature_cache
-        A dict kept across the folds of one (preset, seed): per-section frozen-backbone features
-        and colour features are computed once instead of once per fold. Valid because the
-        backbone is built first from the seed and stays frozen; a fingerprint of its weights is
-        checked on every fold, so a mismatch raises instead of silently reusing features.
+        A dict kept across folds: each section's colour features (of the baselines) are
+        computed once instead of once per fold. Frozen-backbone features need nothing here:
+        they are cached by a content hash of the backbone's weights, its configuration and the
+        patches (:mod:`mclstexp.models.features`), in memory and beside the patch caches.
 
     Returns
     -------
@@ -151,7 +136,7 @@ def run_fold(
     """
     from mclstexp.baselines import patch_colour_features, reference_baselines
     from mclstexp.metrics import evaluate_section
-    from mclstexp.models.runtime import backbone_features
+    from mclstexp.models.features import frozen_features
     from mclstexp.tl.embed import embed_patches
     from mclstexp.tl.predict import DEFAULT_AGGREGATION, DEFAULT_K, predict_expression
     from mclstexp.tl.reference import build_reference
@@ -177,11 +162,6 @@ def run_fold(
         for a in train
     ]
     frozen = bool(preset.train.freeze_backbone)
-    cache = feature_cache if (feature_cache is not None and frozen) else None
-    backbone = cache.setdefault("backbone", {}) if cache is not None else {}
-    cached = None
-    if cache is not None and all(s.name in backbone for s in train_sections):
-        cached = [backbone[s.name] for s in train_sections]
     started = time.perf_counter()
     result = train_model(
         train_sections,
@@ -190,14 +170,9 @@ def run_fold(
         device=device,
         seed=seed,
         progress=progress,
-        frozen_features=cached,
     )
     train_seconds = time.perf_counter() - started
     model = result.model
-    if cache is not None:
-        _check_backbone_fingerprint(cache, model)
-        for section, feats in zip(train_sections, result.frozen_features or [], strict=False):
-            backbone.setdefault(section.name, feats)
 
     # --- reference: training spots' embeddings + their expression in every target -------------
     targets_by_section = {
@@ -215,11 +190,10 @@ def run_fold(
     reference.save(fold_dir / "reference.npz")
 
     def image_embeddings(name: str, patches: Any) -> np.ndarray:
-        if cache is None:
+        if not frozen:
             return embed_patches(model, patches, device=device)
-        if name not in backbone:
-            backbone[name] = backbone_features(model, patches, device=device)
-        return embed_patches(model, None, device=device, frozen_features=backbone[name])
+        (feats,) = frozen_features(model, [patches], device=device)
+        return embed_patches(model, None, device=device, frozen_features=feats)
 
     # --- predict + evaluate -------------------------------------------------------------------
     aggregation = DEFAULT_AGGREGATION if aggregation is None else aggregation
@@ -230,7 +204,10 @@ def run_fold(
     if k == "auto":
         from mclstexp.tl.select_k import select_k
 
-        inner = {s.name: image_embeddings(s.name, s.patches) for s in train_sections}
+        inner = {
+            s.name: image_embeddings(s.name, s.source if frozen else s.patches)
+            for s in train_sections
+        }
         selection = select_k(inner, reference, aggregation=aggregation, backend=backend)
         k, k_selection = selection.k, selection.to_dict()
     elif k is None:
