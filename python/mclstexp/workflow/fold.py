@@ -28,8 +28,9 @@ import numpy as np
 from anndata import AnnData
 
 from mclstexp import _keys
+from mclstexp._keys import section_id
 from mclstexp.models.inputs import dense_matrix
-from mclstexp.workflow.dataset import DatasetSpec, section_id
+from mclstexp.workflow.dataset import DatasetSpec
 
 #: Target normalisations every evaluation reports (see module docstring).
 TARGETS = ("legacy_gene", "default")
