@@ -33,7 +33,7 @@ import pytest
 torch = pytest.importorskip("torch")
 zarr = pytest.importorskip("zarr")
 
-from mclstexp.models.inputs import BatchPlan  # noqa: E402
+from mclstexp.models.inputs import BatchPlan, batch_sequences  # noqa: E402
 from mclstexp.pp.patch_cache import take_rows  # noqa: E402
 from mclstexp.train.augment import augment_batch, augment_torch, draw_augment_params  # noqa: E402
 from mclstexp.train.loader import BatchDataset  # noqa: E402
@@ -71,17 +71,28 @@ def ram_section(cache):
     return TrainingSection(cache.adata, cache.patches)
 
 
-class _LegacyDataset(BatchDataset):
+class _LegacyDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """The previous pipeline: zarr-library reads, numpy gather, torch augmentation, uint8."""
 
-    def _images(self, ids, aug_seed):
-        sec = self.sections[0]
+    def __init__(self, section: TrainingSection, *, augment: bool) -> None:
+        self.section = section
+        self.augment = augment
+
+    def __getitem__(self, key):
+        aug_seed, seqs = key
+        ids = np.concatenate(seqs)
+        sec = self.section
+        expr, pos, mask = batch_sequences(seqs, sec.expression, sec.positions)
         t = torch.from_numpy(take_rows(sec.patches, ids))
         if self.augment:
             t = augment_torch(
                 t, draw_augment_params(len(ids), torch.Generator().manual_seed(aug_seed))
             )
-        return t
+        out = {"expression": expr, "positions": pos, "mask": mask}
+        return {**{k: torch.from_numpy(v) for k, v in out.items()}, "images": t}
+
+    def model_images(self, images):
+        return images
 
 
 def _cpu() -> float:
@@ -137,7 +148,7 @@ def test_data_pipeline_throughput(
             reuse_buffers=3 if workers == 0 else 0,  # as train_model does
         )
     else:
-        ds = _LegacyDataset([section], augment=augment, features=None)
+        ds = _LegacyDataset(section, augment=augment)
     result = {}
 
     def run() -> None:

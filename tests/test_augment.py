@@ -48,6 +48,37 @@ def native(x: np.ndarray, **kw) -> np.ndarray:
     )
 
 
+def test_augmentation_geometry_colour_and_determinism() -> None:
+    tv = pytest.importorskip("torchvision.transforms.functional")
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(60, 190, size=(6, 20, 20, 3), dtype=np.uint8))
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    assert torch.equal(augment_batch(x, g(0)), augment_batch(x, g(0)))
+    assert not torch.equal(augment_batch(x, g(0)), augment_batch(x, g(1)))
+    # nothing enabled: identity
+    assert torch.equal(augment_batch(x, g(0), jitter=0, flip=False, rotation=0), x)
+    # flips only: each image is itself or its mirror, both occur
+    out = augment_batch(x, g(3), jitter=0, rotation=0)
+    mirrored = [torch.equal(o, i.flip(1)) for o, i in zip(out, x, strict=True)]
+    same = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
+    assert all(m or s for m, s in zip(mirrored, same, strict=True)) and any(mirrored) and any(same)
+    # rotation keeps the centre pixel and makes black corners for a 45-degree-ish angle
+    rot = augment_batch(x, g(5), jitter=0, flip=False)
+    assert torch.equal(rot[:, 10, 10], x[:, 10, 10]) or (rot[:, 0, 0] == 0).any()
+    # colour: the fused map equals torchvision's brightness -> contrast -> saturation
+    img = torch.from_numpy(rng.integers(90, 160, size=(1, 32, 32, 3), dtype=np.uint8))
+    gen = g(7)
+    out = augment_batch(img, gen, flip=False, rotation=0, jitter=0.2)
+    gen = g(7)
+    bf, cf, sf = (
+        float(torch.rand(1, generator=gen, dtype=torch.float64) * 0.4 + 0.8) for _ in range(3)
+    )
+    ref = img[0].permute(2, 0, 1).double() / 255  # float reference (uint8 torchvision truncates)
+    ref = tv.adjust_saturation(tv.adjust_contrast(tv.adjust_brightness(ref, bf), cf), sf) * 255
+    diff = (out[0].permute(2, 0, 1).double() - ref).abs()
+    assert diff.mean() < 0.6 and diff.max() <= 1.5
+
+
 @pytest.mark.parametrize("kind", ["smooth", "noise"])
 def test_native_equals_torch_implementation_up_to_rare_rounding(kind) -> None:
     # Measured on 6 x 32 patches of 224 x 224 (smooth and noise images): 65 of 28.9 M values
