@@ -7,7 +7,7 @@ model lives here, so that neither imports the other:
 - :func:`autocast`, :func:`precision`: the mixed-precision context of a device (bf16/fp16 on
   CUDA, none on CPU) and its compute dtype;
 - :func:`backbone_features`: pooled backbone features of patches in batches, eval mode (what
-  frozen-encoder mode computes once per patch);
+  frozen-encoder mode computes once per patch, cached by :mod:`mclstexp.models.features`);
 - :func:`check_patches`: the ``[N, H, W, 3]`` uint8 contract of patch arrays.
 """
 
