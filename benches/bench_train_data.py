@@ -33,15 +33,11 @@ import pytest
 torch = pytest.importorskip("torch")
 zarr = pytest.importorskip("zarr")
 
-from mclstexp.train.data import (  # noqa: E402
-    SequenceSampler,
-    TrainingSection,
-    _augment_torch,
-    augment_batch,
-    draw_augment_params,
-    take_rows,
-)
-from mclstexp.train.loop import _BatchDataset  # noqa: E402
+from mclstexp.models.inputs import BatchPlan, batch_sequences  # noqa: E402
+from mclstexp.pp.patch_cache import take_rows  # noqa: E402
+from mclstexp.train.augment import augment_batch, augment_torch, draw_augment_params  # noqa: E402
+from mclstexp.train.loader import BatchDataset  # noqa: E402
+from mclstexp.train.sections import TrainingSection  # noqa: E402
 
 N = 1024
 BATCH = 128
@@ -75,17 +71,28 @@ def ram_section(cache):
     return TrainingSection(cache.adata, cache.patches)
 
 
-class _LegacyDataset(_BatchDataset):
+class _LegacyDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """The previous pipeline: zarr-library reads, numpy gather, torch augmentation, uint8."""
 
-    def _images(self, ids, aug_seed):
-        sec = self.sections[0]
+    def __init__(self, section: TrainingSection, *, augment: bool) -> None:
+        self.section = section
+        self.augment = augment
+
+    def __getitem__(self, key):
+        aug_seed, seqs = key
+        ids = np.concatenate(seqs)
+        sec = self.section
+        expr, pos, mask = batch_sequences(seqs, sec.expression, sec.positions)
         t = torch.from_numpy(take_rows(sec.patches, ids))
         if self.augment:
-            t = _augment_torch(
+            t = augment_torch(
                 t, draw_augment_params(len(ids), torch.Generator().manual_seed(aug_seed))
             )
-        return t
+        out = {"expression": expr, "positions": pos, "mask": mask}
+        return {**{k: torch.from_numpy(v) for k, v in out.items()}, "images": t}
+
+    def model_images(self, images):
+        return images
 
 
 def _cpu() -> float:
@@ -97,7 +104,7 @@ def _cpu() -> float:
 
 
 def _epoch(ds, section, *, workers: int) -> tuple[int, float, float]:
-    sampler = SequenceSampler([section.positions], mode="batch", batch_size=BATCH, seed=0)
+    sampler = BatchPlan([section.positions], mode="batch", batch_size=BATCH, seed=0)
     keys = [(i, b) for i, b in enumerate(sampler.batches(0))]
     loader = torch.utils.data.DataLoader(
         ds,
@@ -132,7 +139,7 @@ def test_data_pipeline_throughput(
     assert isinstance(section.patches, np.ndarray) == (storage == "ram")
     torch.set_num_threads(1)
     if pipeline.startswith("current"):
-        ds = _BatchDataset(
+        ds = BatchDataset(
             [section],
             augment=augment,
             features=None,
@@ -141,7 +148,7 @@ def test_data_pipeline_throughput(
             reuse_buffers=3 if workers == 0 else 0,  # as train_model does
         )
     else:
-        ds = _LegacyDataset([section], augment=augment, features=None)
+        ds = _LegacyDataset(section, augment=augment)
     result = {}
 
     def run() -> None:
@@ -187,7 +194,7 @@ def test_stage_costs(benchmark, cache, ram_section) -> None:
         "direct chunk read + zstd decode": _per_cpu(lambda: cache.read_patches(idx), BATCH),
         "numpy gather from RAM (fancy indexing)": _per_cpu(lambda: ram[idx], BATCH),
         "torch augmentation (uint8 out)": _per_cpu(
-            lambda: _augment_torch(x, draw_augment_params(BATCH, torch.Generator())), BATCH
+            lambda: augment_torch(x, draw_augment_params(BATCH, torch.Generator())), BATCH
         ),
         "native fused augmentation, uint8 out": _per_cpu(
             lambda: augment_batch(x, torch.Generator(), n_threads=1), BATCH

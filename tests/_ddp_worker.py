@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _model_fixtures import make_sections
 from mclstexp.models import MclSTExp, ModelConfig, TrainConfig, clip_loss
+from mclstexp.models.inputs import batch_sequences, neighbourhood_groups
 from mclstexp.train import distributed as D
 from mclstexp.train import train_model
-from mclstexp.train.data import batch_sequences, neighbourhood_groups
 
 BATCH = 16  # per rank; the single-process reference uses 2 x BATCH
 

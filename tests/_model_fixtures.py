@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from mclstexp.train.data import TrainingSection
+from mclstexp.train.sections import TrainingSection
 
 
 def make_section(

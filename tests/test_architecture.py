@@ -22,7 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("models",),
     ("train", "tl"),
     ("workflow",),
-    ("cli", "__main__"),
+    ("cli",),
+    ("__main__",),  # python -m mclstexp
 )
 #: Modules every layer may use: keys, lazy exports, progress bars, the extension, argument
 #: checks, the errors.

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mclstexp import _native  # noqa: E402
-from mclstexp.train.data import (  # noqa: E402
-    _augment_torch,
+from mclstexp.train.augment import (  # noqa: E402
     augment_batch,
+    augment_torch,
     draw_augment_params,
 )
 
@@ -48,6 +48,37 @@ def native(x: np.ndarray, **kw) -> np.ndarray:
     )
 
 
+def test_augmentation_geometry_colour_and_determinism() -> None:
+    tv = pytest.importorskip("torchvision.transforms.functional")
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(60, 190, size=(6, 20, 20, 3), dtype=np.uint8))
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    assert torch.equal(augment_batch(x, g(0)), augment_batch(x, g(0)))
+    assert not torch.equal(augment_batch(x, g(0)), augment_batch(x, g(1)))
+    # nothing enabled: identity
+    assert torch.equal(augment_batch(x, g(0), jitter=0, flip=False, rotation=0), x)
+    # flips only: each image is itself or its mirror, both occur
+    out = augment_batch(x, g(3), jitter=0, rotation=0)
+    mirrored = [torch.equal(o, i.flip(1)) for o, i in zip(out, x, strict=True)]
+    same = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
+    assert all(m or s for m, s in zip(mirrored, same, strict=True)) and any(mirrored) and any(same)
+    # rotation keeps the centre pixel and makes black corners for a 45-degree-ish angle
+    rot = augment_batch(x, g(5), jitter=0, flip=False)
+    assert torch.equal(rot[:, 10, 10], x[:, 10, 10]) or (rot[:, 0, 0] == 0).any()
+    # colour: the fused map equals torchvision's brightness -> contrast -> saturation
+    img = torch.from_numpy(rng.integers(90, 160, size=(1, 32, 32, 3), dtype=np.uint8))
+    gen = g(7)
+    out = augment_batch(img, gen, flip=False, rotation=0, jitter=0.2)
+    gen = g(7)
+    bf, cf, sf = (
+        float(torch.rand(1, generator=gen, dtype=torch.float64) * 0.4 + 0.8) for _ in range(3)
+    )
+    ref = img[0].permute(2, 0, 1).double() / 255  # float reference (uint8 torchvision truncates)
+    ref = tv.adjust_saturation(tv.adjust_contrast(tv.adjust_brightness(ref, bf), cf), sf) * 255
+    diff = (out[0].permute(2, 0, 1).double() - ref).abs()
+    assert diff.mean() < 0.6 and diff.max() <= 1.5
+
+
 @pytest.mark.parametrize("kind", ["smooth", "noise"])
 def test_native_equals_torch_implementation_up_to_rare_rounding(kind) -> None:
     # Measured on 6 x 32 patches of 224 x 224 (smooth and noise images): 65 of 28.9 M values
@@ -59,7 +90,7 @@ def test_native_equals_torch_implementation_up_to_rare_rounding(kind) -> None:
     else:
         x = rng.integers(0, 256, size=(32, 224, 224, 3), dtype=np.uint8)
     t = torch.from_numpy(x)
-    ref = _augment_torch(t, draw_augment_params(32, gen(5)))
+    ref = augment_torch(t, draw_augment_params(32, gen(5)))
     out = augment_batch(t, gen(5))
     d = (ref.int() - out.int()).abs()
     assert d.max().item() <= 1
@@ -71,7 +102,7 @@ def test_native_equals_torch_on_small_and_non_square_images(shape) -> None:
     x = torch.from_numpy(
         np.random.default_rng(3).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
     )
-    ref = _augment_torch(x, draw_augment_params(shape[0], gen(9)))
+    ref = augment_torch(x, draw_augment_params(shape[0], gen(9)))
     out = augment_batch(x, gen(9))
     assert (ref.int() - out.int()).abs().max().item() <= 1
 
@@ -82,7 +113,7 @@ def test_non_square_rotation_stays_in_bounds_regression() -> None:
     x = torch.full((4, 33, 47, 3), 100, dtype=torch.uint8)
     p = draw_augment_params(4, gen(0), jitter=0)
     p.angle[:] = [90.0, -90.0, 45.0, 135.0]
-    ref = _augment_torch(x, p)
+    ref = augment_torch(x, p)
     got = native(x.numpy(), angle=p.angle, flip=p.flip)
     assert np.array_equal(ref.numpy(), got)
     assert (got == 0).any() and (got == 100).any()
@@ -103,7 +134,7 @@ def test_flip_and_quarter_turns_are_exact() -> None:
     p = draw_augment_params(4, gen(0), jitter=0)
     p.angle[:] = 90.0
     p.flip[:] = True
-    assert np.array_equal(_augment_torch(torch.from_numpy(x), p).numpy(), both)
+    assert np.array_equal(augment_torch(torch.from_numpy(x), p).numpy(), both)
 
 
 def test_fill_is_black_and_normalises_like_a_black_pixel() -> None:
@@ -201,55 +232,11 @@ def _zarr_patches(path, patches: np.ndarray, chunk: int, **kw):
     return zarr.open_array(str(path), mode="r")
 
 
-def test_chunk_reader_reads_like_zarr(tmp_path) -> None:
-    import shutil
-
-    from mclstexp.train.data import ChunkReader
-
-    x = smooth_images(10, 8, 8, seed=6)
-    z = _zarr_patches(tmp_path / "p.zarr", x, chunk=3)
-    reader = ChunkReader.maybe(z)
-    assert reader is not None
-    idx = np.array([9, 0, 4, 4, 2, 7, 9])
-    np.testing.assert_array_equal(reader.take(idx), x[idx])
-    np.testing.assert_array_equal(reader.take(np.arange(10)), x)
-    np.testing.assert_array_equal(reader.take(idx, n_threads=3), x[idx])  # threaded decode
-    assert reader.take(np.array([], np.int64)).shape == (0, 8, 8, 3)
-    with pytest.raises(IndexError):
-        reader.take(np.array([10]))
-    # one patch per chunk: decoded straight into the result
-    one = ChunkReader.maybe(_zarr_patches(tmp_path / "one.zarr", x, chunk=1))
-    assert one is not None
-    np.testing.assert_array_equal(one.take(idx), x[idx])
-    # a chunk never written reads as the fill value (as zarr does)
-    shutil.rmtree(tmp_path / "p.zarr" / "c" / "1")
-    np.testing.assert_array_equal(reader.take(idx), np.asarray(z)[idx])
-    assert (reader.take(np.array([3, 5])) == 0).all()
-    # a corrupt chunk is an error naming the file, never a crash or a wrong image
-    (tmp_path / "p.zarr" / "c" / "2" / "0" / "0" / "0").write_bytes(b"not zstd")
-    with pytest.raises(ValueError, match="corrupt patch cache chunk"):
-        reader.take(np.array([6]))
-    # an array inside a group, as the patch cache stores it (<store>/<key>/patches)
-    zarr = pytest.importorskip("zarr")
-    group = zarr.open_group(str(tmp_path / "store.zarr"), mode="w").create_group("slide1")
-    arr = group.create_array("patches", shape=x.shape, chunks=(4, 8, 8, 3), dtype="uint8")
-    arr[:] = x
-    nested = ChunkReader.maybe(zarr.open_group(str(tmp_path / "store.zarr"))["slide1/patches"])
-    assert nested is not None
-    np.testing.assert_array_equal(nested.take(idx), x[idx])
-    # other layouts go through zarr
-    assert ChunkReader.maybe(x) is None
-    raw = _zarr_patches(tmp_path / "raw.zarr", x, chunk=3, compressors=None)
-    assert ChunkReader.maybe(raw) is None
-    blosc = _zarr_patches(tmp_path / "blosc.zarr", x, chunk=3, compressors=zarr.codecs.BloscCodec())
-    assert ChunkReader.maybe(blosc) is None
-
-
 def _sections(tmp_path):
     import anndata as ad
     import pandas as pd
 
-    from mclstexp.train.data import TrainingSection
+    from mclstexp.train.sections import TrainingSection
 
     secs = []
     for k, lazy in enumerate((False, True)):
@@ -267,27 +254,27 @@ def _sections(tmp_path):
 
 @pytest.mark.parametrize("image_format", ["uint8", "unit"])
 def test_batch_dataset_gathers_and_augments_like_augment_batch(tmp_path, image_format) -> None:
-    from mclstexp.train.loop import _BatchDataset
+    from mclstexp.train.loader import BatchDataset
 
     secs = _sections(tmp_path)
     assert isinstance(secs[0].patches, np.ndarray) and not isinstance(secs[1].patches, np.ndarray)
     every = np.concatenate([secs[0].patches, np.asarray(secs[1].patches)])
     seqs = [np.array([8, 2, 14]), np.array([0, 9, 3, 13])]  # both sections, interleaved
     ids = np.concatenate(seqs)
-    plain = _BatchDataset(secs, augment=False, features=None, image_format=image_format)
+    plain = BatchDataset(secs, augment=False, features=None, image_format=image_format)
     got = plain[(0, seqs)]["images"]
     assert got.dtype == torch.uint8  # without augmentation the loader always sends uint8
     np.testing.assert_array_equal(got.numpy(), every[ids])
-    aug = _BatchDataset(secs, augment=True, features=None, image_format=image_format)
+    aug = BatchDataset(secs, augment=True, features=None, image_format=image_format)
     norm = ((0, 0, 0), (1, 1, 1)) if image_format == "unit" else None
     want = augment_batch(torch.from_numpy(every[ids]), gen(42), normalize=norm)
     assert torch.equal(aug[(42, seqs)]["images"], want)
     # a worker's augmented uint8 batch becomes exactly the main process's unit batch
-    u8 = _BatchDataset(secs, augment=True, features=None, image_format="uint8")[(42, seqs)]
+    u8 = BatchDataset(secs, augment=True, features=None, image_format="uint8")[(42, seqs)]
     assert torch.equal(aug.model_images(u8["images"]), aug[(42, seqs)]["images"])
     assert aug.model_images(want) is want
     # a ring of reused buffers gives the same batches (and does reuse them)
-    ring = _BatchDataset(
+    ring = BatchDataset(
         secs, augment=True, features=None, image_format=image_format, reuse_buffers=2
     )
     small = [np.array([1, 2])]
@@ -298,4 +285,4 @@ def test_batch_dataset_gathers_and_augments_like_augment_batch(tmp_path, image_f
     third = ring[(42, seqs)]["images"]
     assert third.data_ptr() == first.data_ptr() and torch.equal(third, want)
     with pytest.raises(ValueError, match="image_format"):
-        _BatchDataset(secs, augment=True, features=None, image_format="float16")
+        BatchDataset(secs, augment=True, features=None, image_format="float16")

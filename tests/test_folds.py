@@ -70,6 +70,24 @@ def test_patients_as_mapping_and_from_anndata() -> None:
     assert leave_one_section_out(adatas)[0].test == ("A1",)
 
 
+def test_holdout_folds_are_what_the_main_job_runs() -> None:
+    # `mclstexp run --holdout B1 A1` and `mclstexp train --holdout A1` take their folds here
+    folds = leave_one_section_out(SECTIONS, holdout=["B1", "A1"])
+    assert [f.test for f in folds] == [("B1",), ("A1",)]
+    assert folds[0].train == tuple(s for s in SECTIONS if s != "B1")
+    with pytest.raises(ValueError, match=r"holdout: unknown section\(s\) \['Z9'\]"):
+        leave_one_section_out(SECTIONS, holdout=["Z9"])
+
+
+def test_section_ids_come_from_the_one_accessor() -> None:
+    a = ad.AnnData(np.zeros((2, 1), dtype=np.float32))
+    a.obs[K.SECTION] = ["C1", "C1"]  # no uns id: the single obs value is the id
+    b = ad.AnnData(np.zeros((1, 1), dtype=np.float32), uns={K.UNS: {K.UNS_SECTION: "D1"}})
+    assert [f.test for f in leave_one_section_out([a, b])] == [("C1",), ("D1",)]
+    with pytest.raises(ValueError, match="no uns"):
+        leave_one_section_out([ad.AnnData(np.zeros((1, 1), np.float32)), b])
+
+
 def test_json_round_trip(tmp_path: Path) -> None:
     folds = leave_one_patient_out(SECTIONS, PATIENTS, n_val=1)
     path = tmp_path / "folds.json"

@@ -1,5 +1,5 @@
-"""Training: samplers, augmentation, the loop (learning, frozen mode, exact resume),
-checkpoints with weights_only=True, embeddings with the training sequences."""
+"""Training: sections, the loop (learning, frozen mode, exact resume, augmentation place and
+loader workers), checkpoints with weights_only=True."""
 
 from __future__ import annotations
 
@@ -12,14 +12,9 @@ torch = pytest.importorskip("torch")
 
 from _model_fixtures import make_section, make_sections, pcc_per_gene, topk_predict  # noqa: E402
 from mclstexp.models import MclSTExp, ModelConfig, TrainConfig  # noqa: E402
+from mclstexp.models.features import DEFAULT_CACHE  # noqa: E402
 from mclstexp.tl.embed import embed_patches, embed_spots  # noqa: E402
 from mclstexp.train import TrainingSection, load_checkpoint, train_model  # noqa: E402
-from mclstexp.train.data import (  # noqa: E402
-    SequenceSampler,
-    augment_batch,
-    inference_sequences,
-    neighbourhood_groups,
-)
 
 torch.set_num_threads(1)  # the test machine is shared: 1 thread is fastest
 
@@ -41,93 +36,6 @@ def tiny_train(**kw: object) -> TrainConfig:
 @pytest.fixture(scope="module")
 def sections() -> list[TrainingSection]:
     return make_sections(3)
-
-
-# ----------------------------------------------------------------------------- sequences
-
-
-def test_neighbourhood_groups_are_deterministic_compact_partitions() -> None:
-    sec = make_section(0, grid=12)
-    g1 = neighbourhood_groups(sec.positions, 16)
-    g2 = neighbourhood_groups(sec.positions.copy(), 16)
-    assert all(np.array_equal(a, b) for a, b in zip(g1, g2, strict=True))
-    allidx = np.sort(np.concatenate(g1))
-    assert np.array_equal(allidx, np.arange(sec.n_obs))  # every spot exactly once
-    assert {len(g) for g in g1} == {16}  # 144 = 9 x 16
-    for g in g1:  # Hilbert runs of 16 on a grid are 4 x 4 blocks
-        span = sec.positions[g].max(0) - sec.positions[g].min(0)
-        assert (span <= 3).all()
-    # uneven n: sizes differ by at most one
-    sizes = [len(g) for g in neighbourhood_groups(sec.positions[:50], 16)]
-    assert sum(sizes) == 50 and max(sizes) - min(sizes) <= 1
-    # batch mode at inference: runs of consecutive spots in file order
-    runs = inference_sequences(sec.positions, "batch", 32)
-    assert np.array_equal(runs[0], np.arange(32)) and len(runs[-1]) == 144 - 4 * 32
-
-
-def test_sampler_epochs_ranks_and_modes() -> None:
-    pos = [make_section(i, grid=8).positions for i in range(2)]  # 2 x 64 spots
-    s = SequenceSampler(pos, mode="neighbourhood", batch_size=16, sequence_length=8, seed=1)
-    b0, b0_again, b1 = s.batches(0), s.batches(0), s.batches(1)
-    flat = lambda bs: np.concatenate([np.concatenate(b) for b in bs])  # noqa: E731
-    assert np.array_equal(flat(b0), flat(b0_again))  # deterministic
-    assert not np.array_equal(flat(b0), flat(b1))  # reshuffled per epoch
-    assert np.array_equal(np.sort(flat(b0)), np.arange(128))
-    assert all(len(b) == 2 for b in b0)  # 16 // 8 groups per batch
-    # two ranks: disjoint shards whose union is the global epoch
-    r = [
-        SequenceSampler(
-            pos,
-            mode="neighbourhood",
-            batch_size=16,
-            sequence_length=8,
-            seed=1,
-            rank=k,
-            world_size=2,
-        ).rank_batches(0)
-        for k in range(2)
-    ]
-    assert len(r[0]) == len(r[1]) == 4
-    assert np.array_equal(np.sort(np.concatenate([flat(r[0]), flat(r[1])])), np.arange(128))
-    # legacy batch mode: one sequence of batch_size random spots pooled over sections
-    sb = SequenceSampler(pos, mode="batch", batch_size=50, seed=0)
-    bb = sb.batches(0)
-    assert [len(b) for b in bb] == [1, 1, 1] and [len(b[0]) for b in bb] == [50, 50, 28]
-    assert (np.concatenate([b[0] for b in bb]) >= 64).any()  # spans both sections
-
-
-# ----------------------------------------------------------------------------- augmentation
-
-
-def test_augmentation_geometry_colour_and_determinism() -> None:
-    tv = pytest.importorskip("torchvision.transforms.functional")
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.integers(60, 190, size=(6, 20, 20, 3), dtype=np.uint8))
-    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
-    assert torch.equal(augment_batch(x, g(0)), augment_batch(x, g(0)))
-    assert not torch.equal(augment_batch(x, g(0)), augment_batch(x, g(1)))
-    # nothing enabled: identity
-    assert torch.equal(augment_batch(x, g(0), jitter=0, flip=False, rotation=0), x)
-    # flips only: each image is itself or its mirror, both occur
-    out = augment_batch(x, g(3), jitter=0, rotation=0)
-    mirrored = [torch.equal(o, i.flip(1)) for o, i in zip(out, x, strict=True)]
-    same = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
-    assert all(m or s for m, s in zip(mirrored, same, strict=True)) and any(mirrored) and any(same)
-    # rotation keeps the centre pixel and makes black corners for a 45-degree-ish angle
-    rot = augment_batch(x, g(5), jitter=0, flip=False)
-    assert torch.equal(rot[:, 10, 10], x[:, 10, 10]) or (rot[:, 0, 0] == 0).any()
-    # colour: the fused map equals torchvision's brightness -> contrast -> saturation
-    img = torch.from_numpy(rng.integers(90, 160, size=(1, 32, 32, 3), dtype=np.uint8))
-    gen = g(7)
-    out = augment_batch(img, gen, flip=False, rotation=0, jitter=0.2)
-    gen = g(7)
-    bf, cf, sf = (
-        float(torch.rand(1, generator=gen, dtype=torch.float64) * 0.4 + 0.8) for _ in range(3)
-    )
-    ref = img[0].permute(2, 0, 1).double() / 255  # float reference (uint8 torchvision truncates)
-    ref = tv.adjust_saturation(tv.adjust_contrast(tv.adjust_brightness(ref, bf), cf), sf) * 255
-    diff = (out[0].permute(2, 0, 1).double() - ref).abs()
-    assert diff.mean() < 0.6 and diff.max() <= 1.5
 
 
 def test_zarr_backed_section_reads_like_numpy(tmp_path) -> None:
@@ -208,12 +116,10 @@ def test_frozen_encoder_mode_trains_heads_only_and_caches_features(sections, tmp
     assert not torch.equal(
         init.image_encoder.head.projection.weight, result.model.image_encoder.head.projection.weight
     )
-    files = sorted((tmp_path / "frozen_features").glob("*.npy"))
-    assert len(files) == 2
-    feats = np.load(files[0])
+    feats, feats1 = result.frozen_features
     assert feats.shape == (sections[0].n_obs, result.model.image_encoder.num_features)
     # the head sees features standardised with the training spots' mean and sd (saved as buffers)
-    both = np.concatenate([np.load(f) for f in files]).astype(np.float64)
+    both = np.concatenate([feats, feats1]).astype(np.float64)
     enc = result.model.image_encoder
     np.testing.assert_allclose(enc.feature_shift.numpy(), both.mean(0), rtol=1e-5, atol=1e-6)
     sd = both.std(0)
@@ -226,13 +132,17 @@ def test_frozen_encoder_mode_trains_heads_only_and_caches_features(sections, tmp
         embed_patches(result.model, sections[0].patches),
         atol=1e-4,
     )
-    mtime = files[0].stat().st_mtime_ns
-    train_model(sections[:2], cfg, run_dir=tmp_path, progress=False, resume=False)
-    assert files[0].stat().st_mtime_ns == mtime  # reused, not recomputed
-    # other feature views are other features: the cache is recomputed, not reused
+    # the features are cached by content: the same run again computes none
+    computed = DEFAULT_CACHE.stats["computed"]
+    again = train_model(sections[:2], cfg, run_dir=tmp_path, progress=False, resume=False)
+    assert DEFAULT_CACHE.stats["computed"] == computed
+    assert again.frozen_features[0] is feats
+    # other feature views are other features: computed, not reused
     dihedral = (tiny_model(feature_views="dihedral"), cfg[1])
-    train_model(sections[:2], dihedral, run_dir=tmp_path, progress=False, resume=False)
-    assert not np.array_equal(np.load(files[0]), feats)
+    other = train_model(sections[:2], dihedral, run_dir=tmp_path / "d", progress=False)
+    assert DEFAULT_CACHE.stats["computed"] == computed + 2
+    assert not np.array_equal(other.frozen_features[0], feats)
+    assert not (tmp_path / "frozen_features").exists()  # nothing in the run directory
 
 
 @pytest.mark.parametrize("sequence", ["neighbourhood", "batch"])
@@ -263,30 +173,6 @@ def test_kill_and_resume_equals_uninterrupted(sequence, tmp_path) -> None:
     other = (tiny_model(sequence=sequence, sequence_length=6, embed_dim=16), cfg[1])
     with pytest.raises(ValueError, match="different configuration"):
         train_model(secs, other, run_dir=tmp_path / "cut", progress=False)
-
-
-def test_embed_spots_uses_the_training_sequences(sections) -> None:
-    torch.manual_seed(0)
-    cfg = tiny_model(n_genes=12, position_rows=20, position_cols=20)
-    model = MclSTExp(cfg).eval()
-    sec = sections[0]
-    emb = embed_spots(model, sec)
-    groups = neighbourhood_groups(sec.positions, cfg.sequence_length)
-    g = groups[3]
-    with torch.no_grad():
-        direct = model.encode_spots(
-            torch.from_numpy(sec.expression[g]), torch.from_numpy(sec.positions[g])
-        )
-    np.testing.assert_allclose(emb[g], direct.numpy(), atol=1e-5)
-    # perturb one spot: its group changes, other groups do not
-    ad2 = sec.adata.copy()
-    ad2.X[g[0]] += np.random.default_rng(0).normal(size=12).astype(np.float32)
-    emb2 = embed_spots(model, ad2)
-    others = np.setdiff1d(np.arange(sec.n_obs), g)
-    assert np.abs(emb2[g[1:]] - emb[g[1:]]).max() > 1e-4
-    np.testing.assert_array_equal(emb2[others], emb[others])
-    # and the result does not depend on how many sequences go through at once
-    np.testing.assert_allclose(embed_spots(model, sec, sequences_per_batch=1), emb, atol=1e-5)
 
 
 def test_augmentation_place_and_loader_workers_do_not_change_training(tmp_path) -> None:

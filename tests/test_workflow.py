@@ -1,11 +1,20 @@
-"""The fold runner: cached frozen features give the uncached result; bad folds fail clearly."""
+"""The fold runner: frozen features computed once per content and reused across folds and
+processes with identical results; bad folds fail clearly."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import mclstexp.models.features as features_module
 from mclstexp.models import load_preset
+from mclstexp.models.features import FeatureCache
 from mclstexp.workflow import load_dataset, run_fold
 from mclstexp.workflow.experiment import tile_dataset
 
@@ -21,7 +30,7 @@ def tiny(tmp_path_factory):
     return dataset, caches
 
 
-def _fold(tiny, tmp_path, name, test, cache):
+def _fold(tiny, tmp_path, name, test, *, seed=0):
     dataset, caches = tiny
     preset = load_preset("cpu", train__epochs=1, train__patch_size=dataset.patch_size)
     return run_fold(
@@ -31,24 +40,58 @@ def _fold(tiny, tmp_path, name, test, cache):
         preset=preset,
         preset_name="cpu",
         fold_dir=tmp_path / name,
+        seed=seed,
         device="cpu",
         k=10,
         baselines=False,
         progress=False,
-        feature_cache=cache,
     )
 
 
-def test_feature_cache_reproduces_uncached_fold(tiny, tmp_path) -> None:
+def _forget_features(tiny, monkeypatch) -> FeatureCache:
+    """A fresh process's view: an empty in-memory cache and no copies beside the patches."""
+    for cache in tiny[1].values():
+        shutil.rmtree(Path(cache.patches.store.root) / cache.key / "features", ignore_errors=True)
+    fresh = FeatureCache()
+    monkeypatch.setattr(features_module, "DEFAULT_CACHE", fresh)
+    return fresh
+
+
+def test_frozen_features_are_computed_once_per_backbone_and_patches(
+    tiny, tmp_path, monkeypatch
+) -> None:
     names = tiny[0].section_names
-    cache: dict = {}
-    _fold(tiny, tmp_path, "warm", names[0], cache)  # fills the cache
-    assert set(cache["backbone"]) == set(names)
-    cached = _fold(tiny, tmp_path, "cached", names[1], cache)
-    fresh = _fold(tiny, tmp_path, "fresh", names[1], None)
-    a, b = cached.predictions[names[1]], fresh.predictions[names[1]]
+    counts = _forget_features(tiny, monkeypatch).stats
+    first = _fold(tiny, tmp_path, "a", names[0])
+    assert counts["computed"] == 3  # 2 training sections + the held-out one
+    second = _fold(tiny, tmp_path, "b", names[1])  # another fold, same seed: same backbone
+    assert counts["computed"] == 3 and counts["memory"] > 0
+    _fold(tiny, tmp_path, "c", names[1], seed=1)  # another seed builds another backbone
+    assert counts["computed"] == 6
+    # a second process finds the copies stored beside the patches
+    script = (
+        "import sys, torch; from mclstexp.models import MclSTExp, ModelConfig, load_preset; "
+        "from mclstexp.models.features import DEFAULT_CACHE, frozen_features; "
+        "from mclstexp.pp import open_patch_cache; "
+        "torch.manual_seed(0); m = load_preset('cpu').model; "
+        "m.n_genes = m.position_rows = m.position_cols = 1; model = MclSTExp(m); "
+        "frozen_features(model, [open_patch_cache(p).patches for p in sys.argv[1:]], "
+        "device='cpu'); print(DEFAULT_CACHE.stats)"
+    )
+    stores = [str(Path(c.patches.store.root)) for c in tiny[1].values()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, *stores], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str({"memory": 0, "disk": 3, "computed": 0})
+    # features from memory give exactly what freshly computed ones give
+    _forget_features(tiny, monkeypatch)
+    fresh = _fold(tiny, tmp_path, "fresh", names[1])
+    a, b = second.predictions[names[1]], fresh.predictions[names[1]]
     np.testing.assert_array_equal(a.obsm["mclstexp_neighbors"], b.obsm["mclstexp_neighbors"])
-    np.testing.assert_allclose(np.asarray(a.X), np.asarray(b.X), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(a.X), np.asarray(b.X))
+    assert first.k == 10
 
 
 def test_fold_without_training_sections_is_refused(tiny, tmp_path) -> None:

@@ -68,7 +68,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         np.asarray(truth.X),
         values,
         genes=list(pred.var_names),
-        section=str(raw.uns.get(_keys.UNS, {}).get(_keys.UNS_SECTION, "section")),
+        section=_keys.section_id(raw),
         target=target,
         log_library_size=np.log1p(np.asarray(truth.obs[_keys.LIBRARY_SIZE], dtype=float)),
         method="predictions",

@@ -61,7 +61,7 @@ def _grid_adata(slide_path: Path, size: int, min_tissue: float) -> Any:
 
     from mclstexp import _keys
     from mclstexp.io import open_slide
-    from mclstexp.pp.patches import grid_centers
+    from mclstexp.pp import grid_centers
 
     with open_slide(slide_path) as slide:
         centers = grid_centers(slide, size=size, min_tissue=min_tissue)
@@ -123,15 +123,11 @@ def _predict(args: argparse.Namespace) -> int:
     pred.write_h5ad(args.out)
     print(f"predicted {pred.n_obs} spots x {pred.n_vars} genes -> {args.out}")
     if args.plot_genes:
-        from mclstexp.io import open_slide
+        from mclstexp.io import read_thumbnail
         from mclstexp.pl import spatial_prediction
 
         slide_path = adata.uns[_keys.UNS].get(_keys.UNS_SLIDE_PATH)
-        image, scale = None, 1.0
-        if slide_path:
-            with open_slide(slide_path) as slide:
-                image = slide.thumbnail(1024)
-                scale = image.shape[1] / slide.dimensions[0]
+        image, scale = read_thumbnail(slide_path, 1024) if slide_path else (None, 1.0)
         png = args.out.with_suffix(".png")
         spatial_prediction(pred, args.plot_genes, image=image, scale=scale, path=png)
         print(f"map of {len(args.plot_genes)} gene(s) -> {png}")

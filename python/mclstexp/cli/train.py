@@ -1,23 +1,26 @@
-"""``mclstexp train``: train mclSTExp on a dataset spec and write a run directory.
+"""``mclstexp train``: train mclSTExp on a dataset and write a run directory for prediction.
 
-Data: ``--synthetic`` (default; the embedded synthetic dataset), ``--her2st ROOT --sections ...``
-or ``--h5ad FILES...`` (AnnData following the package contract, with ``uns["mclstexp"]
-["slide_path"]``). ``--holdout SECTION`` leaves one section out (its id is recorded in
-``run_dir/data.json`` for prediction). Patches are cut once into Zarr caches under
-``run_dir/patches`` (reused on resume); expression is normalised per the preset.
+A thin front over the fold runner of ``mclstexp run`` (:func:`mclstexp.workflow.fold.train_fold`):
+the same data loading, gene selection (from the training sections only), tiling and training.
+The run directory then holds ``model.pt`` and ``reference.npz`` (what ``mclstexp predict --model
+RUN_DIR`` reads), ``data.json`` (sections, held-out section, genes), ``checkpoint.pt``,
+``log.jsonl``, ``config.json`` and the patch caches under ``patches/`` (reused on resume).
 
-Multi-GPU: ``torchrun --nproc_per_node N -m mclstexp train ...``.
+Data: ``--synthetic`` (default; the embedded synthetic dataset, ``--n-sections``/``--n-spots``
+for a smaller draw), ``--her2st ROOT --sections ...`` or ``--h5ad FILES...`` (AnnData following
+the package contract, with ``uns["mclstexp"]["slide_path"]``). ``--holdout SECTION`` leaves one
+section out of training.
+
+Multi-GPU: ``torchrun --nproc_per_node N -m mclstexp train ...`` (rank 0 cuts the patches first).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from mclstexp import _keys
 
@@ -32,9 +35,11 @@ def register(subparsers: Any) -> None:
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--synthetic", action="store_true", help="the embedded synthetic dataset")
-    src.add_argument("--her2st", metavar="ROOT", type=Path, help="her2st repository root")
+    src.add_argument("--her2st", metavar="ROOT", type=Path, help="her2st data folder")
     src.add_argument("--h5ad", metavar="FILE", type=Path, nargs="+", help="AnnData files")
     p.add_argument("--sections", nargs="+", metavar="ID", help="her2st sections (e.g. C2 C3)")
+    p.add_argument("--n-sections", type=int, help="synthetic only: number of sections")
+    p.add_argument("--n-spots", type=int, help="synthetic only: spots per section")
     p.add_argument("--holdout", metavar="SECTION", help="section left out of training")
     p.add_argument("--preset", default="default", help="preset name or JSON file (default)")
     p.add_argument("--run-dir", type=Path, default=Path("runs/train"), help="output directory")
@@ -45,87 +50,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--weights", type=Path, help="local backbone weights (safetensors / torch)")
     p.add_argument("--frozen", action="store_true", help="frozen-encoder mode")
     p.add_argument("--num-workers", type=int, help="DataLoader workers")
-    p.add_argument("--genes", type=Path, help="gene panel (.npy or one name per line)")
-    p.add_argument("--n-genes", type=int, default=1000, help="top-mean genes if no --genes")
+    p.add_argument("--genes", type=Path, help="gene panel: a text file, one gene per line")
+    p.add_argument(
+        "--n-genes", type=int, default=1000, help="--h5ad: the N most expressed genes (HEG)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def _need(module: str, name: str) -> Any:
-    from importlib import import_module
-
-    try:
-        return getattr(import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise SystemExit(
-            f"mclstexp train needs {module}.{name}, which is not available in this build "
-            f"({exc}); install a complete mclstexp"
-        ) from exc
-
-
-def _call_with_dir(fn: Any, folder: Path, **kw: Any) -> Any:
-    params = inspect.signature(fn).parameters
-    for name in ("root", "path", "out_dir", "directory", "cache_dir", "folder", "dest"):
-        if name in params:
-            kw[name] = folder
-            break
-    return fn(**kw)
-
-
-def _load_adatas(args: argparse.Namespace) -> list[Any]:
-    if args.her2st is not None:
-        if not args.sections:
-            raise SystemExit("--her2st needs --sections (e.g. --sections C2 C3 C4)")
-        read = _need("mclstexp.io", "read_her2st")
-        return [read(args.her2st, section=s) for s in args.sections]
-    if args.h5ad:
-        read = _need("mclstexp.io", "read_h5ad")
-        return [read(f) for f in args.h5ad]
-    synthetic = _need("mclstexp.datasets", "synthetic")
-    out = _call_with_dir(synthetic, args.run_dir / "synthetic")
-    return list(out)
-
-
-def _section_id(adata: Any, i: int) -> str:
-    uns = adata.uns.get(_keys.UNS, {})
-    if uns.get(_keys.UNS_SECTION):
-        return str(uns[_keys.UNS_SECTION])
-    if _keys.SECTION in adata.obs and adata.n_obs:
-        return str(adata.obs[_keys.SECTION].iloc[0])
-    return f"section{i}"
-
-
-def _read_genes(path: Path) -> list[str]:
-    if not path.is_file():
-        raise SystemExit(f"--genes file not found: {path}")
-    if path.suffix == ".npy":
-        return [str(g) for g in np.load(path, allow_pickle=False)]
-    return [g.strip() for g in path.read_text().splitlines() if g.strip()]
-
-
-def _top_genes(adatas: list[Any], n: int) -> list[str]:
-    common = set(map(str, adatas[0].var_names))
-    for a in adatas[1:]:
-        common &= set(map(str, a.var_names))
-    genes = sorted(common)
-    if len(genes) <= n:
-        return genes
-    score = np.zeros(len(genes))
-    for a in adatas:
-        x = a[:, genes].X
-        x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-        lib = x.sum(1, keepdims=True)
-        score += np.log1p(1e4 * x / np.maximum(lib, 1)).mean(0)
-    return [genes[i] for i in np.argsort(-score, kind="stable")[:n]]
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``mclstexp train``."""
+def _preset(args: argparse.Namespace, patch_size: int | None) -> Any:
     from mclstexp.models.config import load_preset
-    from mclstexp.train.data import TrainingSection
-    from mclstexp.train.loop import train_model
 
     overrides: dict[str, Any] = {}
     for arg, key in (
@@ -140,64 +76,104 @@ def run(args: argparse.Namespace) -> int:
         overrides["model__weights"] = str(args.weights)
     if args.frozen:
         overrides["train__freeze_backbone"] = True
-    mcfg, tcfg = load_preset(args.preset, **overrides)
+    if patch_size is not None:  # recorded in the checkpoint: `mclstexp predict` cuts alike
+        overrides["train__patch_size"] = int(patch_size)
+    return load_preset(args.preset, **overrides)
 
-    adatas = _load_adatas(args)
-    ids = [_section_id(a, i) for i, a in enumerate(adatas)]
-    if args.holdout is not None and args.holdout not in ids:
-        raise SystemExit(f"--holdout {args.holdout!r} is not one of the sections {ids}")
-    train_idx = [i for i, s in enumerate(ids) if s != args.holdout]
-    if not train_idx:
-        raise SystemExit("no training sections left after --holdout")
-    genes = (
-        _read_genes(args.genes)
-        if args.genes
-        else _top_genes([adatas[i] for i in train_idx], args.n_genes)
-    )
-    normalize = _need("mclstexp.pp", "normalize_expression")
-    extract = _need("mclstexp.pp", "extract_patches")
+
+def _dataset(args: argparse.Namespace, patch_size: int) -> Any:
+    """The sections to train on, as the fold runner's :class:`~mclstexp.workflow.DatasetSpec`."""
+    from mclstexp.workflow import DatasetSpec, load_dataset
+
+    sizes = (("--n-sections", args.n_sections), ("--n-spots", args.n_spots))
+    given = [flag for flag, value in sizes if value is not None]
+    if given and (args.her2st is not None or args.h5ad):
+        raise SystemExit(f"mclstexp train: {', '.join(given)} apply to --synthetic only")
+    if args.h5ad:
+        from mclstexp.io import read_h5ad
+
+        spec = DatasetSpec(
+            name="h5ad",
+            sections=[read_h5ad(f) for f in args.h5ad],
+            gene_method="heg",
+            n_genes=args.n_genes,
+            patch_size=patch_size,
+        )
+    elif args.her2st is not None:
+        if not args.sections:
+            raise SystemExit("--her2st needs --sections (e.g. --sections C2 C3 C4)")
+        spec = load_dataset("her2st", root=args.her2st, sections=args.sections)
+    else:
+        spec = load_dataset(
+            "synthetic",
+            root=args.run_dir / "synthetic",
+            n_sections=args.n_sections,
+            n_spots=args.n_spots,
+        )
+    if args.genes is not None:
+        if not args.genes.is_file():
+            raise SystemExit(f"--genes file not found: {args.genes}")
+        spec = dataclasses.replace(spec, gene_method="panel", panel=str(args.genes), n_genes=None)
+    return spec
+
+
+def _training_sections(spec: Any, holdout: str | None) -> list[str]:
+    """Every section id except the held-out one (checked through the fold definitions)."""
+    from mclstexp.train.folds import leave_one_section_out
+
+    ids = spec.section_names
+    if holdout is None:
+        return ids
+    try:
+        (fold,) = leave_one_section_out(ids, holdout=[holdout])
+    except ValueError as err:
+        raise SystemExit(f"mclstexp train: --holdout: {err}") from err
+    return list(fold.train)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``mclstexp train``."""
     from mclstexp.train import distributed
+    from mclstexp.workflow.experiment import tile_dataset
+    from mclstexp.workflow.fold import train_fold
 
+    spec = _dataset(args, _preset(args, None).train.patch_size)
+    preset = _preset(args, spec.patch_size)
+    train_ids = _training_sections(spec, args.holdout)
+    train_spec = dataclasses.replace(
+        spec, sections=[a for a in spec.sections if _keys.section_id(a) in set(train_ids)]
+    )
     # under torchrun, rank 0 cuts the patches first; the others then reuse its caches
     info = distributed.init_from_env(args.device)
     if info.rank != 0:
         distributed.barrier()
-    sections = []
-    for i in train_idx:
-        adata = adatas[i]
-        store = args.run_dir / "patches" / f"{ids[i]}.zarr"
-        store.parent.mkdir(parents=True, exist_ok=True)
-        cache = extract(adata, store=store, size=tcfg.patch_size)
-        spot_ids = [str(s) for s in cache.spot_ids]
-        norm = normalize(adata[spot_ids], genes=genes, flavor=tcfg.expression_normalization)
-        sections.append(TrainingSection(norm, cache.patches, name=ids[i]))
+    caches = tile_dataset(train_spec, args.run_dir / "patches", progress=not args.no_progress)
     if info.rank == 0:
         distributed.barrier()
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    (args.run_dir / "data.json").write_text(
-        json.dumps(
-            {
-                "sections": ids,
-                "train": [ids[i] for i in train_idx],
-                "holdout": args.holdout,
-                "genes": genes,
-            },
-            indent=1,
-        )
-    )
-    result = train_model(
-        sections,
-        (mcfg, tcfg),
-        run_dir=args.run_dir,
-        device=args.device,
+    trained = train_fold(
+        train_spec,
+        caches,
+        train_sections=train_ids,
+        preset=preset,
+        preset_name=Path(args.preset).stem,
+        fold_dir=args.run_dir,
         seed=args.seed,
-        resume=args.resume,
+        device=args.device,
         progress=not args.no_progress,
+        resume=args.resume,
     )
-    last = result.history[-1] if result.history else {}
+    if info.is_main:
+        data = {
+            "sections": spec.section_names,
+            "train": train_ids,
+            "holdout": args.holdout,
+            "genes": trained.genes,
+        }
+        (args.run_dir / "data.json").write_text(json.dumps(data, indent=1))
+    last = trained.history[-1] if trained.history else {}
     print(
-        f"trained {len(result.history)} epochs on {sum(s.n_obs for s in sections)} spots "
-        f"({len(sections)} sections); final loss {last.get('loss', float('nan')):.4f}; "
-        f"model: {args.run_dir / 'model.pt'}"
+        f"trained {len(trained.history)} epochs on {sum(s.n_obs for s in trained.sections)} "
+        f"spots ({len(trained.sections)} sections); final loss "
+        f"{last.get('loss', float('nan')):.4f}; model: {args.run_dir / 'model.pt'}"
     )
     return 0

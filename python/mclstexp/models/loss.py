@@ -1,26 +1,83 @@
-"""Contrastive losses (method.md §3): mclSTExp's symmetric InfoNCE and BLEEP's soft targets.
+"""Contrastive losses (method.md §3): mclSTExp's symmetric InfoNCE and BLEEP's soft targets,
+and the all-gather with gradient they use under DistributedDataParallel.
 
-Both take embeddings that may already be gathered from all ranks (see
-:func:`mclstexp.train.distributed.all_gather_with_grad`); with ``gather=True`` they gather
-themselves when a process group is initialised, so negatives come from every GPU.
+Both losses take embeddings that may already be gathered from all ranks (see
+:func:`all_gather_with_grad`); with ``gather=True`` they gather themselves when a process group
+is initialised, so negatives come from every GPU (as open_clip keeps ``gather_features`` in its
+loss module). Process-group set-up lives in :mod:`mclstexp.train.distributed`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
-__all__ = ["clip_loss", "soft_target_loss"]
+__all__ = ["all_gather_with_grad", "clip_loss", "is_distributed", "soft_target_loss"]
+
+
+def is_distributed() -> bool:
+    """True when a process group is initialised with more than one process.
+
+    Examples
+    --------
+    >>> is_distributed()
+    False
+    """
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward sums the incoming gradients over ranks and keeps this rank's
+    slice (all_reduce, which gloo and NCCL both support, unlike reduce_scatter on gloo)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        rank = dist.get_rank()
+        ctx.sizes = sizes
+        ctx.rank = rank
+        max_n = max(sizes)
+        padded = x.new_zeros((max_n, *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        out = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(out, padded.contiguous())
+        return torch.cat([o[:n] for o, n in zip(out, sizes, strict=True)], dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]], None
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (``(n_r, ...)``, sizes may differ) from every rank in rank order.
+
+    The result keeps the autograd graph to this rank's slice; since every rank computes the same
+    global loss from the gathered tensors, backward sums the gradient over ranks (all_reduce) and
+    DDP's gradient averaging then yields exactly the single-process gradient of the global loss.
+
+    Examples
+    --------
+    >>> all_gather_with_grad(torch.ones(2, 3)).shape  # not distributed: unchanged
+    torch.Size([2, 3])
+    """
+    if not is_distributed():
+        return x
+    n = torch.tensor([x.shape[0]], device=x.device)
+    all_n = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(all_n, n)
+    sizes = [int(t.item()) for t in all_n]
+    return _GatherWithGrad.apply(x, sizes)
 
 
 def _maybe_gather(
     image: torch.Tensor, spot: torch.Tensor, gather: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if not gather:
-        return image, spot
-    from mclstexp.train.distributed import all_gather_with_grad, is_distributed
-
-    if not is_distributed():
+    if not gather or not is_distributed():
         return image, spot
     return all_gather_with_grad(image), all_gather_with_grad(spot)
 

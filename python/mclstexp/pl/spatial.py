@@ -132,8 +132,7 @@ def spatial_expression(
         cb.set_label(f"{gene} expression", fontsize=9)
 
     if title is None:
-        uns = adata_true.uns.get(_keys.UNS, {}) if hasattr(adata_true, "uns") else {}
-        section = uns.get(_keys.UNS_SECTION) if isinstance(uns, dict) else None
+        section = _keys.section_id(adata_true, default="")
         title = "Measured vs predicted expression" + (f", section {section}" if section else "")
     fig.suptitle(title, fontsize=12)
     save_figure(fig, path, dpi=dpi)

@@ -35,9 +35,8 @@ FLAVORS: tuple[str, ...] = ("default", "legacy_spot", "legacy_gene")
 
 
 def _section_name(adata: AnnData) -> str:
-    info = adata.uns.get(K.UNS, {})
-    section = info.get(K.UNS_SECTION) if isinstance(info, dict) else None
-    return f"section {section!r}" if section is not None else "the AnnData"
+    section = K.section_id(adata, default="")
+    return f"section {section!r}" if section else "the AnnData"
 
 
 def _as_csr(x: Any) -> sp.csr_matrix:

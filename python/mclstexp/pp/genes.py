@@ -109,9 +109,8 @@ def _as_list(adatas: AnnData | Sequence[AnnData]) -> list[AnnData]:
 
 
 def _name(a: AnnData, i: int) -> str:
-    meta = a.uns.get(K.UNS, {})
-    sid = meta.get(K.UNS_SECTION) if isinstance(meta, dict) else None
-    return f"section {sid!r}" if sid is not None else f"section #{i}"
+    sid = K.section_id(a, default="")
+    return f"section {sid!r}" if sid else f"section #{i}"
 
 
 def _common_genes(adatas: list[AnnData]) -> list[str]:

@@ -14,11 +14,7 @@ import numpy as np
 from mclstexp import _keys
 from mclstexp.pp.patch_cache import PatchCache, tile_slide
 
-# grid_centers is re-exported for ``from mclstexp.pp.patches import grid_centers`` (cli/predict.py);
-# new code imports it from mclstexp.pp.
-from mclstexp.pp.tissue import grid_centers
-
-__all__ = ["extract_patches", "grid_centers"]
+__all__ = ["extract_patches"]
 
 
 def extract_patches(
@@ -100,8 +96,8 @@ def extract_patches(
     if _keys.SPATIAL not in adata.obsm:
         raise ValueError(f"adata: obsm[{_keys.SPATIAL!r}] (spot pixel centres) is missing")
     centers = np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64)
-    if key is None and uns.get(_keys.UNS_SECTION) is not None:
-        key = str(uns[_keys.UNS_SECTION])
+    if key is None:
+        key = _keys.section_id(adata, default="") or None
     mpp0 = uns.get(_keys.UNS_MPP)
     return tile_slide(
         path,

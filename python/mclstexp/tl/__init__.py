@@ -1,4 +1,8 @@
-"""Tools: embeddings, reference building, expression prediction (needs torch)."""
+"""Tools: embeddings, reference building, expression prediction, K selection (needs torch).
+
+Built on :mod:`mclstexp.models` (inputs, runtime), :mod:`mclstexp.retrieval` and
+:mod:`mclstexp.metrics`; ``tl`` never imports :mod:`mclstexp.train`.
+"""
 
 from __future__ import annotations
 

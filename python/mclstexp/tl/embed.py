@@ -1,79 +1,20 @@
 """Embeddings from a trained model: image patches and spots (eval mode, no augmentation).
 
 Spots are embedded in the same attention sequences as in training (see
-:mod:`mclstexp.train.data`): neighbourhood groups in ``"neighbourhood"`` mode, runs of
+:mod:`mclstexp.models.inputs`): neighbourhood groups in ``"neighbourhood"`` mode, runs of
 ``inference_sequence_length`` consecutive spots in ``"batch"`` (legacy) mode.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
 
-__all__ = ["backbone_features", "embed_patches", "embed_spots", "resolve_device"]
+from mclstexp.models.inputs import batch_sequences, inference_sequences, spot_arrays
+from mclstexp.models.runtime import autocast, check_patches, resolve_device
 
-
-def resolve_device(device: Any = "auto") -> Any:
-    """``"auto"`` -> CUDA when available, else CPU; anything else -> ``torch.device(device)``."""
-    import torch
-
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
-    return dev
-
-
-def _autocast(device: Any, amp: str = "auto") -> Any:
-    import torch
-
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cuda", dtype=torch.bfloat16)
-
-
-def _check_patches(patches: Any) -> None:
-    shape = tuple(getattr(patches, "shape", ()))
-    if len(shape) != 4 or shape[-1] != 3:
-        raise ValueError(f"patches must be [N, H, W, 3] uint8, got shape {shape}")
-    if np.dtype(getattr(patches, "dtype", np.uint8)) != np.uint8:
-        raise ValueError(f"patches must be uint8, got {patches.dtype}")
-
-
-def backbone_features(
-    model: Any, patches: Any, *, batch_size: int = 128, device: Any = "auto", progress: bool = False
-) -> np.ndarray:
-    """Pooled backbone features ``[N, F]`` float32 of every patch (eval mode, no augmentation).
-
-    This is what frozen-encoder mode caches once per patch.
-    """
-    import torch
-
-    _check_patches(patches)
-    dev = resolve_device(device)
-    enc = model.image_encoder
-    was_training = enc.training
-    enc.eval().to(dev)
-    n = patches.shape[0]
-    out = np.empty((n, enc.num_features), dtype=np.float32)
-    steps = range(0, n, batch_size)
-    if progress:
-        from mclstexp._progress import progress_bar
-
-        steps = progress_bar(steps, desc="backbone features", unit="batch")
-    with torch.no_grad(), _autocast(dev):
-        for s in steps:
-            x = torch.from_numpy(np.ascontiguousarray(patches[s : s + batch_size])).to(dev)
-            out[s : s + x.shape[0]] = enc.features(x).float().cpu().numpy()
-    enc.train(was_training)
-    return out
+__all__ = ["embed_patches", "embed_spots"]
 
 
 def embed_patches(
@@ -110,7 +51,7 @@ def embed_patches(
     was_training = model.training
     model.eval().to(dev)
     try:
-        with torch.no_grad(), _autocast(dev):
+        with torch.no_grad(), autocast(dev):
             if frozen_features is not None:
                 feats = np.asarray(frozen_features, dtype=np.float32)
                 chunks = [
@@ -121,7 +62,7 @@ def embed_patches(
                     for s in range(0, len(feats), 4096)
                 ]
                 return np.concatenate(chunks) if chunks else np.empty((0, model.config.embed_dim))
-            _check_patches(patches)
+            check_patches(patches)
             n = patches.shape[0]
             out = np.empty((n, model.config.embed_dim), dtype=np.float32)
             for s in range(0, n, batch_size):
@@ -147,7 +88,8 @@ def embed_spots(
         A :class:`~mclstexp.models.MclSTExp`.
     adata_or_section
         AnnData (``X`` normalised expression of the model's genes, ``obs["array_row"/
-        "array_col"]``) or a :class:`~mclstexp.train.TrainingSection`.
+        "array_col"]``, see :func:`mclstexp.models.inputs.spot_arrays`) or anything with
+        ``expression`` and ``positions`` arrays (a :class:`~mclstexp.train.TrainingSection`).
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     sequences_per_batch
@@ -159,14 +101,10 @@ def embed_spots(
     """
     import torch
 
-    from mclstexp.train.data import TrainingSection, batch_sequences, inference_sequences
-
-    if isinstance(adata_or_section, TrainingSection):
+    if hasattr(adata_or_section, "expression") and hasattr(adata_or_section, "positions"):
         expression, positions = adata_or_section.expression, adata_or_section.positions
     else:
-        dummy = _NoPatches(adata_or_section.n_obs)
-        sec = TrainingSection(adata_or_section, dummy, in_memory=False)
-        expression, positions = sec.expression, sec.positions
+        expression, positions = spot_arrays(adata_or_section)
     cfg = model.config
     if expression.shape[1] != cfg.n_genes:
         raise ValueError(
@@ -192,7 +130,7 @@ def embed_spots(
     model.eval().to(dev)
     out = np.empty((len(expression), cfg.embed_dim), dtype=np.float32)
     try:
-        with torch.no_grad(), _autocast(dev):
+        with torch.no_grad(), autocast(dev):
             for s in range(0, len(seqs), sequences_per_batch):
                 part = seqs[s : s + sequences_per_batch]
                 expr, pos, mask = batch_sequences(part, expression, positions)
@@ -205,12 +143,3 @@ def embed_spots(
     finally:
         model.train(was_training)
     return out
-
-
-class _NoPatches:
-    """Stands in for patches when only expression is needed."""
-
-    dtype = np.dtype(np.uint8)
-
-    def __init__(self, n: int) -> None:
-        self.shape = (n, 1, 1, 3)

@@ -4,7 +4,7 @@ A checkpoint is a dict::
 
     {"format": "mclstexp-checkpoint", "format_version": 1, "package_version": str,
      "model_config": dict, "train_config": dict, "genes": [str], "normalization": dict,
-     "epoch": int (epochs completed), "history": [dict], "model": state_dict,
+     "seed": int, "epoch": int (epochs completed), "history": [dict], "model": state_dict,
      "optimizer": state_dict | None, "scheduler": state_dict | None, "scaler": state_dict | None,
      "rng": {"python": ..., "numpy": ..., "torch": tensor, "cuda": [tensor]} | None,
      "extra": dict}
@@ -17,12 +17,25 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-__all__ = ["FORMAT", "load_checkpoint", "rng_state", "save_checkpoint", "set_rng_state"]
+from mclstexp import __version__
+
+if TYPE_CHECKING:
+    from mclstexp.train.setup import TrainingRun
+
+__all__ = [
+    "FORMAT",
+    "checkpoint_payload",
+    "load_checkpoint",
+    "read_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
 
 FORMAT = "mclstexp-checkpoint"
 FORMAT_VERSION = 1
@@ -66,6 +79,34 @@ def set_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def checkpoint_payload(run: TrainingRun, epoch: int, *, final: bool = False) -> dict[str, Any]:
+    """What a checkpoint of ``run`` after ``epoch`` completed epochs holds (see module docstring).
+
+    ``final=False`` (``checkpoint.pt``, for resuming): also the optimiser, schedule, AMP scaler
+    and the RNG states of this moment. ``final=True`` (``model.pt``, for prediction): the model
+    and its metadata only.
+    """
+    data: dict[str, Any] = {
+        "package_version": __version__,
+        "model_config": run.model_config.to_dict(),
+        "train_config": run.train_config.to_dict(),
+        "genes": run.genes,
+        "normalization": run.normalization,
+        "seed": run.seed,
+        "epoch": epoch,
+        "history": run.history,
+        "model": run.model.state_dict(),
+    }
+    if not final:
+        data.update(
+            optimizer=run.optimizer.state_dict(),
+            scheduler=run.scheduler.state_dict(),
+            scaler=run.scaler.state_dict() if run.scaler.is_enabled() else None,
+            rng=rng_state(),
+        )
+    return data
 
 
 def save_checkpoint(path: str | Path, data: dict[str, Any]) -> Path:

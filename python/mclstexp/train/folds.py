@@ -1,6 +1,8 @@
 """Cross-validation folds as plain data: leave-one-section-out and leave-one-patient-out.
 
-A :class:`Fold` names its training, validation and test sections; folds serialise to JSON-ready
+The one fold implementation: the main job (:func:`mclstexp.workflow.run_experiment`,
+``mclstexp run --holdout``) and ``mclstexp train --holdout`` take their folds from here. A
+:class:`Fold` names its training, validation and test sections; folds serialise to JSON-ready
 dicts. The same arguments (and seed) always give the same folds. No torch import here.
 """
 
@@ -88,13 +90,12 @@ def _section_ids(sections: Sequence[Any]) -> list[str]:
     ids = []
     for s in sections:
         if hasattr(s, "uns") and hasattr(s, "obs"):  # an AnnData
-            meta = s.uns.get(K.UNS, {})
-            sid = meta.get(K.UNS_SECTION) if isinstance(meta, Mapping) else None
-            if sid is None:
+            try:
+                ids.append(K.section_id(s, default=None))
+            except ValueError:
                 raise ValueError(
                     "sections: an AnnData has no uns['mclstexp']['section']; pass section ids"
-                )
-            ids.append(str(sid))
+                ) from None
         else:
             ids.append(str(s))
     if len(set(ids)) != len(ids):
@@ -131,7 +132,12 @@ def _pick_val(
 
 
 def leave_one_section_out(
-    sections: Sequence[Any], *, n_val: int = 0, shuffle: bool = False, seed: int = 0
+    sections: Sequence[Any],
+    *,
+    holdout: Sequence[str] | None = None,
+    n_val: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
 ) -> list[Fold]:
     """One fold per section: that section is the test set, the others train.
 
@@ -139,6 +145,9 @@ def leave_one_section_out(
     ----------
     sections
         Section ids (or AnnData with ``uns["mclstexp"]["section"]``), unique.
+    holdout
+        Only these sections are held out, one fold each, in this order (default: every section
+        in turn); an id not in ``sections`` raises ``ValueError``.
     n_val
         Number of the remaining sections held out for validation in each fold (chosen with
         ``seed``; 0 = none).
@@ -157,11 +166,21 @@ def leave_one_section_out(
     ['section=A1', 'section=A2', 'section=B1']
     >>> leave_one_section_out(["A1", "A2", "B1"])[0].train
     ('A2', 'B1')
+    >>> [f.test for f in leave_one_section_out(["A1", "A2", "B1"], holdout=["B1"])]
+    [('B1',)]
     """
     ids = _section_ids(sections)
+    chosen = ids
+    if holdout is not None:
+        if isinstance(holdout, str):
+            raise TypeError("holdout: expected a sequence of section ids, got a string")
+        chosen = [str(s) for s in holdout]
+        unknown = [s for s in chosen if s not in ids]
+        if unknown:
+            raise ValueError(f"holdout: unknown section(s) {unknown}; the dataset has {ids}")
     rng = np.random.default_rng(seed)
     folds = []
-    for sid in ids:
+    for sid in chosen:
         train, val = _pick_val([s for s in ids if s != sid], n_val, rng, None)
         folds.append(Fold(f"section={sid}", train=tuple(train), test=(sid,), val=tuple(val)))
     if shuffle:

@@ -13,6 +13,8 @@ _EXPORTS = {
     "DatasetSpec": "dataset",
     "load_dataset": "dataset",
     "run_fold": "fold",
+    "train_fold": "fold",
+    "TrainedFold": "fold",
     "FoldOutcome": "fold",
     "run_experiment": "experiment",
     "format_table": "report",

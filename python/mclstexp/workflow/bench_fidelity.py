@@ -95,9 +95,6 @@ def run_fidelity_bench(
     --------
     >>> run_fidelity_bench(root="../shared/data/her2st", seeds=[0])  # doctest: +SKIP
     """
-    import pandas as pd
-
-    from mclstexp.pl import fidelity_summary
     from mclstexp.workflow.dataset import load_dataset
     from mclstexp.workflow.experiment import tile_dataset
     from mclstexp.workflow.report import format_table, summary_frame
@@ -138,12 +135,39 @@ def run_fidelity_bench(
         )
     summary = summary_frame(records)
     table = format_table(records)
-    payload = {
+    meta = {
         "dataset": dataset,
         "sections": spec.section_names,
         "presets": list(presets),
         "seeds": [int(s) for s in seeds],
         "epochs_override": epochs,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    speed_text = _write_outputs(out_dir, meta, records, summary, runs, table)
+    return {
+        "records": records,
+        "summary": summary,
+        "runs": runs,
+        "table": table,
+        "speed": speed_text,
+    }
+
+
+def _write_outputs(
+    out_dir: Path,
+    meta: dict[str, Any],
+    records: list[dict[str, Any]],
+    summary: Any,
+    runs: list[dict[str, Any]],
+    table: str,
+) -> str:
+    """Write ``fidelity.{json,csv,png,txt}`` and ``fidelity_runs.csv``; return the speed text."""
+    import pandas as pd
+
+    from mclstexp.pl import fidelity_summary
+
+    payload = {
+        **{k: v for k, v in meta.items() if k != "wall_seconds"},
         "note": (
             "Per-section records; mean and sd over held-out sections x seeds. Targets: "
             "legacy_gene = the original's per-gene normalisation (keeps depth); default = per-spot "
@@ -153,7 +177,7 @@ def run_fidelity_bench(
         "records": records,
         "summary": json.loads(summary.to_json(orient="records")),
         "runs": runs,
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": meta["wall_seconds"],
     }
     (out_dir / "fidelity.json").write_text(json.dumps(payload, indent=2, default=float))
     summary.to_csv(out_dir / "fidelity.csv", index=False)
@@ -161,10 +185,4 @@ def run_fidelity_bench(
     fidelity_summary(summary, path=out_dir / "fidelity.png")
     speed_text = _speed_text(runs)
     (out_dir / "fidelity.txt").write_text(table + "\n\n" + speed_text + "\n")
-    return {
-        "records": records,
-        "summary": summary,
-        "runs": runs,
-        "table": table,
-        "speed": speed_text,
-    }
+    return speed_text

@@ -9,6 +9,7 @@ from pathlib import Path
 from anndata import AnnData
 
 from mclstexp import _keys
+from mclstexp._keys import section_id
 
 #: her2st sections that have H&E images in the public data we test with.
 HER2ST_IMAGE_SECTIONS = ("C2", "C3", "C4", "C5", "C6")
@@ -49,11 +50,6 @@ class DatasetSpec:
             if section_id(adata) == name:
                 return adata
         raise ValueError(f"section: {name!r} is not in the dataset (has {self.section_names})")
-
-
-def section_id(adata: AnnData) -> str:
-    """The section id recorded by the readers in ``uns["mclstexp"]["section"]``."""
-    return str(adata.uns.get(_keys.UNS, {}).get(_keys.UNS_SECTION, "section"))
 
 
 def load_dataset(

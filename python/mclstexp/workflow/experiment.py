@@ -1,4 +1,7 @@
-"""Run a whole experiment: tile once, then every preset x seed x fold; write metrics and plots."""
+"""Run a whole experiment: tile once, then every preset x seed x fold; write metrics and plots.
+
+Folds come from :mod:`mclstexp.train.folds`; each fold runs :func:`mclstexp.workflow.fold.run_fold`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from mclstexp import _keys
-from mclstexp.workflow.dataset import DatasetSpec, section_id
+from mclstexp._keys import section_id
+from mclstexp.workflow.dataset import DatasetSpec
 from mclstexp.workflow.fold import TARGETS, FoldOutcome, run_fold
 
 
@@ -49,16 +53,6 @@ def tile_dataset(
         )
         for adata in dataset.sections
     }
-
-
-def leave_one_out(dataset: DatasetSpec, holdout: Sequence[str] | None = None) -> list[list[str]]:
-    """Held-out section lists: the given ones (one fold each), else every section in turn."""
-    names = dataset.section_names
-    chosen = list(holdout) if holdout else names
-    unknown = [s for s in chosen if s not in names]
-    if unknown:
-        raise ValueError(f"holdout: unknown section(s) {unknown}; the dataset has {names}")
-    return [[s] for s in chosen]
 
 
 def _write_predictions(outcome: FoldOutcome, fold_dir: Path) -> None:
@@ -100,7 +94,8 @@ def run_experiment(
     presets, seeds
         Model presets (:func:`mclstexp.models.load_preset`) and training seeds.
     holdout
-        Held-out section ids (one fold each); default leave-one-section-out over all sections.
+        Held-out section ids (one fold each); default leave-one-section-out over all sections
+        (:func:`mclstexp.train.folds.leave_one_section_out`, the one fold implementation).
     epochs
         Override the presets' epoch count (e.g. a time budget).
     k, aggregation, backend
@@ -121,30 +116,15 @@ def run_experiment(
     >>> res = run_experiment(load_dataset("synthetic"), out_dir="runs/demo")  # doctest: +SKIP
     >>> print(res.table)  # doctest: +SKIP
     """
-    from mclstexp import __version__
     from mclstexp.models import load_preset
+    from mclstexp.train.folds import leave_one_section_out
+    from mclstexp.workflow.report import format_table, summary_frame
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    folds = leave_one_out(dataset, holdout)
-    config = {
-        "package_version": __version__,
-        "dataset": dataset.name,
-        "dataset_params": _generator_params(dataset),
-        "sections": dataset.section_names,
-        "presets": list(presets),
-        "seeds": [int(s) for s in seeds],
-        "folds": folds,
-        "device": device,
-        "epochs_override": epochs,
-        "k": k,
-        "aggregation": aggregation,
-        "backend": backend,
-        "targets": list(TARGETS),
-        "gene_method": dataset.gene_method,
-        "panel": dataset.panel,
-        "patch_size": dataset.patch_size,
-    }
+    folds = leave_one_section_out(dataset.section_names, holdout=holdout)
+    settings = {"device": device, "k": k, "aggregation": aggregation, "backend": backend}
+    config = _experiment_config(dataset, presets, seeds, folds, epochs=epochs, **settings)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
 
     started = time.perf_counter()
@@ -156,71 +136,40 @@ def run_experiment(
     records: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     last: FoldOutcome | None = None
-    colour_cache: dict[str, np.ndarray] = {}
+    # colour features depend on the patches only (frozen-backbone features are cached by content)
+    feature_cache: dict[str, Any] = {"colour": {}}
     for preset_name in presets:
         # The checkpoint records the patch size, so `mclstexp predict` cuts patches like training.
-        overrides: dict[str, Any] = {"train__patch_size": int(dataset.patch_size)}
-        if epochs is not None:
-            overrides["train__epochs"] = int(epochs)
-        preset = load_preset(preset_name, **overrides)
+        epochs_override = {} if epochs is None else {"train__epochs": int(epochs)}
+        preset = load_preset(
+            preset_name, train__patch_size=int(dataset.patch_size), **epochs_override
+        )
+        name = Path(preset_name).stem
         for seed in seeds:
-            # Frozen-backbone features depend on (preset, seed); colour features on patches only.
-            feature_cache: dict[str, Any] = {"colour": colour_cache}
-            for test_sections in folds:
-                fold_name = "+".join(test_sections)
-                fold_dir = out_dir / Path(preset_name).stem / f"seed{seed}" / fold_name
-                log(f"[{preset_name} seed={seed}] held out {fold_name}: training ...")
+            for fold in folds:
+                label = "+".join(fold.test)
+                fold_dir = out_dir / name / f"seed{seed}" / label
+                log(f"[{preset_name} seed={seed}] held out {label}: training ...")
                 outcome = run_fold(
                     dataset,
                     caches,
-                    test_sections=test_sections,
+                    test_sections=list(fold.test),
                     preset=preset,
-                    preset_name=Path(preset_name).stem,
+                    preset_name=name,
                     fold_dir=fold_dir,
                     seed=int(seed),
-                    device=device,
-                    k=k,
-                    aggregation=aggregation,
-                    backend=backend,
                     progress=progress,
                     feature_cache=feature_cache,
                     baselines=baselines,
+                    **settings,
                 )
                 _write_predictions(outcome, fold_dir)
                 for rec in outcome.records:
-                    rec.update(preset=Path(preset_name).stem, fold=fold_name)
+                    rec.update(preset=name, fold=label)
                 records.extend(outcome.records)
-                n_train = sum(
-                    a.n_obs for a in dataset.sections if section_id(a) not in test_sections
-                )
-                epochs_run = max(len(outcome.history), 1)
-                runs.append(
-                    {
-                        "preset": Path(preset_name).stem,
-                        "seed": int(seed),
-                        "fold": fold_name,
-                        "train_seconds": outcome.train_seconds,
-                        "seconds_per_epoch": outcome.train_seconds / epochs_run,
-                        "train_spots": n_train,
-                        "spots_per_second": n_train * epochs_run / max(outcome.train_seconds, 1e-9),
-                        "peak_rss_mb": outcome.peak_rss_mb,
-                        "k": outcome.k,
-                        "k_selection": outcome.k_selection,
-                    }
-                )
-                model_rows = [
-                    r
-                    for r in outcome.records
-                    if r["method"].startswith("mclstexp") and r["target"] == "default"
-                ]
-                if model_rows:
-                    log(
-                        f"  done in {outcome.train_seconds:.1f} s; model PCC-ACG (default target) "
-                        f"{np.mean([r['acg'] for r in model_rows]):.3f}"
-                    )
+                runs.append(_run_record(outcome, dataset, fold.test, name, int(seed)))
+                _log_outcome(outcome, log)
                 last = outcome
-    from mclstexp.workflow.report import format_table, summary_frame
-
     result = ExperimentResult(out_dir=out_dir, records=records, runs=runs)
     result.table = format_table(records)
     result.files = _write_outputs(result, config, summary_frame(records))
@@ -229,6 +178,74 @@ def run_experiment(
     (out_dir / "results.txt").write_text(result.table + "\n")
     result.files["results"] = out_dir / "results.txt"
     return result
+
+
+def _experiment_config(
+    dataset: DatasetSpec,
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    folds: Sequence[Any],
+    *,
+    epochs: int | None,
+    device: str,
+    k: int | str | None,
+    aggregation: str | None,
+    backend: str,
+) -> dict[str, Any]:
+    """``config.json``: package, data, presets, seeds, folds (held-out ids) and settings."""
+    from mclstexp import __version__
+
+    return {
+        "package_version": __version__,
+        "dataset": dataset.name,
+        "dataset_params": _generator_params(dataset),
+        "sections": dataset.section_names,
+        "presets": list(presets),
+        "seeds": [int(s) for s in seeds],
+        "folds": [list(f.test) for f in folds],
+        "device": device,
+        "epochs_override": epochs,
+        "k": k,
+        "aggregation": aggregation,
+        "backend": backend,
+        "targets": list(TARGETS),
+        "gene_method": dataset.gene_method,
+        "panel": dataset.panel,
+        "patch_size": dataset.patch_size,
+    }
+
+
+def _run_record(
+    outcome: FoldOutcome, dataset: DatasetSpec, test: Sequence[str], preset: str, seed: int
+) -> dict[str, Any]:
+    """One entry of ``metrics.json["runs"]``: timings, memory and K of a fold."""
+    n_train = sum(a.n_obs for a in dataset.sections if section_id(a) not in test)
+    epochs_run = max(len(outcome.history), 1)
+    return {
+        "preset": preset,
+        "seed": seed,
+        "fold": "+".join(test),
+        "train_seconds": outcome.train_seconds,
+        "seconds_per_epoch": outcome.train_seconds / epochs_run,
+        "train_spots": n_train,
+        "spots_per_second": n_train * epochs_run / max(outcome.train_seconds, 1e-9),
+        "peak_rss_mb": outcome.peak_rss_mb,
+        "k": outcome.k,
+        "k_selection": outcome.k_selection,
+    }
+
+
+def _log_outcome(outcome: FoldOutcome, log: Any) -> None:
+    model_rows = [
+        r
+        for r in outcome.records
+        if r["method"].startswith("mclstexp") and r["target"] == "default"
+    ]
+    if model_rows:
+        log(
+            f"  done in {outcome.train_seconds:.1f} s; model PCC-ACG (default target) "
+            f"{np.mean([r['acg'] for r in model_rows]):.3f}"
+        )
 
 
 def _generator_params(dataset: DatasetSpec) -> dict[str, Any] | None:
@@ -285,16 +302,13 @@ def _write_outputs(
 def _thumbnail(adata: Any, max_size: int = 1024) -> tuple[np.ndarray | None, float]:
     """A low-resolution RGB image of the section's slide and its scale to full resolution."""
     from mclstexp import _keys
+    from mclstexp.io import read_thumbnail
 
     path = adata.uns.get(_keys.UNS, {}).get(_keys.UNS_SLIDE_PATH)
     if not path:
         return None, 1.0
     try:
-        from mclstexp.io import open_slide
-
-        with open_slide(path) as slide:
-            image = slide.thumbnail(max_size)
-            return image, image.shape[1] / slide.dimensions[0]
+        return read_thumbnail(path, max_size)
     except Exception:  # a plot must never fail the run; the map is drawn without H&E then
         return None, 1.0
 

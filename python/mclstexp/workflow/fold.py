@@ -1,5 +1,10 @@
 """One cross-validation fold: train on some sections, predict and evaluate the held-out ones.
 
+:func:`run_fold` is three steps, each usable alone: :func:`train_fold` (genes from the training
+sections, training, the retrieval reference; also what ``mclstexp train`` runs),
+:func:`predict_held_out` (K, then each held-out section's prediction) and :func:`score_rows`
+(the model's and the baselines' rows, scored alike, see :func:`baseline_rows`).
+
 Every evaluated row (the model and each reference baseline) is scored the same way on two target
 normalisations of the held-out spots, each labelled in the records:
 
@@ -23,7 +28,9 @@ import numpy as np
 from anndata import AnnData
 
 from mclstexp import _keys
-from mclstexp.workflow.dataset import DatasetSpec, section_id
+from mclstexp._keys import section_id
+from mclstexp.models.inputs import dense_float32
+from mclstexp.workflow.dataset import DatasetSpec
 
 #: Target normalisations every evaluation reports (see module docstring).
 TARGETS = ("legacy_gene", "default")
@@ -48,10 +55,6 @@ class FoldOutcome:
     k_selection: dict[str, Any] | None = None
 
 
-def _dense(x: Any) -> np.ndarray:
-    return np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
-
-
 def _log_library_size(adata: AnnData) -> np.ndarray:
     return np.log1p(np.asarray(adata.obs[_keys.LIBRARY_SIZE], dtype=np.float64))
 
@@ -60,21 +63,6 @@ def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _check_backbone_fingerprint(cache: dict[str, Any], model: Any) -> None:
-    """Refuse to reuse cached backbone features if this fold's backbone differs."""
-    import torch
-
-    with torch.no_grad():
-        params = list(model.image_encoder.backbone.parameters())
-        fingerprint = [float(p.double().sum()) for p in (params[0], params[-1])]
-    seen = cache.setdefault("fingerprint", fingerprint)
-    if seen != fingerprint:
-        raise RuntimeError(
-            "feature_cache: the frozen backbone differs between folds; cached features would be "
-            "wrong (use one cache per preset and seed)"
-        )
 
 
 def select_fold_genes(dataset: DatasetSpec, train: Sequence[AnnData]) -> list[str]:
@@ -98,6 +86,248 @@ def normalized(adata: AnnData, genes: Sequence[str], flavor: str) -> AnnData:
     from mclstexp.pp import normalize_expression
 
     return normalize_expression(adata, genes=list(genes), flavor=flavor)
+
+
+@dataclass
+class TrainedFold:
+    """What :func:`train_fold` produced: the model, its reference and the training data."""
+
+    model: Any
+    reference: Any
+    genes: list[str]
+    sections: list[Any]  # the training sections (mclstexp.train.TrainingSection)
+    history: list[dict[str, Any]]
+    train_seconds: float
+    frozen: bool
+    preset_name: str
+
+
+def train_fold(
+    dataset: DatasetSpec,
+    caches: Mapping[str, Any],
+    *,
+    train_sections: Sequence[str],
+    preset: Any,
+    preset_name: str,
+    fold_dir: str | Path,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    resume: bool = True,
+) -> TrainedFold:
+    """Train on ``train_sections`` and write ``model.pt`` and ``reference.npz`` to ``fold_dir``.
+
+    Genes come from the training sections only (:func:`select_fold_genes`); the model's input is
+    normalised as the preset says; the reference pairs the training spots' embeddings with their
+    expression in every target of :data:`TARGETS` (default ``"default"``), so
+    ``mclstexp predict --model FOLD_DIR`` can use the folder as it is. Under torchrun only rank 0
+    builds and writes the reference.
+
+    Examples
+    --------
+    >>> trained = train_fold(spec, caches, train_sections=["A1", "B1"], preset=preset,
+    ...                      preset_name="cpu", fold_dir="runs/f")  # doctest: +SKIP
+    """
+    from mclstexp.tl.reference import build_reference
+    from mclstexp.train import TrainingSection, train_model
+    from mclstexp.train.distributed import current
+
+    fold_dir = Path(fold_dir)
+    chosen = set(train_sections)
+    train = [a for a in dataset.sections if section_id(a) in chosen]
+    genes = select_fold_genes(dataset, train)
+    input_flavor = preset.train.expression_normalization
+    sections = [
+        TrainingSection(
+            normalized(a, genes, input_flavor), caches[section_id(a)].patches, name=section_id(a)
+        )
+        for a in train
+    ]
+    started = time.perf_counter()
+    result = train_model(
+        sections,
+        preset,
+        run_dir=fold_dir,
+        device=device,
+        seed=seed,
+        progress=progress,
+        resume=resume,
+    )
+    train_seconds = time.perf_counter() - started
+    reference = None
+    if current().is_main:
+        values = {t: [dense_float32(normalized(a, genes, t).X) for a in train] for t in TARGETS}
+        reference = build_reference(
+            result.model,
+            sections,
+            values=values,
+            device=device,
+            meta={"default_target": "default", "preset": preset_name},
+        )
+        reference.save(fold_dir / "reference.npz")
+    return TrainedFold(
+        model=result.model,
+        reference=reference,
+        genes=genes,
+        sections=sections,
+        history=list(result.history),
+        train_seconds=train_seconds,
+        frozen=bool(preset.train.freeze_backbone),
+        preset_name=preset_name,
+    )
+
+
+def image_embeddings(trained: TrainedFold, patches: Any, *, device: str = "auto") -> np.ndarray:
+    """Image embeddings of patches by the fold's model; in frozen-encoder mode through the
+    frozen-feature cache (:mod:`mclstexp.models.features`), so each patch's backbone features
+    are computed once per backbone."""
+    from mclstexp.models.features import frozen_features
+    from mclstexp.tl.embed import embed_patches
+
+    if not trained.frozen:
+        return embed_patches(trained.model, patches, device=device)
+    (feats,) = frozen_features(trained.model, [patches], device=device)
+    return embed_patches(trained.model, None, device=device, frozen_features=feats)
+
+
+def choose_k(
+    trained: TrainedFold,
+    k: int | str | None,
+    *,
+    aggregation: str,
+    backend: str = "native",
+    device: str = "auto",
+) -> tuple[int, dict[str, Any] | None]:
+    """K for the fold: given, the original's default (``None``), or ``"auto"``: chosen on the
+    training sections only, each querying a reference of the others
+    (:func:`mclstexp.tl.select_k.select_k`). Returns ``(k, selection record or None)``."""
+    from mclstexp.tl.predict import DEFAULT_K
+
+    if k == "auto" and len(trained.sections) < 2:
+        # nothing to leave out: fall back to the original's K (clipped to the reference)
+        return DEFAULT_K, {"k": DEFAULT_K, "reason": "one training section"}
+    if k == "auto":
+        from mclstexp.tl.select_k import select_k
+
+        inner = {
+            s.name: image_embeddings(
+                trained, s.source if trained.frozen else s.patches, device=device
+            )
+            for s in trained.sections
+        }
+        selection = select_k(inner, trained.reference, aggregation=aggregation, backend=backend)
+        return selection.k, selection.to_dict()
+    if k is None:
+        return DEFAULT_K, None
+    if isinstance(k, str) or int(k) < 1:
+        raise ValueError(f"k: expected a positive integer or 'auto', got {k!r}")
+    return int(k), None
+
+
+def predict_held_out(
+    trained: TrainedFold,
+    test: Sequence[AnnData],
+    caches: Mapping[str, Any],
+    *,
+    k: int,
+    aggregation: str,
+    backend: str = "native",
+    device: str = "auto",
+) -> dict[str, AnnData]:
+    """Each held-out section's prediction (retrieval from the fold's reference), by section id."""
+    from mclstexp.tl.predict import predict_expression
+
+    predictions = {}
+    for adata in test:
+        name = section_id(adata)
+        patches = caches[name].patches
+        predictions[name] = predict_expression(
+            adata,
+            trained.model,
+            trained.reference,
+            patches=patches,
+            k=k,
+            aggregation=aggregation,
+            backend=backend,
+            query_embeddings=image_embeddings(trained, patches, device=device),
+        )
+    return predictions
+
+
+def baseline_rows(
+    dataset: DatasetSpec,
+    caches: Mapping[str, Any],
+    train: Sequence[AnnData],
+    test: Sequence[AnnData],
+    genes: Sequence[str],
+    *,
+    seed: int = 0,
+    colour: dict[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """The reference rows' predictions: section -> baseline name -> target -> ``[n, G]``.
+
+    Baselines are fit on the training sections' colour features (``colour``: section id ->
+    features, filled for sections not in it yet) and expression in each target.
+    """
+    from mclstexp.baselines import patch_colour_features, reference_baselines
+
+    colour = {} if colour is None else colour
+    for a in dataset.sections:
+        if section_id(a) not in colour:
+            colour[section_id(a)] = patch_colour_features(caches[section_id(a)].patches)
+    train_features = np.concatenate([colour[section_id(a)] for a in train])
+    train_depth = np.concatenate([_log_library_size(a) for a in train])
+    groups = np.concatenate([[i] * a.n_obs for i, a in enumerate(train)])
+    rows: dict[str, dict[str, dict[str, np.ndarray]]] = {section_id(a): {} for a in test}
+    for target in TARGETS:
+        train_values = np.concatenate(
+            [dense_float32(normalized(a, genes, target).X) for a in train]
+        )
+        for baseline in reference_baselines(seed=seed):
+            baseline.fit(train_features, train_values, log_library_size=train_depth, groups=groups)
+            for adata in test:
+                name = section_id(adata)
+                rows[name].setdefault(baseline.name, {})[target] = baseline.predict(
+                    colour[name], log_library_size=_log_library_size(adata)
+                )
+    return rows
+
+
+def score_rows(
+    test: Sequence[AnnData],
+    rows: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+    truths: Mapping[str, Mapping[str, np.ndarray]],
+    genes: Sequence[str],
+    *,
+    seed: int = 0,
+    k_by_method: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """One record per held-out section x method x target (:func:`mclstexp.metrics.evaluate_section`,
+    per-gene values kept); methods named in ``k_by_method`` get their ``"k"``."""
+    from mclstexp.metrics import evaluate_section
+
+    records: list[dict[str, Any]] = []
+    for adata in test:
+        name = section_id(adata)
+        depth = _log_library_size(adata)
+        for method, by_target in rows[name].items():
+            for target, values in by_target.items():
+                record = evaluate_section(
+                    truths[name][target],
+                    values,
+                    genes=list(genes),
+                    section=name,
+                    target=target,
+                    log_library_size=depth,
+                    method=method,
+                    seed=seed,
+                    per_gene=True,
+                    undefined_pred=UNDEFINED_PCC,
+                )
+                if k_by_method and method in k_by_method:
+                    record["k"] = k_by_method[method]
+                records.append(record)
+    return records
 
 
 def run_fold(
@@ -139,24 +369,18 @@ def run_fold(
     baselines
         Also fit and score the reference rows (training mean, colour ridge, library size).
     feature_cache
-        A dict kept across the folds of one (preset, seed): per-section frozen-backbone features
-        and colour features are computed once instead of once per fold. Valid because the
-        backbone is built first from the seed and stays frozen; a fingerprint of its weights is
-        checked on every fold, so a mismatch raises instead of silently reusing features.
+        A dict kept across folds: each section's colour features (of the baselines) are
+        computed once instead of once per fold. Frozen-backbone features need nothing here:
+        they are cached by a content hash of the backbone's weights, its configuration and the
+        patches (:mod:`mclstexp.models.features`), in memory and beside the patch caches.
 
     Returns
     -------
     FoldOutcome
         Labelled per-section records of every row, predictions as AnnData, and timings.
     """
-    from mclstexp.baselines import patch_colour_features, reference_baselines
-    from mclstexp.metrics import evaluate_section
-    from mclstexp.tl.embed import backbone_features, embed_patches
-    from mclstexp.tl.predict import DEFAULT_AGGREGATION, DEFAULT_K, predict_expression
-    from mclstexp.tl.reference import build_reference
-    from mclstexp.train import TrainingSection, train_model
+    from mclstexp.tl.predict import DEFAULT_AGGREGATION
 
-    fold_dir = Path(fold_dir)
     held_out = set(test_sections)
     train = [a for a in dataset.sections if section_id(a) not in held_out]
     test = [a for a in dataset.sections if section_id(a) in held_out]
@@ -165,153 +389,46 @@ def run_fold(
             f"test_sections: {sorted(held_out)} must leave at least one training and one test "
             f"section (dataset has {dataset.section_names})"
         )
-    genes = select_fold_genes(dataset, train)
-    input_flavor = preset.train.expression_normalization
-
-    # --- train --------------------------------------------------------------------------------
-    train_sections = [
-        TrainingSection(
-            normalized(a, genes, input_flavor), caches[section_id(a)].patches, name=section_id(a)
-        )
-        for a in train
-    ]
-    frozen = bool(preset.train.freeze_backbone)
-    cache = feature_cache if (feature_cache is not None and frozen) else None
-    backbone = cache.setdefault("backbone", {}) if cache is not None else {}
-    cached = None
-    if cache is not None and all(s.name in backbone for s in train_sections):
-        cached = [backbone[s.name] for s in train_sections]
-    started = time.perf_counter()
-    result = train_model(
-        train_sections,
-        preset,
-        run_dir=fold_dir,
-        device=device,
+    trained = train_fold(
+        dataset,
+        caches,
+        train_sections=[section_id(a) for a in train],
+        preset=preset,
+        preset_name=preset_name,
+        fold_dir=fold_dir,
         seed=seed,
-        progress=progress,
-        frozen_features=cached,
-    )
-    train_seconds = time.perf_counter() - started
-    model = result.model
-    if cache is not None:
-        _check_backbone_fingerprint(cache, model)
-        for section, feats in zip(train_sections, result.frozen_features or [], strict=False):
-            backbone.setdefault(section.name, feats)
-
-    # --- reference: training spots' embeddings + their expression in every target -------------
-    targets_by_section = {
-        section_id(a): {t: normalized(a, genes, t) for t in TARGETS} for a in dataset.sections
-    }
-    reference = build_reference(
-        model,
-        train_sections,
-        values={
-            t: [_dense(targets_by_section[s.name][t].X) for s in train_sections] for t in TARGETS
-        },
         device=device,
-        meta={"default_target": "default", "preset": preset_name},
+        progress=progress,
     )
-    reference.save(fold_dir / "reference.npz")
-
-    def image_embeddings(name: str, patches: Any) -> np.ndarray:
-        if cache is None:
-            return embed_patches(model, patches, device=device)
-        if name not in backbone:
-            backbone[name] = backbone_features(model, patches, device=device)
-        return embed_patches(model, None, device=device, frozen_features=backbone[name])
-
-    # --- predict + evaluate -------------------------------------------------------------------
     aggregation = DEFAULT_AGGREGATION if aggregation is None else aggregation
-    k_selection = None
-    if k == "auto" and len(train_sections) < 2:
-        # nothing to leave out: fall back to the original's K (clipped to the reference)
-        k, k_selection = DEFAULT_K, {"k": DEFAULT_K, "reason": "one training section"}
-    if k == "auto":
-        from mclstexp.tl.select_k import select_k
-
-        inner = {s.name: image_embeddings(s.name, s.patches) for s in train_sections}
-        selection = select_k(inner, reference, aggregation=aggregation, backend=backend)
-        k, k_selection = selection.k, selection.to_dict()
-    elif k is None:
-        k = DEFAULT_K
-    elif isinstance(k, str) or int(k) < 1:
-        raise ValueError(f"k: expected a positive integer or 'auto', got {k!r}")
-    k = int(k)
+    k, k_selection = choose_k(trained, k, aggregation=aggregation, backend=backend, device=device)
+    predictions = predict_held_out(
+        trained, test, caches, k=k, aggregation=aggregation, backend=backend, device=device
+    )
+    genes = trained.genes
     model_name = f"mclstexp[{preset_name}]"
-    records: list[dict[str, Any]] = []
-    predictions: dict[str, AnnData] = {}
-    truths: dict[str, dict[str, np.ndarray]] = {}
-    rows: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for adata in test:
-        name = section_id(adata)
-        patches = caches[name].patches
-        queries = image_embeddings(name, patches)
-        pred = predict_expression(
-            adata,
-            model,
-            reference,
-            patches=patches,
-            k=k,
-            aggregation=aggregation,
-            backend=backend,
-            query_embeddings=queries,
-        )
-        predictions[name] = pred
-        truths[name] = {t: _dense(targets_by_section[name][t].X) for t in TARGETS}
-        rows.setdefault(name, {})[model_name] = {t: np.asarray(pred.layers[t]) for t in TARGETS}
-
+    truths = {
+        section_id(a): {t: dense_float32(normalized(a, genes, t).X) for t in TARGETS} for a in test
+    }
+    rows = {
+        name: {model_name: {t: np.asarray(pred.layers[t]) for t in TARGETS}}
+        for name, pred in predictions.items()
+    }
     if baselines:
-        colour = feature_cache.setdefault("colour", {}) if feature_cache is not None else {}
-        for a in dataset.sections:
-            if section_id(a) not in colour:
-                colour[section_id(a)] = patch_colour_features(caches[section_id(a)].patches)
-        train_features = np.concatenate([colour[section_id(a)] for a in train])
-        train_depth = np.concatenate([_log_library_size(a) for a in train])
-        groups = np.concatenate([[i] * a.n_obs for i, a in enumerate(train)])
-        test_features = {section_id(a): colour[section_id(a)] for a in test}
-        for target in TARGETS:
-            train_values = np.concatenate(
-                [_dense(targets_by_section[section_id(a)][target].X) for a in train]
-            )
-            for baseline in reference_baselines(seed=seed):
-                baseline.fit(
-                    train_features, train_values, log_library_size=train_depth, groups=groups
-                )
-                for adata in test:
-                    name = section_id(adata)
-                    rows[name].setdefault(baseline.name, {})[target] = baseline.predict(
-                        test_features[name], log_library_size=_log_library_size(adata)
-                    )
-
-    for adata in test:
-        name = section_id(adata)
-        depth = _log_library_size(adata)
-        for method, by_target in rows[name].items():
-            for target, values in by_target.items():
-                records.append(
-                    evaluate_section(
-                        truths[name][target],
-                        values,
-                        genes=genes,
-                        section=name,
-                        target=target,
-                        log_library_size=depth,
-                        method=method,
-                        seed=seed,
-                        per_gene=True,
-                        undefined_pred=UNDEFINED_PCC,
-                    )
-                )
-                if method == model_name:
-                    records[-1]["k"] = k
+        colour = feature_cache.setdefault("colour", {}) if feature_cache is not None else None
+        for name, by_method in baseline_rows(
+            dataset, caches, train, test, genes, seed=seed, colour=colour
+        ).items():
+            rows[name].update(by_method)
+    records = score_rows(test, rows, truths, genes, seed=seed, k_by_method={model_name: k})
     return FoldOutcome(
         records=records,
         predictions=predictions,
         truths=truths,
         genes=genes,
-        train_seconds=train_seconds,
+        train_seconds=trained.train_seconds,
         peak_rss_mb=_peak_rss_mb(),
-        history=list(getattr(result, "history", [])),
+        history=trained.history,
         k=k,
         k_selection=k_selection,
     )

@@ -1,22 +1,4 @@
-"""The patch cache: its on-disk format (this docstring is the contract) and its writer.
-
-Layout, format version :data:`FORMAT_VERSION` (one group per slide, inside the store ``store``)::
-
-    <store>/<key>/patches    uint8   [N, size, size, 3]  chunked by ``chunk_patches``, zstd
-    <store>/<key>/coords     float64 [N, 2]              level-0 pixel centres (x, y)
-    <store>/<key>/spot_ids   string  [N]
-    <store>/<key>/in_bounds  bool    [N]                 False where the patch leaves the slide
-    <store>/<key>/done       bool    [n_chunks]          chunks written (resume bookkeeping)
-    <store>/<key>.attrs      source path, size and checksum of the slide, mpp, patch size,
-                             level, stain normalisation, package version, ``complete``
-
-A run on identical inputs reuses a complete cache; an interrupted run resumes at the first chunk
-not marked done and ends identical to an uninterrupted run; a cache made with other parameters
-raises :class:`mclstexp.exceptions.CacheMismatchError` unless ``overwrite=True``.
-
-:func:`tile_slide` writes a slide's group (the engine of :func:`mclstexp.pp.extract_patches` and
-``mclstexp-tile``); :func:`open_patch_cache` opens a complete one as a :class:`PatchCache`.
-"""
+"""The writer of the patch cache: :func:`tile_slide` and its resume bookkeeping."""
 
 from __future__ import annotations
 
@@ -33,136 +15,15 @@ from typing import Any
 import numpy as np
 
 from mclstexp.exceptions import CacheMismatchError
+from mclstexp.pp.patch_cache.layout import FORMAT, FORMAT_VERSION, PatchCache, slide_checksum
 
-__all__ = ["FORMAT_VERSION", "PatchCache", "open_patch_cache", "slide_checksum", "tile_slide"]
-
-#: Version of the layout above, recorded as ``format_version`` in every group's attributes.
-FORMAT_VERSION = 1
-_FULL_HASH_LIMIT = 256 << 20  # hash whole slides up to this size; sample larger ones
-_SAMPLE = 4 << 20
-
-
-def slide_checksum(path: str | Path) -> dict[str, Any]:
-    """A checksum of a slide file: sha256 of the whole file up to 256 MiB, else of its size and
-    four 4 MiB samples (start, two interior points, end), which is fast on multi-GB slides.
-
-    Examples
-    --------
-    >>> slide_checksum("slide.svs")["algorithm"]  # doctest: +SKIP
-    'sha256'
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        if size <= _FULL_HASH_LIMIT:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-            return {"algorithm": "sha256", "value": h.hexdigest()}
-        h.update(str(size).encode())
-        for off in (0, size // 3, 2 * size // 3, size - _SAMPLE):
-            f.seek(off)
-            h.update(f.read(_SAMPLE))
-    return {"algorithm": "sha256-sampled-4x4MiB", "value": h.hexdigest()}
+__all__ = ["tile_slide"]
 
 
 def _version() -> str:
     import mclstexp
 
     return str(mclstexp.__version__)
-
-
-class PatchCache:
-    """A slide's patches in a Zarr v3 store (see :func:`extract_patches`).
-
-    Attributes
-    ----------
-    patches
-        The ``zarr`` array uint8 ``[N, size, size, 3]``; index it like numpy.
-    spot_ids
-        ``(N,)`` array of str, aligned with ``patches``.
-    coords
-        float64 ``(N, 2)`` level-0 pixel centres (x, y).
-    in_bounds
-        bool ``(N,)``; False where the patch extends outside the slide (padded white).
-    attrs
-        Provenance and parameters (source, checksum, mpp, size, level, stain, version).
-
-    Examples
-    --------
-    >>> cache = open_patch_cache("patches.zarr")  # doctest: +SKIP
-    >>> cache.patches[:8].shape  # doctest: +SKIP
-    (8, 224, 224, 3)
-    """
-
-    def __init__(self, group: Any, key: str) -> None:
-        self._group = group
-        self.key = key
-        self.patches = group["patches"]
-
-    def __len__(self) -> int:
-        return int(self.patches.shape[0])
-
-    def __repr__(self) -> str:
-        return f"PatchCache(key={self.key!r}, n={len(self)}, size={self.attrs.get('patch_size')})"
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self.patches[index])
-
-    @property
-    def spot_ids(self) -> np.ndarray:
-        return np.array([str(s) for s in self._group["spot_ids"][:]], dtype=str)
-
-    @property
-    def coords(self) -> np.ndarray:
-        return np.asarray(self._group["coords"][:], dtype=np.float64)
-
-    @property
-    def in_bounds(self) -> np.ndarray:
-        return np.asarray(self._group["in_bounds"][:], dtype=bool)
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        return dict(self._group.attrs)
-
-    @property
-    def complete(self) -> bool:
-        return bool(self._group.attrs.get("complete", False))
-
-
-def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
-    """Open a complete patch cache written by :func:`extract_patches` or ``mclstexp-tile``.
-
-    Parameters
-    ----------
-    store
-        The Zarr store (a directory).
-    key
-        The slide's group; may be omitted when the store holds one slide.
-
-    Examples
-    --------
-    >>> cache = open_patch_cache("patches.zarr", "C2")  # doctest: +SKIP
-    """
-    import zarr
-
-    store = Path(store)
-    if not store.exists():
-        raise FileNotFoundError(2, "patch cache not found", str(store))
-    root = zarr.open_group(str(store), mode="r")
-    keys = sorted(root.group_keys())
-    if key is None:
-        if len(keys) != 1:
-            raise ValueError(f"key: the store holds {len(keys)} slides {keys}; pass one of them")
-        key = keys[0]
-    if key not in keys:
-        raise KeyError(f"{store}: no slide {key!r} in the cache (has {keys})")
-    group = root[key]
-    if not group.attrs.get("complete", False):
-        raise CacheMismatchError(
-            f"{store}/{key}: the cache is incomplete (an interrupted run); re-run the tiler"
-        )
-    return PatchCache(group, key)
 
 
 def _sanitize_key(key: str) -> str:
@@ -223,7 +84,7 @@ def tile_slide(
     if stain_normalizer is not None:
         stain = json.loads(json.dumps(stain_normalizer.to_dict(), default=_json_default))
     attrs: dict[str, Any] = {
-        "format": "mclstexp-patch-cache",
+        "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "source_path": str(slide_path.resolve()),
         "slide_size": slide_path.stat().st_size,

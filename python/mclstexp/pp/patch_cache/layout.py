@@ -1,0 +1,206 @@
+"""The format's constants and the read-only view of a written cache (see the package docstring)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mclstexp.exceptions import CacheMismatchError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "CacheGroup",
+    "PatchCache",
+    "cache_group",
+    "open_patch_cache",
+    "slide_checksum",
+]
+
+#: The ``format`` attribute of a patch-cache group written by mclstexp.
+FORMAT = "mclstexp-patch-cache"
+#: Version of the layout, recorded as ``format_version`` in every group's attributes.
+FORMAT_VERSION = 1
+_FULL_HASH_LIMIT = 256 << 20  # hash whole slides up to this size; sample larger ones
+_SAMPLE = 4 << 20
+
+
+def slide_checksum(path: str | Path) -> dict[str, Any]:
+    """A checksum of a slide file: sha256 of the whole file up to 256 MiB, else of its size and
+    four 4 MiB samples (start, two interior points, end), which is fast on multi-GB slides.
+
+    Examples
+    --------
+    >>> slide_checksum("slide.svs")["algorithm"]  # doctest: +SKIP
+    'sha256'
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        if size <= _FULL_HASH_LIMIT:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return {"algorithm": "sha256", "value": h.hexdigest()}
+        h.update(str(size).encode())
+        for off in (0, size // 3, 2 * size // 3, size - _SAMPLE):
+            f.seek(off)
+            h.update(f.read(_SAMPLE))
+    return {"algorithm": "sha256-sampled-4x4MiB", "value": h.hexdigest()}
+
+
+class PatchCache:
+    """A slide's patches in a Zarr v3 store (see :func:`extract_patches`).
+
+    Attributes
+    ----------
+    patches
+        The ``zarr`` array uint8 ``[N, size, size, 3]``; index it like numpy.
+    spot_ids
+        ``(N,)`` array of str, aligned with ``patches``.
+    coords
+        float64 ``(N, 2)`` level-0 pixel centres (x, y).
+    in_bounds
+        bool ``(N,)``; False where the patch extends outside the slide (padded white).
+    attrs
+        Provenance and parameters (source, checksum, mpp, size, level, stain, version).
+
+    Examples
+    --------
+    >>> cache = open_patch_cache("patches.zarr")  # doctest: +SKIP
+    >>> cache.patches[:8].shape  # doctest: +SKIP
+    (8, 224, 224, 3)
+    """
+
+    def __init__(self, group: Any, key: str) -> None:
+        self._group = group
+        self.key = key
+        self.patches = group["patches"]
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+    def __repr__(self) -> str:
+        return f"PatchCache(key={self.key!r}, n={len(self)}, size={self.attrs.get('patch_size')})"
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.patches[index])
+
+    @property
+    def spot_ids(self) -> np.ndarray:
+        return np.array([str(s) for s in self._group["spot_ids"][:]], dtype=str)
+
+    @property
+    def coords(self) -> np.ndarray:
+        return np.asarray(self._group["coords"][:], dtype=np.float64)
+
+    @property
+    def in_bounds(self) -> np.ndarray:
+        return np.asarray(self._group["in_bounds"][:], dtype=bool)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._group.attrs.get("complete", False))
+
+
+def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
+    """Open a complete patch cache written by :func:`extract_patches` or ``mclstexp-tile``.
+
+    Parameters
+    ----------
+    store
+        The Zarr store (a directory).
+    key
+        The slide's group; may be omitted when the store holds one slide.
+
+    Examples
+    --------
+    >>> cache = open_patch_cache("patches.zarr", "C2")  # doctest: +SKIP
+    """
+    import zarr
+
+    store = Path(store)
+    if not store.exists():
+        raise FileNotFoundError(2, "patch cache not found", str(store))
+    root = zarr.open_group(str(store), mode="r")
+    keys = sorted(root.group_keys())
+    if key is None:
+        if len(keys) != 1:
+            raise ValueError(f"key: the store holds {len(keys)} slides {keys}; pass one of them")
+        key = keys[0]
+    if key not in keys:
+        raise KeyError(f"{store}: no slide {key!r} in the cache (has {keys})")
+    group = root[key]
+    if not group.attrs.get("complete", False):
+        raise CacheMismatchError(
+            f"{store}/{key}: the cache is incomplete (an interrupted run); re-run the tiler"
+        )
+    return PatchCache(group, key)
+
+
+@dataclass(frozen=True)
+class CacheGroup:
+    """Where a patch array of a local mclstexp cache lives: its group folder and attributes."""
+
+    path: Path
+    attrs: dict[str, Any]
+
+
+def _local_zarr_array(arr: Any) -> tuple[Any, Path] | None:
+    """``(arr, folder of the array)`` for a zarr array in a local store, else ``None``."""
+    if not type(arr).__module__.startswith("zarr"):
+        return None
+    import zarr
+    from zarr.storage import LocalStore
+
+    if not isinstance(arr, zarr.Array) or not isinstance(arr.store, LocalStore):
+        return None
+    root = Path(arr.store.root)
+    return arr, (root / arr.path if arr.path else root)
+
+
+def _group_attrs(folder: Path) -> dict[str, Any]:
+    """Attributes of the zarr group stored in ``folder`` (v3 ``zarr.json`` or v2 ``.zattrs``)."""
+    v3, v2 = folder / "zarr.json", folder / ".zattrs"
+    if v3.is_file():
+        meta = json.loads(v3.read_text())
+        if meta.get("node_type") != "group":
+            return {}
+        attrs = meta.get("attributes", {})
+    elif v2.is_file():
+        attrs = json.loads(v2.read_text())
+    else:
+        return {}
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def cache_group(arr: Any) -> CacheGroup | None:
+    """The group of a patch array written by mclstexp on a local disk, else ``None``.
+
+    ``None`` for numpy arrays, zarr arrays in other stores, and arrays whose parent group has no
+    ``format = "mclstexp-patch-cache"`` attribute.
+
+    Examples
+    --------
+    >>> cache_group(np.zeros((2, 8, 8, 3), np.uint8)) is None
+    True
+    """
+    local = _local_zarr_array(arr)
+    if local is None:
+        return None
+    _, folder = local
+    if not arr.path:  # an array at the root of its store has no group
+        return None
+    attrs = _group_attrs(folder.parent)
+    if attrs.get("format") != FORMAT:
+        return None
+    return CacheGroup(folder.parent, attrs)
