@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::normalize::forward_lut;
 use crate::pool;
+use crate::simd::{self, Isa};
 
 /// Luma weights of the grey level (ITU-R 601, as torchvision's `rgb_to_grayscale`).
 pub const GRAY: [f32; 3] = [0.299, 0.587, 0.114];
@@ -305,6 +306,7 @@ pub fn augment_rows(
         }
     }
     let geo = Geometry::new(h, w);
+    let isa = simd::isa();
     let maps: Vec<ImageMap> = (0..jobs)
         .map(|i| {
             ImageMap::new(
@@ -326,7 +328,7 @@ pub fn augment_rows(
             pool::install(n_threads, || {
                 work.into_par_iter()
                     .for_each_init(Scratch::default, |scratch, (d, s, m)| {
-                        dispatch(&geo, s, m, scratch, |y, [r, g, b]| {
+                        dispatch(isa, &geo, s, m, scratch, |y, [r, g, b]| {
                             let row = &mut d[y * w * 3..(y + 1) * w * 3];
                             for (((p, &r), &g), &b) in row.chunks_exact_mut(3).zip(r).zip(g).zip(b)
                             {
@@ -355,7 +357,7 @@ pub fn augment_rows(
             pool::install(n_threads, || {
                 work.into_par_iter()
                     .for_each_init(Scratch::default, |scratch, (d, s, m)| {
-                        dispatch(&geo, s, m, scratch, |y, vals| {
+                        dispatch(isa, &geo, s, m, scratch, |y, vals| {
                             for (k, vals) in vals.into_iter().enumerate() {
                                 let row = &mut d[k * hw + y * w..k * hw + (y + 1) * w];
                                 let (mk, sk) = (mf[k], sf[k]);
@@ -519,27 +521,25 @@ impl Scratch {
     }
 }
 
-/// Applies `run` to one image with the best code path of this CPU: with AVX2 + FMA (x86-64) the
-/// row passes vectorise 8 wide and use hardware fused multiply-adds; elsewhere the portable
-/// path emulates them exactly (see [`fma`]). Both give the same result.
+/// Applies `run` to one image with the code path of `isa` (lowered to what the CPU runs): from
+/// AVX2 + FMA up (x86-64) the row passes vectorise 8 wide and use hardware fused multiply-adds;
+/// the portable path emulates them exactly (see [`fma`]). Both give the same result. There is
+/// no AVX-512 version: that level runs the AVX2 one.
 fn dispatch(
+    isa: Isa,
     geo: &Geometry,
     src: &[u8],
     m: &ImageMap,
     scratch: &mut Scratch,
     emit: impl FnMut(usize, [&[f32]; 3]),
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: `run_avx2_fma` only requires the AVX2 and FMA instruction sets, which were
-            // detected on this CPU just above; it has no other preconditions.
-            unsafe { run_avx2_fma(geo, src, m, scratch, emit) };
-            return;
-        }
+    match isa.supported_or_below() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `run_avx2_fma` only requires AVX2 and FMA, which every supported level from
+        // `Avx2Fma` up has; it has no other preconditions.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { run_avx2_fma(geo, src, m, scratch, emit) },
+        _ => geo.run::<false>(src, m, scratch, emit),
     }
-    geo.run::<false>(src, m, scratch, emit);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod normalize;
 pub mod pool;
 pub mod retrieval;
+pub mod simd;
 pub mod slide;
 pub mod stain;
 pub mod tiling;

@@ -10,6 +10,7 @@ mod gil;
 mod normalize;
 mod pool;
 mod retrieval;
+mod simd;
 mod slide;
 mod stain;
 
@@ -19,6 +20,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     pool::register(m)?;
+    simd::register(m)?;
     augment::register(m)?;
     retrieval::register(m)?;
     normalize::register(m)?;

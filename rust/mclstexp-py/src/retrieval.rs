@@ -101,7 +101,7 @@ impl PyExactIndex {
 
     #[getter]
     fn kernel(&self) -> &'static str {
-        self.inner.kernel().name()
+        self.inner.kernel_name()
     }
 }
 

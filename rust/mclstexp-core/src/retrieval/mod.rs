@@ -37,11 +37,12 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-pub use kernel::{Kernel, MR, NR, TILE};
+pub use kernel::{MR, NR, TILE};
 pub use topk::{Hit, TopK};
 
 use crate::error::{Error, Result};
 use crate::pool;
+use crate::simd::{self, Isa};
 
 /// Query rows per block of work (a multiple of [`MR`]).
 const MC: usize = MR * 16;
@@ -82,7 +83,8 @@ pub struct ExactIndex {
     dim: usize,
     len: usize,
     segments: Vec<Segment>,
-    kernel: Kernel,
+    /// The level of the micro-kernel (always one the CPU supports).
+    isa: Isa,
 }
 
 /// Checks that `data` is `n_rows x dim` of finite values.
@@ -185,13 +187,7 @@ struct PanelRef<'a> {
 }
 
 /// Scans `panels` for every query of `queries` (whole packed tiles of `MR` rows).
-fn scan(
-    kernel: Kernel,
-    queries: &[f32],
-    dim: usize,
-    panels: &[PanelRef<'_>],
-    k: usize,
-) -> Vec<TopK> {
+fn scan(isa: Isa, queries: &[f32], dim: usize, panels: &[PanelRef<'_>], k: usize) -> Vec<TopK> {
     let n_rows = queries.len() / dim;
     let mut heaps = vec![TopK::new(k); n_rows];
     let mut tile = [0.0f32; TILE];
@@ -210,7 +206,15 @@ fn scan(
                 for (th, h) in thresholds.iter_mut().zip(heaps.iter()) {
                     *th = h.threshold();
                 }
-                kernel.tile(rows, panel.data, dim, &thresholds, &mut tile, &mut masks);
+                kernel::tile(
+                    isa,
+                    rows,
+                    panel.data,
+                    dim,
+                    &thresholds,
+                    &mut tile,
+                    &mut masks,
+                );
                 for (i, h) in heaps.iter_mut().enumerate() {
                     let mut m = masks[i] & panel.valid_mask;
                     while m != 0 {
@@ -241,7 +245,7 @@ impl ExactIndex {
             dim,
             len: 0,
             segments: Vec::new(),
-            kernel: Kernel::detect(),
+            isa: simd::isa(),
         })
     }
 
@@ -272,15 +276,20 @@ impl ExactIndex {
         self.len == 0
     }
 
-    /// The micro-kernel this index searches with.
-    pub fn kernel(&self) -> Kernel {
-        self.kernel
+    /// The instruction-set level of the micro-kernel this index searches with.
+    pub fn kernel(&self) -> Isa {
+        self.isa
     }
 
-    /// The same index searching with `kernel` (for comparisons and tests; a kernel the CPU
-    /// lacks runs as [`Kernel::Portable`]).
-    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
-        self.kernel = kernel;
+    /// The name of that kernel (`"avx512f"`, `"avx2+fma"` or `"portable"`).
+    pub fn kernel_name(&self) -> &'static str {
+        kernel::name(self.isa)
+    }
+
+    /// The same index searching with the kernel of `isa` (for comparisons and tests; a level the
+    /// CPU lacks runs as the best one below it, see [`Isa::supported_or_below`]).
+    pub fn with_kernel(mut self, isa: Isa) -> Self {
+        self.isa = isa.supported_or_below();
         self
     }
 
@@ -348,7 +357,7 @@ impl ExactIndex {
             ));
         }
         let threads = pool::resolve_size(n_threads)?;
-        let kernel = self.kernel;
+        let isa = self.isa;
 
         let panels: Vec<PanelRef<'_>> = self
             .segments
@@ -397,7 +406,7 @@ impl ExactIndex {
                     let (qb, rc) = (task / n_rchunks, task % n_rchunks);
                     let rows = &qn[qb * MC * dim..((qb + 1) * MC).min(n_pad) * dim];
                     let chunk = &panels[rc * chunk_len..((rc + 1) * chunk_len).min(panels.len())];
-                    scan(kernel, rows, dim, chunk, k)
+                    scan(isa, rows, dim, chunk, k)
                 })
                 .collect::<Vec<Vec<TopK>>>()
         })?;

@@ -5,27 +5,10 @@ use rayon::prelude::*;
 use super::select::*;
 use super::*;
 use crate::pool;
+use crate::simd::{self, Isa};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-
-/// Whether the AVX-512 projection loops ([`avx512`]) run: the CPU has AVX-512F and BW, and
-/// `MCLSTEXP_NO_AVX512` is not set (as for the Reinhard and retrieval kernels).
-pub(super) fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            std::env::var_os("MCLSTEXP_NO_AVX512").is_none()
-                && std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// Pseudo-angle of `(x, y)`: strictly increasing in `atan2(y, x)` over `(-pi, pi]`, range `[-2, 2]`.
 #[inline]
@@ -141,11 +124,11 @@ pub(super) fn pinv_3x2(h: &[[f64; 2]; 3]) -> Option<[[f64; 3]; 2]> {
     }
 }
 
-/// Reusable per-thread buffers, and whether the AVX-512 loops may run (checked by the
-/// constructor of the value: `simd` is only ever `true` when [`simd_available`] said so).
+/// Reusable per-thread buffers, and the instruction-set level of the per-pixel passes (always one
+/// the CPU supports: [`Scratch::new`] lowers it).
 #[derive(Default)]
 struct Scratch {
-    simd: bool,
+    isa: Isa,
     tissue: Vec<[u8; 3]>,
     angles: Vec<f32>,
     c0: Vec<f32>,
@@ -156,9 +139,9 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(simd: bool) -> Self {
+    fn new(isa: Isa) -> Self {
         Scratch {
-            simd: simd && simd_available(),
+            isa: isa.supported_or_below(),
             ..Scratch::default()
         }
     }
@@ -305,23 +288,25 @@ fn macenko_estimate(
     scratch.hist.clear();
     scratch.hist.resize(2 * SELECT_BINS, 0);
     if let Some(binner) = &angle_bins {
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if scratch.simd {
-            let (tx, ty) = (weighted_tables(e_second, od), weighted_tables(e_main, od));
-            let flat = scratch.tissue.as_flattened();
-            // SAFETY: `scratch.simd` is only true when the CPU has AVX-512F and BW.
-            done = unsafe {
-                avx512::pseudo_angles(
-                    flat,
-                    &tx,
-                    &ty,
-                    binner,
-                    &mut scratch.angles,
-                    &mut scratch.hist,
-                )
-            };
-        }
+        let done = match scratch.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                let (tx, ty) = (weighted_tables(e_second, od), weighted_tables(e_main, od));
+                let flat = scratch.tissue.as_flattened();
+                // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX-512 F and BW.
+                unsafe {
+                    avx512::pseudo_angles(
+                        flat,
+                        &tx,
+                        &ty,
+                        binner,
+                        &mut scratch.angles,
+                        &mut scratch.hist,
+                    )
+                }
+            }
+            _ => 0,
+        };
         let hist = &mut scratch.hist;
         // Even and odd elements count into separate halves: neighbouring pixels often share a
         // bin, and one counter would serialise on its own increments.
@@ -335,13 +320,16 @@ fn macenko_estimate(
             }));
     }
     merge_halves(&mut scratch.hist);
+    let angle_hist = Hist {
+        binner: angle_bins.as_ref(),
+        counts: &scratch.hist,
+    };
     let (lo, hi) = angle_percentiles(
         &scratch.angles,
-        params.alpha,
-        100.0 - params.alpha,
-        angle_bins.as_ref(),
-        &scratch.hist,
+        (params.alpha, 100.0 - params.alpha),
+        angle_hist,
         &mut scratch.gather,
+        scratch.isa,
     );
     let direction = |phi: f64| -> [f64; 3] {
         let (c, s) = (phi.cos(), phi.sin());
@@ -373,11 +361,10 @@ fn macenko_estimate(
         h.clear();
         h.resize(2 * SELECT_BINS, 0);
     }
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if scratch.simd {
-        // SAFETY: `scratch.simd` is only true when the CPU has AVX-512F and BW.
-        done = unsafe {
+    let done = match scratch.isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX-512 F and BW.
+        Isa::Avx512 => unsafe {
             avx512::concentrations(
                 pixels,
                 &t0,
@@ -388,8 +375,9 @@ fn macenko_estimate(
                 &mut scratch.hist,
                 &mut scratch.hist1,
             )
-        };
-    }
+        },
+        _ => 0,
+    };
     let rest = pixels[3 * done..]
         .chunks_exact(3)
         .zip(scratch.c0[done..].iter_mut())
@@ -413,21 +401,17 @@ fn macenko_estimate(
     merge_halves(&mut scratch.hist);
     merge_halves(&mut scratch.hist1);
     let (both, gather) = (bin0.is_some() && bin1.is_some(), &mut scratch.gather);
+    let hist0 = Hist {
+        binner: bin0.as_ref().filter(|_| both),
+        counts: &scratch.hist,
+    };
+    let hist1 = Hist {
+        binner: bin1.as_ref().filter(|_| both),
+        counts: &scratch.hist1,
+    };
     let max_conc = [
-        percentile_linear(
-            &scratch.c0,
-            99.0,
-            bin0.as_ref().filter(|_| both),
-            &scratch.hist,
-            gather,
-        ),
-        percentile_linear(
-            &scratch.c1,
-            99.0,
-            bin1.as_ref().filter(|_| both),
-            &scratch.hist1,
-            gather,
-        ),
+        percentile_linear(&scratch.c0, 99.0, hist0, gather, scratch.isa),
+        percentile_linear(&scratch.c1, 99.0, hist1, gather, scratch.isa),
     ];
     // A patch needs a clearly positive maximum: dividing by ~0 would blow up the colours.
     if max_conc.iter().any(|v| !(v.is_finite() && *v > 1e-6)) {
@@ -443,15 +427,14 @@ fn macenko_estimate(
 /// The angles at percentiles `q_low` and `q_high` of the angles whose pseudo-angles are `pseudo`.
 fn angle_percentiles(
     pseudo: &[f32],
-    q_low: f64,
-    q_high: f64,
-    binner: Option<&Binner>,
-    hist: &[u32],
+    (q_low, q_high): (f64, f64),
+    hist: Hist<'_>,
     gather: &mut Vec<f32>,
+    isa: Isa,
 ) -> (f64, f64) {
     let (l0, l1, lt) = percentile_ranks(pseudo.len(), q_low);
     let (h0, h1, ht) = percentile_ranks(pseudo.len(), q_high);
-    let [a0, a1, b0, b1] = select_ranks(pseudo, [l0, l1, h0, h1], binner, hist, gather);
+    let [a0, a1, b0, b1] = select_ranks(pseudo, [l0, l1, h0, h1], hist, gather, isa);
     let at = |x: f32, y: f32, t: f64| {
         let first = angle_of_pseudo(x as f64);
         if t <= 0.0 {
@@ -471,7 +454,7 @@ pub fn macenko_fit(pixels: &[u8], params: &MacenkoParams) -> Result<MacenkoTarge
     params.validate()?;
     check_pixels("image", pixels)?;
     let table = OdTable::new(params.io, params.beta);
-    let mut scratch = Scratch::new(true);
+    let mut scratch = Scratch::new(simd::isa());
     let est = macenko_estimate(pixels, params, &table, &mut scratch).map_err(|why| {
         Error::Numerical(format!(
             "cannot fit a Macenko target on this image: {}",
@@ -509,14 +492,23 @@ pub fn macenko_transform(
     conc: Option<&mut [f32]>,
     n_threads: Option<usize>,
 ) -> Result<Vec<bool>> {
-    transform_impl(
-        patches, n, pixels, target, params, out, conc, n_threads, true,
+    transform_with(
+        simd::isa(),
+        patches,
+        n,
+        pixels,
+        target,
+        params,
+        out,
+        conc,
+        n_threads,
     )
 }
 
-/// [`macenko_transform`], with the AVX-512 loops allowed (where the CPU has them) or not.
+/// [`macenko_transform`] with the per-pixel passes of `isa` (lowered to what the CPU runs).
 #[allow(clippy::too_many_arguments)]
-fn transform_impl(
+fn transform_with(
+    isa: Isa,
     patches: &[u8],
     n: usize,
     pixels: usize,
@@ -525,7 +517,6 @@ fn transform_impl(
     out: &mut [u8],
     conc: Option<&mut [f32]>,
     n_threads: Option<usize>,
-    simd: bool,
 ) -> Result<Vec<bool>> {
     params.validate()?;
     target.validate()?;
@@ -552,7 +543,7 @@ fn transform_impl(
             .zip(conc_chunks.into_par_iter())
             .zip(skipped.par_iter_mut())
             .for_each_init(
-                || Scratch::new(simd),
+                || Scratch::new(isa),
                 |scratch, (((dst, src), c), flag)| {
                     *flag = macenko_one(src, dst, c, target, &target_pinv, params, &table, scratch);
                 },
@@ -615,12 +606,12 @@ fn macenko_one(
                 }
             }
         }
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if scratch.simd {
-            // SAFETY: `scratch.simd` is only true when the CPU has AVX-512F and BW.
-            done = unsafe { avx512::reconstruct(src, dst, &lut) };
-        }
+        let done = match scratch.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX-512 F and BW.
+            Isa::Avx512 => unsafe { avx512::reconstruct(src, dst, &lut) },
+            _ => 0,
+        };
         for (s, d) in src[3 * done..]
             .chunks_exact(3)
             .zip(dst[3 * done..].chunks_exact_mut(3))
@@ -735,7 +726,7 @@ mod tests {
     }
 
     #[test]
-    fn simd_and_portable_loops_agree_exactly() -> Result<()> {
+    fn every_level_gives_the_portable_result_exactly() -> Result<()> {
         let params = MacenkoParams::default();
         let target = macenko_fit(&synthetic(20_000, 21), &params)?;
         // Odd sizes (partial last groups of 16), and a patch-sized one; colours unlike the
@@ -749,10 +740,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| if i % 3 == 1 { v / 2 + 40 } else { v })
                 .collect();
-            let run = |simd: bool| -> Result<(Vec<u8>, Vec<f32>, Vec<bool>)> {
+            let run = |isa: Isa| -> Result<(Vec<u8>, Vec<f32>, Vec<bool>)> {
                 let mut out = vec![0u8; batch.len()];
                 let mut conc = vec![0f32; batch.len() / 3 * 2];
-                let skipped = transform_impl(
+                let skipped = transform_with(
+                    isa,
                     &batch,
                     3,
                     n,
@@ -761,22 +753,24 @@ mod tests {
                     &mut out,
                     Some(&mut conc),
                     Some(1),
-                    simd,
                 )?;
                 Ok((out, conc, skipped))
             };
-            let (fast, slow) = (run(true)?, run(false)?);
-            assert_eq!(fast.2, slow.2, "n {n}: skipped flags differ");
-            assert!(fast.0 == slow.0, "n {n}: outputs differ");
-            let same = fast
-                .1
-                .iter()
-                .zip(&slow.1)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "n {n}: concentrations differ");
+            let slow = run(Isa::Portable)?;
+            for isa in simd::supported() {
+                let fast = run(isa)?;
+                assert_eq!(fast.2, slow.2, "{isa} n {n}: skipped flags differ");
+                assert!(fast.0 == slow.0, "{isa} n {n}: outputs differ");
+                let same = fast
+                    .1
+                    .iter()
+                    .zip(&slow.1)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{isa} n {n}: concentrations differ");
+            }
             if n >= 4099 {
                 assert!(
-                    !fast.2.iter().any(|&s| s),
+                    !slow.2.iter().any(|&s| s),
                     "n {n}: a tissue patch was skipped"
                 );
             }
