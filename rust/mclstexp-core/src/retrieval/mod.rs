@@ -87,8 +87,8 @@ pub struct ExactIndex {
     isa: Isa,
 }
 
-/// Checks that `data` is `n_rows x dim` of finite values.
-fn check_matrix(arg: &'static str, data: &[f32], n_rows: usize, dim: usize) -> Result<()> {
+/// Checks that `data` holds `n_rows x dim` values (at least one row).
+fn check_shape(arg: &'static str, data: &[f32], n_rows: usize, dim: usize) -> Result<()> {
     if n_rows == 0 {
         return Err(Error::invalid(arg, "is empty: pass at least one row"));
     }
@@ -104,6 +104,12 @@ fn check_matrix(arg: &'static str, data: &[f32], n_rows: usize, dim: usize) -> R
             ),
         ));
     }
+    Ok(())
+}
+
+/// Checks that every value of the `dim`-column matrix `data` is finite. A parallel scan: call it
+/// inside [`pool::install`] (on rayon's global pool it would hang a forked child).
+fn check_finite(arg: &'static str, data: &[f32], dim: usize) -> Result<()> {
     if let Some(pos) = data.par_iter().position_first(|x| !x.is_finite()) {
         return Err(Error::invalid(
             arg,
@@ -154,7 +160,9 @@ fn pack_query_tile(tile: &mut [f32], rows: &[f32], dim: usize) {
 }
 
 impl Segment {
-    fn new(start: usize, rows: &[f32], dim: usize, normalise: bool) -> Result<Segment> {
+    /// Packs `rows` (row-major, `dim` columns), normalised or as they are, into panels. The
+    /// packing is parallel: call it inside [`pool::install`].
+    fn pack(start: usize, rows: &[f32], dim: usize, normalise: bool) -> Result<Segment> {
         let len = rows.len() / dim;
         let n_panels = len.div_ceil(NR);
         let size = n_panels
@@ -315,9 +323,12 @@ impl ExactIndex {
         normalise: bool,
     ) -> Result<()> {
         let dim = self.dim;
-        check_matrix("reference", rows, n_rows, dim)?;
+        check_shape("reference", rows, n_rows, dim)?;
         let start = self.len;
-        let segment = pool::install(n_threads, || Segment::new(start, rows, dim, normalise))??;
+        let segment = pool::install(n_threads, || {
+            check_finite("reference", rows, dim)?;
+            Segment::pack(start, rows, dim, normalise)
+        })??;
         self.len += n_rows;
         self.segments.push(segment);
         Ok(())
@@ -343,7 +354,8 @@ impl ExactIndex {
         n_threads: Option<usize>,
     ) -> Result<Neighbours> {
         let dim = self.dim;
-        check_matrix("queries", queries, n_queries, dim)?;
+        check_shape("queries", queries, n_queries, dim)?;
+        pool::install(n_threads, || check_finite("queries", queries, dim))??;
         if k == 0 {
             return Err(Error::invalid("k", "must be >= 1, got 0"));
         }
