@@ -17,5 +17,6 @@ pub mod slide;
 pub mod stain;
 pub mod tiling;
 pub mod tissue;
+pub mod view;
 
 pub use error::{Error, Result};

@@ -1,6 +1,8 @@
 //! Bindings for the fused training augmentation (`mclstexp_core::augment`).
 
-use mclstexp_core::augment::{self, Output, Params};
+use mclstexp_core::augment::{self, Jobs, Output, Params};
+use mclstexp_core::normalize::ChannelNorm;
+use mclstexp_core::view::{BatchShape, RgbBatch};
 use numpy::{PyArray4, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray4, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -36,7 +38,7 @@ fn to_usize(arg: &str, values: Option<PyReadonlyArray1<'_, i64>>) -> PyResult<Op
 }
 
 /// The parameter arrays, the jobs' source indices (default: every image in order) and rows.
-struct Jobs<'a> {
+struct JobArrays<'a> {
     params: Params<'a>,
     indices: Vec<usize>,
     out_rows: Option<Vec<usize>>,
@@ -52,7 +54,7 @@ fn jobs<'a>(
     angle: &'a PyReadonlyArray1<'_, f64>,
     indices: Option<PyReadonlyArray1<'_, i64>>,
     out_rows: Option<PyReadonlyArray1<'_, i64>>,
-) -> PyResult<Jobs<'a>> {
+) -> PyResult<JobArrays<'a>> {
     let params = Params {
         brightness: contiguous("brightness", brightness)?,
         contrast: contiguous("contrast", contrast)?,
@@ -62,7 +64,7 @@ fn jobs<'a>(
     };
     let indices = to_usize("indices", indices)?.unwrap_or_else(|| (0..n).collect());
     let out_rows = to_usize("out_rows", out_rows)?;
-    Ok(Jobs {
+    Ok(JobArrays {
         params,
         indices,
         out_rows,
@@ -146,18 +148,19 @@ pub fn augment_patches_uint8<'py>(
         out_rows,
     )?;
     let array = output_array(py, out, j.indices.len(), [h, w, 3])?;
+    let shape = BatchShape {
+        n: patches.shape()[0],
+        height: h,
+        width: w,
+    };
     fill(py, array, |dst| {
-        let rows = j.out_rows.as_deref();
-        augment::augment_rows(
-            src,
-            h,
-            w,
-            &j.indices,
-            rows,
-            &j.params,
-            Output::Uint8(dst),
-            n_threads,
-        )
+        let jobs = Jobs {
+            indices: &j.indices,
+            out_rows: j.out_rows.as_deref(),
+            params: j.params,
+        };
+        let batch = RgbBatch::new("patches", src, shape)?;
+        augment::augment_rows(batch, &jobs, Output::Uint8(dst), n_threads)
     })
 }
 
@@ -198,14 +201,21 @@ pub fn augment_patches_tensor<'py>(
         out_rows,
     )?;
     let array = output_array(py, out, j.indices.len(), [3, h, w])?;
+    let shape = BatchShape {
+        n: patches.shape()[0],
+        height: h,
+        width: w,
+    };
     fill(py, array, |dst| {
-        let rows = j.out_rows.as_deref();
-        let o = Output::Tensor {
-            out: dst,
-            mean,
-            std,
+        let jobs = Jobs {
+            indices: &j.indices,
+            out_rows: j.out_rows.as_deref(),
+            params: j.params,
         };
-        augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
+        let norm = ChannelNorm { mean, std };
+        let o = Output::Tensor { out: dst, norm };
+        let batch = RgbBatch::new("patches", src, shape)?;
+        augment::augment_rows(batch, &jobs, o, n_threads)
     })
 }
 

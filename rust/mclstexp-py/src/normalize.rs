@@ -1,6 +1,7 @@
 //! Bindings for tensor layout conversion (`mclstexp_core::normalize`).
 
-use mclstexp_core::normalize;
+use mclstexp_core::normalize::{self, ChannelNorm};
+use mclstexp_core::view::{Batch, BatchShape};
 use numpy::ndarray::Array4;
 use numpy::{IntoPyArray, PyArray4, PyReadonlyArray4, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -47,8 +48,14 @@ pub fn normalize_to_tensor_layout<'py>(
         )));
     }
     let src = contiguous("patches", &patches)?;
+    let shape = BatchShape {
+        n,
+        height: h,
+        width: w,
+    };
+    let norm = ChannelNorm { mean, std };
     let out = detached(py, || {
-        normalize::to_tensor_layout(src, n, h * w, mean, std, n_threads)
+        normalize::to_tensor_layout(Batch::new("patches", src, shape)?, &norm, n_threads)
     })?;
     to_array4(py, [n, 3, h, w], out)
 }
@@ -71,8 +78,14 @@ pub fn normalize_from_tensor_layout<'py>(
         )));
     }
     let src = contiguous("tensors", &tensors)?;
+    let shape = BatchShape {
+        n,
+        height: h,
+        width: w,
+    };
+    let norm = ChannelNorm { mean, std };
     let out = detached(py, || {
-        normalize::from_tensor_layout(src, n, h * w, mean, std, n_threads)
+        normalize::from_tensor_layout(Batch::new("tensors", src, shape)?, &norm, n_threads)
     })?;
     to_array4(py, [n, h, w, 3], out)
 }

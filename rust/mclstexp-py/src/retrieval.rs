@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use mclstexp_core::retrieval::{self, ExactIndex, Neighbours};
+use mclstexp_core::view::Matrix;
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -54,9 +55,11 @@ impl PyExactIndex {
         rows: PyReadonlyArray2<'_, f32>,
         n_threads: Option<usize>,
     ) -> PyResult<()> {
-        let (values, n, _) = matrix("reference", &rows)?;
+        let (values, n, d) = matrix("reference", &rows)?;
         let inner = &mut self.inner;
-        detached(py, || inner.add(values, n, n_threads))
+        detached(py, || {
+            inner.add(Matrix::new("reference", values, n, d)?, n_threads)
+        })
     }
 
     #[pyo3(signature = (queries, k, *, n_threads=None))]
@@ -67,9 +70,11 @@ impl PyExactIndex {
         k: usize,
         n_threads: Option<usize>,
     ) -> PyResult<Pair<'py>> {
-        let (values, n, _) = matrix("queries", &queries)?;
+        let (values, n, d) = matrix("queries", &queries)?;
         let inner = &self.inner;
-        let found = detached(py, || inner.search(values, n, k, n_threads))?;
+        let found = detached(py, || {
+            inner.search(Matrix::new("queries", values, n, d)?, k, n_threads)
+        })?;
         to_arrays(py, found)
     }
 
@@ -117,13 +122,10 @@ pub fn topk_cosine<'py>(
 ) -> PyResult<Pair<'py>> {
     let (q, nq, dq) = matrix("queries", &queries)?;
     let (r, nr, dr) = matrix("reference", &reference)?;
-    if dq != dr {
-        return Err(PyValueError::new_err(format!(
-            "queries: has {dq} columns but reference has {dr}; both need the same dimension"
-        )));
-    }
     let found = detached(py, || {
-        retrieval::topk_cosine(q, nq, r, nr, dr, k, n_threads)
+        let queries = Matrix::new("queries", q, nq, dq)?;
+        let reference = Matrix::new("reference", r, nr, dr)?;
+        retrieval::topk_cosine(queries, reference, k, n_threads)
     })?;
     to_arrays(py, found)
 }

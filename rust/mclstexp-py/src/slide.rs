@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use mclstexp_core::slide::{Slide, DEFAULT_CACHE_BYTES};
+use mclstexp_core::view::{Mask, RgbImage, Size, SourceBox};
 use mclstexp_core::{tiling, tissue};
 use numpy::ndarray::{Array, Array2, Array3, Array4};
 use numpy::{
@@ -227,7 +228,15 @@ fn tissue_mask<'py>(
     }
     let data: Vec<u8> = view.iter().copied().collect();
     let (mask, t) = detached(py, || {
-        tissue::tissue_mask(&data, w, h, min_saturation, radius)
+        let image = RgbImage::new(
+            "image",
+            &data,
+            Size {
+                width: w,
+                height: h,
+            },
+        )?;
+        tissue::tissue_mask(image, min_saturation, radius)
     })?;
     let a: Array2<bool> = Array::from_shape_vec((h, w), mask).map_err(shape_err)?;
     Ok((a.into_pyarray(py), t))
@@ -249,7 +258,15 @@ fn grid_centers<'py>(
     let (mh, mw) = view.dim();
     let m: Vec<bool> = view.iter().copied().collect();
     let pts = detached(py, || {
-        tiling::grid_centers(width, height, fov, &m, mw, mh, min_fraction)
+        let mask = Mask::new(
+            "mask",
+            &m,
+            Size {
+                width: mw,
+                height: mh,
+            },
+        )?;
+        tiling::grid_centers(mask, (width, height), fov, min_fraction)
     })?;
     let n = pts.len();
     let flat: Vec<f64> = pts.into_iter().flatten().collect();
@@ -278,8 +295,22 @@ fn resize_rgb<'py>(
     }
     let data: Vec<u8> = view.iter().copied().collect();
     let (x0, y0, x1, y1) = r#box.unwrap_or((0.0, 0.0, w as f64, h as f64));
+    let region = SourceBox {
+        x: x0,
+        y: y0,
+        width: x1 - x0,
+        height: y1 - y0,
+    };
     let v = detached(py, || {
-        tiling::resize_box(&data, w, h, x0, y0, x1 - x0, y1 - y0, width, height)
+        let image = RgbImage::new(
+            "image",
+            &data,
+            Size {
+                width: w,
+                height: h,
+            },
+        )?;
+        tiling::resize_box(image, region, Size { width, height })
     })?;
     let a: Array3<u8> = Array::from_shape_vec((height, width, 3), v).map_err(shape_err)?;
     Ok(a.into_pyarray(py))

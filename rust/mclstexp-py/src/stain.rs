@@ -1,6 +1,7 @@
 //! Bindings for stain normalisation (`mclstexp_core::stain`).
 
 use mclstexp_core::stain::{self, MacenkoParams, MacenkoTarget, ReinhardParams, ReinhardTarget};
+use mclstexp_core::view::{BatchShape, RgbBatch};
 use numpy::ndarray::Array1;
 use numpy::{
     IntoPyArray, PyArray1, PyArray4, PyReadonlyArray2, PyReadonlyArray4, PyUntypedArrayMethods,
@@ -92,25 +93,16 @@ pub fn stain_macenko_transform<'py>(
         stain_matrix,
         max_conc,
     };
-    let (out, skipped, conc) = detached(py, || {
-        let mut out = vec![0u8; src.len()];
-        let mut conc = if concentrations {
-            Some(vec![0f32; n * h * w * 2])
-        } else {
-            None
-        };
-        let skipped = stain::macenko_transform(
-            src,
-            n,
-            h * w,
-            &target,
-            &params,
-            &mut out,
-            conc.as_deref_mut(),
-            n_threads,
-        )?;
-        Ok((out, skipped, conc))
+    let shape = BatchShape {
+        n,
+        height: h,
+        width: w,
+    };
+    let done = detached(py, || {
+        let batch = RgbBatch::new("patches", src, shape)?;
+        stain::macenko_transform(batch, &target, &params, concentrations, n_threads)
     })?;
+    let (out, skipped, conc) = (done.patches, done.skipped, done.concentrations);
     let conc = match conc {
         Some(c) => Some(to_array4(py, [n, h, w, 2], c)?),
         None => None,
@@ -165,12 +157,16 @@ pub fn stain_reinhard_transform<'py>(
         min_tissue,
     };
     let target = ReinhardTarget { mean, std };
-    let (out, skipped) = detached(py, || {
-        let mut out = vec![0u8; src.len()];
-        let skipped =
-            stain::reinhard_transform(src, n, h * w, &target, &params, &mut out, n_threads)?;
-        Ok((out, skipped))
+    let shape = BatchShape {
+        n,
+        height: h,
+        width: w,
+    };
+    let done = detached(py, || {
+        let batch = RgbBatch::new("patches", src, shape)?;
+        stain::reinhard_transform(batch, &target, &params, n_threads)
     })?;
+    let (out, skipped) = (done.patches, done.skipped);
     Ok((
         to_array4(py, [n, h, w, 3], out)?,
         Array1::from_vec(skipped).into_pyarray(py),

@@ -43,6 +43,7 @@ pub use topk::{Hit, TopK};
 use crate::error::{Error, Result};
 use crate::pool;
 use crate::simd::{self, Isa};
+use crate::view::Matrix;
 
 /// Query rows per block of work (a multiple of [`MR`]).
 const MC: usize = MR * 16;
@@ -87,20 +88,17 @@ pub struct ExactIndex {
     isa: Isa,
 }
 
-/// Checks that `data` holds `n_rows x dim` values (at least one row).
-fn check_shape(arg: &'static str, data: &[f32], n_rows: usize, dim: usize) -> Result<()> {
-    if n_rows == 0 {
+/// Checks that `rows` has at least one row and `dim` columns; errors name `arg`.
+fn check_shape(arg: &'static str, rows: Matrix<'_>, dim: usize) -> Result<()> {
+    if rows.rows() == 0 {
         return Err(Error::invalid(arg, "is empty: pass at least one row"));
     }
-    let expected = n_rows
-        .checked_mul(dim)
-        .ok_or_else(|| Error::invalid(arg, "is too large"))?;
-    if data.len() != expected {
+    if rows.cols() != dim {
         return Err(Error::invalid(
             arg,
             format!(
-                "has {} values, expected {n_rows} rows x {dim} columns",
-                data.len()
+                "has {} columns, expected {dim} (the dimension of the reference vectors)",
+                rows.cols()
             ),
         ));
     }
@@ -257,15 +255,10 @@ impl ExactIndex {
         })
     }
 
-    /// An index over `n_rows x dim` reference rows (row-major), normalised on the way in.
-    pub fn from_rows(
-        reference: &[f32],
-        n_rows: usize,
-        dim: usize,
-        n_threads: Option<usize>,
-    ) -> Result<Self> {
-        let mut index = ExactIndex::new(dim)?;
-        index.add(reference, n_rows, n_threads)?;
+    /// An index over the `reference` rows, normalised on the way in.
+    pub fn from_rows(reference: Matrix<'_>, n_threads: Option<usize>) -> Result<Self> {
+        let mut index = ExactIndex::new(reference.cols())?;
+        index.add(reference, n_threads)?;
         Ok(index)
     }
 
@@ -309,21 +302,21 @@ impl ExactIndex {
             .sum()
     }
 
-    /// Appends `n_rows x dim` rows (row-major); they get the indices `len()..len() + n_rows`.
+    /// Appends `rows` (`dim` columns); they get the indices `len()..len() + rows.rows()`.
     /// Adding never copies the rows already stored.
-    pub fn add(&mut self, rows: &[f32], n_rows: usize, n_threads: Option<usize>) -> Result<()> {
-        self.add_impl(rows, n_rows, n_threads, true)
+    pub fn add(&mut self, rows: Matrix<'_>, n_threads: Option<usize>) -> Result<()> {
+        self.add_impl(rows, n_threads, true)
     }
 
     fn add_impl(
         &mut self,
-        rows: &[f32],
-        n_rows: usize,
+        rows: Matrix<'_>,
         n_threads: Option<usize>,
         normalise: bool,
     ) -> Result<()> {
         let dim = self.dim;
-        check_shape("reference", rows, n_rows, dim)?;
+        check_shape("reference", rows, dim)?;
+        let (n_rows, rows) = (rows.rows(), rows.data());
         let start = self.len;
         let segment = pool::install(n_threads, || {
             check_finite("reference", rows, dim)?;
@@ -345,16 +338,16 @@ impl ExactIndex {
         Some(out)
     }
 
-    /// The `k` most cosine-similar stored rows of each of the `n_queries x dim` query rows.
+    /// The `k` most cosine-similar stored rows of each query row (`dim` columns).
     pub fn search(
         &self,
-        queries: &[f32],
-        n_queries: usize,
+        queries: Matrix<'_>,
         k: usize,
         n_threads: Option<usize>,
     ) -> Result<Neighbours> {
         let dim = self.dim;
-        check_shape("queries", queries, n_queries, dim)?;
+        check_shape("queries", queries, dim)?;
+        let (n_queries, queries) = (queries.rows(), queries.data());
         pool::install(n_threads, || check_finite("queries", queries, dim))??;
         if k == 0 {
             return Err(Error::invalid("k", "must be >= 1, got 0"));
@@ -544,8 +537,8 @@ impl ExactIndex {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            index
-                .add_impl(&values, n, n_threads, false)
+            Matrix::new("reference", &values, n, dim)
+                .and_then(|rows| index.add_impl(rows, n_threads, false))
                 .map_err(|e| bad(format!("corrupt rows: {e}")))?;
             done += n;
         }
@@ -553,23 +546,27 @@ impl ExactIndex {
     }
 }
 
-/// One-off exact top-k cosine search of `queries` (`n_queries x dim`) in `reference`
-/// (`n_reference x dim`); builds a temporary [`ExactIndex`].
+/// One-off exact top-k cosine search of `queries` in `reference` (the same number of columns);
+/// builds a temporary [`ExactIndex`].
 pub fn topk_cosine(
-    queries: &[f32],
-    n_queries: usize,
-    reference: &[f32],
-    n_reference: usize,
-    dim: usize,
+    queries: Matrix<'_>,
+    reference: Matrix<'_>,
     k: usize,
     n_threads: Option<usize>,
 ) -> Result<Neighbours> {
-    if dim == 0 {
+    let (dq, dr) = (queries.cols(), reference.cols());
+    if dq == 0 {
         return Err(Error::invalid(
             "queries",
             "has 0 columns: vectors need dim >= 1",
         ));
     }
-    let index = ExactIndex::from_rows(reference, n_reference, dim, n_threads)?;
-    index.search(queries, n_queries, k, n_threads)
+    if dq != dr {
+        return Err(Error::invalid(
+            "queries",
+            format!("has {dq} columns but reference has {dr}; both need the same dimension"),
+        ));
+    }
+    let index = ExactIndex::from_rows(reference, n_threads)?;
+    index.search(queries, k, n_threads)
 }

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 use super::*;
 use crate::pool;
 use crate::simd::{self, Isa};
+use crate::view::RgbBatch;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -385,61 +386,68 @@ pub fn reinhard_fit(pixels: &[u8], params: &ReinhardParams) -> Result<ReinhardTa
     Ok(ReinhardTarget { mean, std })
 }
 
-/// Normalises a batch of `n` patches (`[n, pixels, 3]` bytes) to a Reinhard `target` into `out`.
-/// Returns one flag per patch: `true` when the patch was copied unchanged.
+/// Normalises a batch of patches (`[n, h, w, 3]` bytes) to a Reinhard `target`. Returns the
+/// normalised patches and one flag per patch (`true` when it was copied unchanged); no
+/// concentrations.
 pub fn reinhard_transform(
-    patches: &[u8],
-    n: usize,
-    pixels: usize,
+    patches: RgbBatch<'_>,
     target: &ReinhardTarget,
     params: &ReinhardParams,
-    out: &mut [u8],
     n_threads: Option<usize>,
-) -> Result<Vec<bool>> {
+) -> Result<Normalised> {
     params.validate()?;
     target.validate()?;
-    let total = check_rgb_batch("patches", patches.len(), n, pixels)?;
-    if out.len() != total {
-        return Err(Error::invalid("out", "must have the same size as patches"));
-    }
+    let (n, pixels) = (patches.len(), patches.pixels());
+    let mut result = Normalised::new(patches, false);
     if n == 0 || pixels == 0 {
-        return Ok(vec![false; n]);
+        return Ok(result);
     }
     let table = OdTable::new(params.io, params.beta);
-    let lab = Lab::new();
-    let needed = needed_tissue(pixels, params.min_tissue);
-    let isa = simd::isa();
-    let mut skipped = vec![false; n];
+    let job = Job {
+        target,
+        lab: Lab::new(),
+        tissue_max: tissue_max(&table),
+        needed: needed_tissue(pixels, params.min_tissue),
+        isa: simd::isa(),
+    };
+    let Normalised {
+        patches: out,
+        skipped,
+        ..
+    } = &mut result;
     pool::install(n_threads, || {
         out.par_chunks_mut(3 * pixels)
-            .zip(patches.par_chunks(3 * pixels))
+            .zip(patches.data().par_chunks(3 * pixels))
             .zip(skipped.par_iter_mut())
             .for_each_init(Vec::new, |buf, ((dst, src), flag)| {
-                *flag = reinhard_one(src, dst, target, &table, &lab, isa, needed, buf);
+                *flag = reinhard_one(&job, src, dst, buf);
             });
     })?;
-    Ok(skipped)
+    Ok(result)
+}
+
+/// What every patch of one call is normalised with.
+struct Job<'a> {
+    target: &'a ReinhardTarget,
+    lab: Lab,
+    /// A pixel is tissue iff its largest byte is `<= tissue_max` (see [`tissue_max`]).
+    tissue_max: i32,
+    /// Tissue pixels a patch needs to be normalised.
+    needed: usize,
+    /// The level of the per-pixel loops.
+    isa: Isa,
 }
 
 /// Normalises one patch; returns `true` when it was skipped (copied unchanged).
-#[allow(clippy::too_many_arguments)]
-fn reinhard_one(
-    src: &[u8],
-    dst: &mut [u8],
-    target: &ReinhardTarget,
-    table: &OdTable,
-    lab: &Lab,
-    isa: Isa,
-    needed: usize,
-    buf: &mut Vec<f32>,
-) -> bool {
+fn reinhard_one(job: &Job<'_>, src: &[u8], dst: &mut [u8], buf: &mut Vec<f32>) -> bool {
     // The tissue pixels are counted in the same pass as the LAB moments: a skipped patch costs a
     // wasted pass, a normalised one no extra pass.
-    let Stats { mean, std, tissue } = lab_stats(isa, src, tissue_max(table), lab, buf);
-    if tissue < needed || std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
+    let Stats { mean, std, tissue } = lab_stats(job.isa, src, job.tissue_max, &job.lab, buf);
+    if tissue < job.needed || std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
         dst.copy_from_slice(src);
         return true;
     }
+    let target = job.target;
     let mut gain = [0f32; 3];
     let mut offset = [0f32; 3];
     for c in 0..3 {
@@ -447,7 +455,7 @@ fn reinhard_one(
         gain[c] = g as f32;
         offset[c] = (target.mean[c] - mean[c] * g) as f32;
     }
-    apply(isa, buf, &ChannelMap { gain, offset }, lab, dst);
+    apply(job.isa, buf, &ChannelMap { gain, offset }, &job.lab, dst);
     false
 }
 
@@ -529,6 +537,16 @@ mod tests {
         }
     }
 
+    fn job<'a>(target: &'a ReinhardTarget, table: &OdTable, needed: usize, isa: Isa) -> Job<'a> {
+        Job {
+            target,
+            lab: Lab::new(),
+            tissue_max: tissue_max(table),
+            needed,
+            isa,
+        }
+    }
+
     /// LAB of pixel `i` in the buffer layout of `isa`'s loops.
     fn lab_at(isa: Isa, buf: &[f32], i: usize) -> [f32; 3] {
         match isa {
@@ -600,7 +618,6 @@ mod tests {
 
     #[test]
     fn kernels_agree_on_normalised_patches() -> Result<()> {
-        let lab = Lab::new();
         let params = ReinhardParams::default();
         let target = reinhard_fit(&synthetic(20_000, 11), &params)?;
         let table = OdTable::new(params.io, params.beta);
@@ -611,14 +628,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, &v)| if i % 3 == 1 { v / 2 + 40 } else { v })
                 .collect();
-            let needed = needed_tissue(n, 0.0);
             let mut outs = Vec::new();
-            for kernel in simd::supported() {
+            for isa in simd::supported() {
+                let job = job(&target, &table, needed_tissue(n, 0.0), isa);
                 let mut dst = vec![0u8; src.len()];
-                let mut buf = Vec::new();
-                let skipped = reinhard_one(
-                    &src, &mut dst, &target, &table, &lab, kernel, needed, &mut buf,
-                );
+                let skipped = reinhard_one(&job, &src, &mut dst, &mut Vec::new());
                 outs.push((skipped, dst));
             }
             let (s0, base) = &outs[0];
@@ -642,7 +656,6 @@ mod tests {
 
     #[test]
     fn tissue_threshold_is_exact_for_every_kernel() -> Result<()> {
-        let lab = Lab::new();
         let params = ReinhardParams::default();
         let target = reinhard_fit(&synthetic(20_000, 11), &params)?;
         let table = OdTable::new(params.io, params.beta);
@@ -658,14 +671,12 @@ mod tests {
                 let i = n - 1 - k * 3;
                 src[3 * i..3 * i + 3].copy_from_slice(&[90 + k as u8, 40 + 2 * k as u8, 120]);
             }
-            for kernel in simd::supported() {
+            for isa in simd::supported() {
+                let job = job(&target, &table, needed, isa);
                 let mut dst = vec![0u8; src.len()];
-                let mut buf = Vec::new();
-                let skipped = reinhard_one(
-                    &src, &mut dst, &target, &table, &lab, kernel, needed, &mut buf,
-                );
-                assert_eq!(skipped, found < needed, "{kernel:?} found {found}");
-                assert_eq!(dst == src, skipped, "{kernel:?} found {found}");
+                let skipped = reinhard_one(&job, &src, &mut dst, &mut Vec::new());
+                assert_eq!(skipped, found < needed, "{isa} found {found}");
+                assert_eq!(dst == src, skipped, "{isa} found {found}");
             }
         }
         Ok(())
@@ -676,12 +687,13 @@ mod tests {
         let img = synthetic(4096, 4);
         let params = ReinhardParams::default();
         let t = reinhard_fit(&img, &params)?;
-        let mut out = vec![0u8; img.len()];
-        let skipped = reinhard_transform(&img, 1, 4096, &t, &params, &mut out, Some(1))?;
-        assert_eq!(skipped, vec![false]);
+        let batch = crate::view::Batch::of_pixels("patches", &img, 1, 4096)?;
+        let done = reinhard_transform(batch, &t, &params, Some(1))?;
+        assert_eq!(done.skipped, vec![false]);
+        assert_eq!(done.concentrations, None);
         let worst = img
             .iter()
-            .zip(&out)
+            .zip(&done.patches)
             .map(|(a, b)| (*a as i32 - *b as i32).abs())
             .max()
             .unwrap_or(0);
