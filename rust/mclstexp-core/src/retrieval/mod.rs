@@ -238,6 +238,48 @@ fn scan(isa: Isa, queries: &[f32], dim: usize, panels: &[PanelRef<'_>], k: usize
     heaps
 }
 
+/// The search result from the per-task heaps: tasks come query block by query block, each block
+/// as `n_rchunks` reference chunks whose heaps are merged; best first per query.
+fn merge_blocks(
+    results: Vec<Vec<TopK>>,
+    n_rchunks: usize,
+    n_queries: usize,
+    k: usize,
+) -> Result<Neighbours> {
+    let mut scores = Vec::with_capacity(n_queries * k);
+    let mut indices = Vec::with_capacity(n_queries * k);
+    let mut results = results.into_iter();
+    let mut done = 0;
+    while done < n_queries {
+        let mut heaps = results.next().unwrap_or_default();
+        for _ in 1..n_rchunks {
+            if let Some(other) = results.next() {
+                for (h, o) in heaps.iter_mut().zip(&other) {
+                    h.merge(o);
+                }
+            }
+        }
+        for h in heaps.into_iter().take(n_queries - done) {
+            for hit in h.into_sorted() {
+                scores.push(hit.score);
+                indices.push(hit.index as i64);
+            }
+            done += 1;
+        }
+        if scores.len() != done * k {
+            return Err(Error::Numerical(
+                "internal error: a query got fewer than k neighbours".into(),
+            ));
+        }
+    }
+    Ok(Neighbours {
+        n_queries,
+        k,
+        scores,
+        indices,
+    })
+}
+
 impl ExactIndex {
     /// An empty index of `dim`-dimensional vectors.
     pub fn new(dim: usize) -> Result<Self> {
@@ -349,42 +391,10 @@ impl ExactIndex {
         check_shape("queries", queries, dim)?;
         let (n_queries, queries) = (queries.rows(), queries.data());
         pool::install(n_threads, || check_finite("queries", queries, dim))??;
-        if k == 0 {
-            return Err(Error::invalid("k", "must be >= 1, got 0"));
-        }
-        if k > self.len {
-            return Err(Error::invalid(
-                "k",
-                format!(
-                    "must be <= the number of reference rows ({}), got {k}",
-                    self.len
-                ),
-            ));
-        }
+        self.check_k(k)?;
         let threads = pool::resolve_size(n_threads)?;
         let isa = self.isa;
-
-        let panels: Vec<PanelRef<'_>> = self
-            .segments
-            .iter()
-            .flat_map(|seg| {
-                seg.panels
-                    .chunks_exact(NR * dim)
-                    .enumerate()
-                    .map(move |(p, data)| {
-                        let valid = (seg.len - p * NR).min(NR);
-                        PanelRef {
-                            data,
-                            base: (seg.start + p * NR) as u64,
-                            valid_mask: if valid >= 32 {
-                                u32::MAX
-                            } else {
-                                (1u32 << valid) - 1
-                            },
-                        }
-                    })
-            })
-            .collect();
+        let panels = self.panel_refs();
 
         let n_pad = n_queries.div_ceil(MR) * MR;
         let n_qblocks = n_pad.div_ceil(MC);
@@ -416,38 +426,50 @@ impl ExactIndex {
                 .collect::<Vec<Vec<TopK>>>()
         })?;
 
-        let mut scores = Vec::with_capacity(n_queries * k);
-        let mut indices = Vec::with_capacity(n_queries * k);
-        let mut results = results.into_iter();
-        let mut done = 0;
-        while done < n_queries {
-            let mut heaps = results.next().unwrap_or_default();
-            for _ in 1..n_rchunks {
-                if let Some(other) = results.next() {
-                    for (h, o) in heaps.iter_mut().zip(&other) {
-                        h.merge(o);
-                    }
-                }
-            }
-            for h in heaps.into_iter().take(n_queries - done) {
-                for hit in h.into_sorted() {
-                    scores.push(hit.score);
-                    indices.push(hit.index as i64);
-                }
-                done += 1;
-            }
-            if scores.len() != done * k {
-                return Err(Error::Numerical(
-                    "internal error: a query got fewer than k neighbours".into(),
-                ));
-            }
+        merge_blocks(results, n_rchunks, n_queries, k)
+    }
+
+    /// Checks the number of neighbours asked for.
+    fn check_k(&self, k: usize) -> Result<()> {
+        if k == 0 {
+            return Err(Error::invalid("k", "must be >= 1, got 0"));
         }
-        Ok(Neighbours {
-            n_queries,
-            k,
-            scores,
-            indices,
-        })
+        if k > self.len {
+            return Err(Error::invalid(
+                "k",
+                format!(
+                    "must be <= the number of reference rows ({}), got {k}",
+                    self.len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every panel of every segment, in reference order, with its first index and the mask of
+    /// its valid (non-padding) columns.
+    fn panel_refs(&self) -> Vec<PanelRef<'_>> {
+        let dim = self.dim;
+        self.segments
+            .iter()
+            .flat_map(|seg| {
+                seg.panels
+                    .chunks_exact(NR * dim)
+                    .enumerate()
+                    .map(move |(p, data)| {
+                        let valid = (seg.len - p * NR).min(NR);
+                        PanelRef {
+                            data,
+                            base: (seg.start + p * NR) as u64,
+                            valid_mask: if valid >= 32 {
+                                u32::MAX
+                            } else {
+                                (1u32 << valid) - 1
+                            },
+                        }
+                    })
+            })
+            .collect()
     }
 
     /// Writes the index to `path` in the format of the module docs.
