@@ -25,7 +25,8 @@ pub struct PatchSpec {
     pub level: usize,
     /// Target microns per pixel; `None` reads `level` as is.
     pub mpp: Option<f64>,
-    /// Microns per pixel of level 0 (from the slide or given by the caller); needed with `mpp`.
+    /// Microns per pixel of level 0, needed with `mpp`; `None`: the slide's own
+    /// ([`Slide::mean_mpp`]) where [`read_patches`] has a slide to ask.
     pub slide_mpp: Option<f64>,
 }
 
@@ -398,6 +399,10 @@ pub fn read_patches_into(
     out: &mut [u8],
     inside: &mut [bool],
 ) -> Result<()> {
+    let spec = &PatchSpec {
+        slide_mpp: spec.slide_mpp.or_else(|| slide.mean_mpp()),
+        ..*spec
+    };
     let plan = plan(slide.levels(), spec)?;
     let per = spec.size * spec.size * 3;
     if out.len() != per * centers.len() || inside.len() != centers.len() {

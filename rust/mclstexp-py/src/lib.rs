@@ -1,10 +1,11 @@
 //! `mclstexp._native`: thin PyO3 bindings over `mclstexp-core`.
 //!
-//! Every line here is conversion (numpy <-> slices), GIL release (`gil::detached`) or error mapping
-//! (`errors::to_pyerr`). Anything else belongs in the core. One file per core area registers its
-//! functions.
+//! Every line here is conversion (numpy <-> core views, in `convert`), GIL release
+//! (`gil::detached`) or error mapping (`errors::to_pyerr`). Anything else belongs in the core. One
+//! file per core area registers its functions.
 
 mod augment;
+mod convert;
 mod errors;
 mod gil;
 mod normalize;

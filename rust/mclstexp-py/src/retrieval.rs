@@ -3,35 +3,21 @@
 use std::path::PathBuf;
 
 use mclstexp_core::retrieval::{self, ExactIndex, Neighbours};
-use mclstexp_core::view::Matrix;
-use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use numpy::{PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
 
+use crate::convert::{matrix, to_numpy};
 use crate::gil::detached;
-
-/// Borrows a C-contiguous 2-D float32 array as `(values, rows, columns)`.
-fn matrix<'a>(arg: &str, a: &'a PyReadonlyArray2<'_, f32>) -> PyResult<(&'a [f32], usize, usize)> {
-    let (rows, cols) = (a.shape()[0], a.shape()[1]);
-    let values = a.as_slice().map_err(|_| {
-        PyValueError::new_err(format!(
-            "{arg}: must be C-contiguous (use numpy.ascontiguousarray)"
-        ))
-    })?;
-    Ok((values, rows, cols))
-}
 
 type Pair<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>);
 
 /// Converts a search result into `(scores, indices)` arrays of shape `(n_queries, k)`.
 fn to_arrays<'py>(py: Python<'py>, found: Neighbours) -> PyResult<Pair<'py>> {
-    let shape = (found.n_queries, found.k);
-    let scores = Array2::from_shape_vec(shape, found.scores)
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let indices = Array2::from_shape_vec(shape, found.indices)
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok((scores.into_pyarray(py), indices.into_pyarray(py)))
+    let shape = [found.n_queries, found.k];
+    Ok((
+        to_numpy(py, shape, found.scores)?,
+        to_numpy(py, shape, found.indices)?,
+    ))
 }
 
 /// Native exact cosine index (wrapped by `mclstexp.retrieval.ExactIndex`).
@@ -55,11 +41,9 @@ impl PyExactIndex {
         rows: PyReadonlyArray2<'_, f32>,
         n_threads: Option<usize>,
     ) -> PyResult<()> {
-        let (values, n, d) = matrix("reference", &rows)?;
+        let rows = matrix("reference", &rows)?;
         let inner = &mut self.inner;
-        detached(py, || {
-            inner.add(Matrix::new("reference", values, n, d)?, n_threads)
-        })
+        detached(py, || inner.add(rows, n_threads))
     }
 
     #[pyo3(signature = (queries, k, *, n_threads=None))]
@@ -70,11 +54,9 @@ impl PyExactIndex {
         k: usize,
         n_threads: Option<usize>,
     ) -> PyResult<Pair<'py>> {
-        let (values, n, d) = matrix("queries", &queries)?;
+        let queries = matrix("queries", &queries)?;
         let inner = &self.inner;
-        let found = detached(py, || {
-            inner.search(Matrix::new("queries", values, n, d)?, k, n_threads)
-        })?;
+        let found = detached(py, || inner.search(queries, k, n_threads))?;
         to_arrays(py, found)
     }
 
@@ -120,11 +102,9 @@ pub fn topk_cosine<'py>(
     k: usize,
     n_threads: Option<usize>,
 ) -> PyResult<Pair<'py>> {
-    let (q, nq, dq) = matrix("queries", &queries)?;
-    let (r, nr, dr) = matrix("reference", &reference)?;
+    let queries = matrix("queries", &queries)?;
+    let reference = matrix("reference", &reference)?;
     let found = detached(py, || {
-        let queries = Matrix::new("queries", q, nq, dq)?;
-        let reference = Matrix::new("reference", r, nr, dr)?;
         retrieval::topk_cosine(queries, reference, k, n_threads)
     })?;
     to_arrays(py, found)
