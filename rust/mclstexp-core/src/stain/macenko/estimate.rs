@@ -62,12 +62,8 @@ struct TissueSums {
 /// `tissue`, and the sums of their ODs.
 fn tissue_sums(pixels: &[u8], table: &OdTable, tissue: &mut Vec<[u8; 3]>) -> TissueSums {
     let n_pixels = pixels.len() / 3;
-    let od = &table.od;
-    let mut s = [0f64; 3];
-    let mut ss = [0f64; 6];
-    // Branch-free: every pixel is written at the tissue cursor and its ODs weighted by 0 or 1
-    // (adding `0.0 * od` leaves the sums bit-identical to skipping it), so a ragged tissue mask
-    // costs no mispredictions.
+    // Branch-free compaction: every pixel is written at the tissue cursor, which moves on only
+    // past tissue, so a ragged tissue mask costs no mispredictions.
     tissue.clear();
     tissue.resize(n_pixels, [0; 3]);
     let tissue_max = table.tissue_max;
@@ -79,23 +75,24 @@ fn tissue_sums(pixels: &[u8], table: &OdTable, tissue: &mut Vec<[u8; 3]>) -> Tis
             *slot = [px[0], px[1], px[2]];
         }
         m += keep as usize;
-        let w = f64::from(keep as u8);
-        let (a, b, c) = (
-            od[px[0] as usize] * w,
-            od[px[1] as usize] * w,
-            od[px[2] as usize] * w,
-        );
+    }
+    tissue.truncate(m);
+    // The sums over the tissue pixels, in pixel order (f64 accumulators).
+    let od = &table.od;
+    let mut s = [0f64; 3];
+    let mut ss = [0f64; 6];
+    for &[r, g, b] in tissue.iter() {
+        let (a, b, c) = (od[r as usize], od[g as usize], od[b as usize]);
         s[0] += a;
         s[1] += b;
         s[2] += c;
-        ss[0] += a * od[px[0] as usize];
-        ss[1] += a * od[px[1] as usize];
-        ss[2] += a * od[px[2] as usize];
-        ss[3] += b * od[px[1] as usize];
-        ss[4] += b * od[px[2] as usize];
-        ss[5] += c * od[px[2] as usize];
+        ss[0] += a * a;
+        ss[1] += a * b;
+        ss[2] += a * c;
+        ss[3] += b * b;
+        ss[4] += b * c;
+        ss[5] += c * c;
     }
-    tissue.truncate(m);
     TissueSums { count: m, s, ss }
 }
 
