@@ -1,4 +1,9 @@
 //! Bindings for the fused training augmentation (`mclstexp_core::augment`).
+//!
+//! The two entry points take the Python signatures' 10 and 12 parameters (the five per-image
+//! arrays, then keyword arguments), one Rust parameter each as PyO3 requires, hence the one
+//! `allow` for this module; every other function here takes at most five.
+#![allow(clippy::too_many_arguments)]
 
 use mclstexp_core::augment::{self, Jobs, Output, Params};
 use mclstexp_core::normalize::ChannelNorm;
@@ -69,15 +74,11 @@ fn run<'py, T: numpy::Element + Send>(
 /// Fused colour jitter + flip + rotation of uint8 `[N, H, W, 3]` patches -> uint8 `[J, H, W, 3]`
 /// (`J` jobs: `indices` selects the source images, default all; `out_rows` their output rows in
 /// `out`); GIL released.
-///
-/// The parameters are the Python signature's (keyword arguments past the arrays), hence the
-/// `allow`.
 #[pyfunction]
 #[pyo3(signature = (
     patches, brightness, contrast, saturation, flip, angle, *, indices=None, out_rows=None,
     out=None, n_threads=None
 ))]
-#[allow(clippy::too_many_arguments)]
 pub fn augment_patches_uint8<'py>(
     patches: PyReadonlyArray4<'py, u8>,
     brightness: PyReadonlyArray1<'py, f64>,
@@ -112,14 +113,11 @@ pub fn augment_patches_uint8<'py>(
 /// Fused colour jitter + flip + rotation + normalisation of uint8 `[N, H, W, 3]` patches ->
 /// float32 `[J, 3, H, W]` `(v / 255 - mean) / std` (jobs as in `augment_patches_uint8`), written
 /// into `out` when given; GIL released.
-///
-/// The parameters are the Python signature's, hence the `allow` (as above).
 #[pyfunction]
 #[pyo3(signature = (
     patches, brightness, contrast, saturation, flip, angle, mean, std, *, indices=None,
     out_rows=None, out=None, n_threads=None
 ))]
-#[allow(clippy::too_many_arguments)]
 pub fn augment_patches_tensor<'py>(
     patches: PyReadonlyArray4<'py, u8>,
     brightness: PyReadonlyArray1<'py, f64>,
