@@ -21,6 +21,8 @@ __all__ = [
     # pool
     "default_num_threads",
     "_diagnostic_sleep",
+    # simd
+    "simd_level",
     # augment
     "augment_patches_uint8",
     "augment_patches_tensor",
@@ -45,6 +47,9 @@ __all__ = [
 # --- pool -------------------------------------------------------------------------------------
 def default_num_threads() -> int: ...
 def _diagnostic_sleep(n_tasks: int, millis: int, *, n_threads: int | None = None) -> int: ...
+
+# --- simd -------------------------------------------------------------------------------------
+def simd_level() -> str: ...
 
 # --- augment ----------------------------------------------------------------------------------
 def augment_patches_uint8(

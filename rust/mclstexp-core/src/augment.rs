@@ -22,14 +22,16 @@
 //!   image counter-clockwise on screen; outside the source the pixel is black (all channels 0 before
 //!   the normalisation below, and the colour offset does not apply there);
 //! - output: either uint8 `N x H x W x 3`, or float32 `N x 3 x H x W` with
-//!   `(v / 255 - mean[k]) / std[k]` (bit-identical to numpy/torch float32, via
-//!   [`crate::normalize::forward_lut`]).
+//!   `(v / 255 - mean[k]) / std[k]` (bit-identical to numpy/torch float32, the values of
+//!   [`ChannelNorm::lut`]).
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::normalize::forward_lut;
+use crate::normalize::ChannelNorm;
 use crate::pool;
+use crate::simd::{self, Isa};
+use crate::view::RgbBatch;
 
 /// Luma weights of the grey level (ITU-R 601, as torchvision's `rgb_to_grayscale`).
 pub const GRAY: [f32; 3] = [0.299, 0.587, 0.114];
@@ -50,6 +52,18 @@ pub struct Params<'a> {
     pub angle: &'a [f64],
 }
 
+/// The jobs of one call: job `i` reads source image `indices[i]` with the parameters of entry
+/// `i` of `params` and writes output image `out_rows[i]` (default `i`).
+#[derive(Debug, Clone, Copy)]
+pub struct Jobs<'a> {
+    /// Source image of each job.
+    pub indices: &'a [usize],
+    /// Output image of each job (distinct); `None`: job `i` writes image `i`.
+    pub out_rows: Option<&'a [usize]>,
+    /// One entry per job.
+    pub params: Params<'a>,
+}
+
 /// Where the result goes.
 #[derive(Debug)]
 pub enum Output<'a> {
@@ -59,11 +73,19 @@ pub enum Output<'a> {
     Tensor {
         /// The output buffer.
         out: &'a mut [f32],
-        /// Per-channel mean (of the [0, 1] scaled values).
-        mean: [f64; 3],
-        /// Per-channel standard deviation (> 0).
-        std: [f64; 3],
+        /// Per-channel mean and standard deviation (of the [0, 1] scaled values).
+        norm: ChannelNorm,
     },
+}
+
+impl Output<'_> {
+    /// Number of values in the output buffer.
+    fn len(&self) -> usize {
+        match self {
+            Output::Uint8(o) => o.len(),
+            Output::Tensor { out, .. } => out.len(),
+        }
+    }
 }
 
 /// The per-image constants of the fused map, derived from [`Params`] exactly as the reference
@@ -198,93 +220,118 @@ fn check_params(p: &Params<'_>, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Augments `n` uint8 images `src` (`N x H x W x 3`, row-major) into `out`; parallel over images
-/// in the pool of `n_threads`.
+/// Augments every image of `src` (uint8 `N x H x W x 3`) with the parameters of the same index
+/// into `out`; parallel over images in the pool of `n_threads`.
 pub fn augment(
-    src: &[u8],
-    n: usize,
-    h: usize,
-    w: usize,
+    src: RgbBatch<'_>,
     params: &Params<'_>,
     out: Output<'_>,
     n_threads: Option<usize>,
 ) -> Result<()> {
-    let per = h.saturating_mul(w).saturating_mul(3);
-    if Some(src.len()) != per.checked_mul(n) {
-        return Err(Error::invalid(
-            "patches",
-            format!("expected {n} x {h} x {w} x 3 values, got {}", src.len()),
-        ));
-    }
-    let rows: Vec<usize> = (0..n).collect();
-    augment_rows(src, h, w, &rows, None, params, out, n_threads)
+    let indices: Vec<usize> = (0..src.len()).collect();
+    let jobs = Jobs {
+        indices: &indices,
+        out_rows: None,
+        params: *params,
+    };
+    augment_rows(src, &jobs, out, n_threads)
 }
 
-/// Where each augmented image goes: job `i` reads source image `indices[i]` of `src` (any number
-/// of `H x W x 3` images) with the parameters `params[i]` and writes output image `out_rows[i]`
-/// (default `i`) of `out`; output images no job writes are left untouched. This gathers batch
-/// rows straight from a RAM-resident patch cache without an intermediate copy.
+/// Runs `jobs` (see [`Jobs`]) on the images of `src` (any number of `H x W x 3` images) into
+/// `out`; output images no job writes are left untouched. This gathers batch rows straight from
+/// a RAM-resident patch cache without an intermediate copy.
 ///
-/// Errors: `indices` out of range, `out_rows` out of range or repeated, and every check of
-/// [`augment`].
-#[allow(clippy::too_many_arguments)]
+/// Errors: `indices` out of range, `out_rows` out of range or repeated, parameters of the wrong
+/// length or out of range, an output that is not whole images.
 pub fn augment_rows(
-    src: &[u8],
-    h: usize,
-    w: usize,
-    indices: &[usize],
-    out_rows: Option<&[usize]>,
-    params: &Params<'_>,
+    src: RgbBatch<'_>,
+    jobs: &Jobs<'_>,
     out: Output<'_>,
     n_threads: Option<usize>,
 ) -> Result<()> {
-    let per = h
-        .checked_mul(w)
-        .and_then(|v| v.checked_mul(3))
-        .ok_or_else(|| Error::invalid("patches", "image size overflows"))?;
+    augment_with(simd::isa(), src, jobs, out, n_threads)
+}
+
+/// [`augment_rows`] with the row passes of `isa` (lowered to what the CPU runs).
+fn augment_with(
+    isa: Isa,
+    src: RgbBatch<'_>,
+    jobs: &Jobs<'_>,
+    out: Output<'_>,
+    n_threads: Option<usize>,
+) -> Result<()> {
+    let per = src.image_len();
     if per == 0 {
         return Ok(());
     }
-    if !src.len().is_multiple_of(per) {
-        return Err(Error::invalid(
-            "patches",
-            format!(
-                "expected whole {h} x {w} x 3 images, got {} values",
-                src.len()
-            ),
-        ));
+    let dest = destinations(src, jobs, out.len())?;
+    let (h, w) = (src.shape().height, src.shape().width);
+    let geo = Geometry::new(h, w);
+    let p = &jobs.params;
+    let maps: Vec<ImageMap> = (0..jobs.indices.len())
+        .map(|i| {
+            let (b, c, s) = (p.brightness[i], p.contrast[i], p.saturation[i]);
+            ImageMap::new(b, c, s, p.flip[i], p.angle[i])
+        })
+        .collect();
+    let sources: Vec<&[u8]> = jobs.indices.iter().filter_map(|&k| src.image(k)).collect();
+    match out {
+        Output::Uint8(dst) => {
+            let work = pair_rows(dst.chunks_mut(per), &dest, &sources, &maps);
+            pool::install(n_threads, || {
+                work.into_par_iter()
+                    .for_each_init(Scratch::default, |scratch, (d, s, m)| {
+                        dispatch(isa, &geo, s, m, scratch, |y, vals| {
+                            emit_uint8(d, w, y, vals)
+                        })
+                    });
+            })
+        }
+        Output::Tensor { out, norm } => {
+            // validates mean/std; the values below equal its entries bit for bit (same ops)
+            norm.lut()?;
+            let (mf, sf) = (norm.mean.map(|v| v as f32), norm.std.map(|v| v as f32));
+            let work = pair_rows(out.chunks_mut(per), &dest, &sources, &maps);
+            pool::install(n_threads, || {
+                work.into_par_iter()
+                    .for_each_init(Scratch::default, |scratch, (d, s, m)| {
+                        dispatch(isa, &geo, s, m, scratch, |y, vals| {
+                            emit_tensor(d, (h, w), y, vals, (mf, sf))
+                        })
+                    });
+            })
+        }
     }
-    let n_src = src.len() / per;
-    let jobs = indices.len();
-    if let Some((i, &k)) = indices.iter().enumerate().find(|(_, &k)| k >= n_src) {
+}
+
+/// Checks the jobs against `src` and an output of `out_len` values; returns each job's output
+/// image (distinct, in range).
+fn destinations(src: RgbBatch<'_>, jobs: &Jobs<'_>, out_len: usize) -> Result<Vec<usize>> {
+    let (per, n_src, n_jobs) = (src.image_len(), src.len(), jobs.indices.len());
+    if let Some((i, &k)) = jobs.indices.iter().enumerate().find(|(_, &k)| k >= n_src) {
         return Err(Error::invalid(
             "indices",
             format!("index {k} (job {i}) is out of range for {n_src} images"),
         ));
     }
-    check_params(params, jobs)?;
-    let out_len = match &out {
-        Output::Uint8(o) => o.len(),
-        Output::Tensor { out, .. } => out.len(),
-    };
+    check_params(&jobs.params, n_jobs)?;
     if !out_len.is_multiple_of(per) {
+        let (h, w) = (src.shape().height, src.shape().width);
         return Err(Error::invalid(
             "out",
             format!("expected whole {h} x {w} x 3 images, got {out_len} values"),
         ));
     }
     let n_out = out_len / per;
-    let dest: Vec<usize> = match out_rows {
-        Some(r) => {
-            if r.len() != jobs {
-                return Err(Error::invalid(
-                    "out_rows",
-                    format!("expected one row per job ({jobs}), got {}", r.len()),
-                ));
-            }
-            r.to_vec()
+    let dest: Vec<usize> = match jobs.out_rows {
+        Some(r) if r.len() != n_jobs => {
+            return Err(Error::invalid(
+                "out_rows",
+                format!("expected one row per job ({n_jobs}), got {}", r.len()),
+            ))
         }
-        None => (0..jobs).collect(),
+        Some(r) => r.to_vec(),
+        None => (0..n_jobs).collect(),
     };
     let mut taken = vec![false; n_out];
     for &r in &dest {
@@ -304,68 +351,45 @@ pub fn augment_rows(
             }
         }
     }
-    let geo = Geometry::new(h, w);
-    let maps: Vec<ImageMap> = (0..jobs)
-        .map(|i| {
-            ImageMap::new(
-                params.brightness[i],
-                params.contrast[i],
-                params.saturation[i],
-                params.flip[i],
-                params.angle[i],
-            )
-        })
-        .collect();
-    let sources: Vec<&[u8]> = indices
-        .iter()
-        .map(|&k| &src[k * per..(k + 1) * per])
-        .collect();
-    match out {
-        Output::Uint8(dst) => {
-            let work = pair_rows(dst.chunks_mut(per), &dest, &sources, &maps);
-            pool::install(n_threads, || {
-                work.into_par_iter()
-                    .for_each_init(Scratch::default, |scratch, (d, s, m)| {
-                        dispatch(&geo, s, m, scratch, |y, [r, g, b]| {
-                            let row = &mut d[y * w * 3..(y + 1) * w * 3];
-                            for (((p, &r), &g), &b) in row.chunks_exact_mut(3).zip(r).zip(g).zip(b)
-                            {
-                                // SAFETY: `run` emits integral values in 0..=255 (clamped,
-                                // truncated), which `to_int_unchecked` converts exactly (its only
-                                // precondition is a finite value representable in the target).
-                                let v = unsafe {
-                                    [
-                                        r.to_int_unchecked::<u8>(),
-                                        g.to_int_unchecked::<u8>(),
-                                        b.to_int_unchecked::<u8>(),
-                                    ]
-                                };
-                                p.copy_from_slice(&v);
-                            }
-                        })
-                    });
-            })
-        }
-        Output::Tensor { out, mean, std } => {
-            // validates mean/std; the values below equal its entries bit for bit (same ops)
-            forward_lut(mean, std)?;
-            let (mf, sf) = (mean.map(|v| v as f32), std.map(|v| v as f32));
-            let hw = h * w;
-            let work = pair_rows(out.chunks_mut(per), &dest, &sources, &maps);
-            pool::install(n_threads, || {
-                work.into_par_iter()
-                    .for_each_init(Scratch::default, |scratch, (d, s, m)| {
-                        dispatch(&geo, s, m, scratch, |y, vals| {
-                            for (k, vals) in vals.into_iter().enumerate() {
-                                let row = &mut d[k * hw + y * w..k * hw + (y + 1) * w];
-                                let (mk, sk) = (mf[k], sf[k]);
-                                for (o, &v) in row.iter_mut().zip(vals) {
-                                    *o = (v / 255.0 - mk) / sk;
-                                }
-                            }
-                        })
-                    });
-            })
+    Ok(dest)
+}
+
+/// Writes output row `y` (channel values, integers 0..=255 as `f32`) of a uint8 `H x W x 3`
+/// image `d` of width `w`.
+#[inline(always)]
+fn emit_uint8(d: &mut [u8], w: usize, y: usize, [r, g, b]: [&[f32]; 3]) {
+    let row = &mut d[y * w * 3..(y + 1) * w * 3];
+    for (((p, &r), &g), &b) in row.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+        // SAFETY: `run` emits integral values in 0..=255 (clamped, truncated), which
+        // `to_int_unchecked` converts exactly (its only precondition is a finite value
+        // representable in the target).
+        let v = unsafe {
+            [
+                r.to_int_unchecked::<u8>(),
+                g.to_int_unchecked::<u8>(),
+                b.to_int_unchecked::<u8>(),
+            ]
+        };
+        p.copy_from_slice(&v);
+    }
+}
+
+/// Writes output row `y` of a float32 `3 x H x W` image `d`: `(v / 255 - mean) / std` per
+/// channel.
+#[inline(always)]
+fn emit_tensor(
+    d: &mut [f32],
+    (h, w): (usize, usize),
+    y: usize,
+    vals: [&[f32]; 3],
+    (mean, std): ([f32; 3], [f32; 3]),
+) {
+    let hw = h * w;
+    for (k, vals) in vals.into_iter().enumerate() {
+        let row = &mut d[k * hw + y * w..k * hw + (y + 1) * w];
+        let (mk, sk) = (mean[k], std[k]);
+        for (o, &v) in row.iter_mut().zip(vals) {
+            *o = (v / 255.0 - mk) / sk;
         }
     }
 }
@@ -519,27 +543,25 @@ impl Scratch {
     }
 }
 
-/// Applies `run` to one image with the best code path of this CPU: with AVX2 + FMA (x86-64) the
-/// row passes vectorise 8 wide and use hardware fused multiply-adds; elsewhere the portable
-/// path emulates them exactly (see [`fma`]). Both give the same result.
+/// Applies `run` to one image with the code path of `isa` (lowered to what the CPU runs): from
+/// AVX2 + FMA up (x86-64) the row passes vectorise 8 wide and use hardware fused multiply-adds;
+/// the portable path emulates them exactly (see [`fma`]). Both give the same result. There is
+/// no AVX-512 version: that level runs the AVX2 one.
 fn dispatch(
+    isa: Isa,
     geo: &Geometry,
     src: &[u8],
     m: &ImageMap,
     scratch: &mut Scratch,
     emit: impl FnMut(usize, [&[f32]; 3]),
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: `run_avx2_fma` only requires the AVX2 and FMA instruction sets, which were
-            // detected on this CPU just above; it has no other preconditions.
-            unsafe { run_avx2_fma(geo, src, m, scratch, emit) };
-            return;
-        }
+    match isa.supported_or_below() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `run_avx2_fma` only requires AVX2 and FMA, which every supported level from
+        // `Avx2Fma` up has; it has no other preconditions.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { run_avx2_fma(geo, src, m, scratch, emit) },
+        _ => geo.run::<false>(src, m, scratch, emit),
     }
-    geo.run::<false>(src, m, scratch, emit);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -557,6 +579,16 @@ fn run_avx2_fma(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::view::BatchShape;
+
+    fn batch(src: &[u8], n: usize, h: usize, w: usize) -> RgbBatch<'_> {
+        let shape = BatchShape {
+            n,
+            height: h,
+            width: w,
+        };
+        RgbBatch::new("patches", src, shape).unwrap_or_else(|e| panic!("{e}"))
+    }
 
     fn image(n: usize, h: usize, w: usize, seed: u64) -> Vec<u8> {
         let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -601,7 +633,13 @@ mod tests {
 
     fn run_u8(src: &[u8], n: usize, h: usize, w: usize, p: &P) -> Vec<u8> {
         let mut out = vec![7u8; src.len()];
-        augment(src, n, h, w, &p.params(), Output::Uint8(&mut out), Some(2)).unwrap_or(());
+        augment(
+            batch(src, n, h, w),
+            &p.params(),
+            Output::Uint8(&mut out),
+            Some(2),
+        )
+        .unwrap_or(());
         out
     }
 
@@ -652,16 +690,14 @@ mod tests {
         let out = run_u8(&src, n, h, w, &p);
         assert_eq!(&out[0..3], &[0, 0, 0]);
         assert_eq!(&out[(8 * w + 8) * 3..(8 * w + 8) * 3 + 3], &[200, 200, 200]);
-        let mean = [0.485, 0.456, 0.406];
-        let std = [0.229, 0.224, 0.225];
-        let mut t = vec![0f32; src.len()];
-        let out_t = Output::Tensor {
-            out: &mut t,
-            mean,
-            std,
+        let norm = ChannelNorm {
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
         };
-        augment(&src, n, h, w, &p.params(), out_t, Some(1)).unwrap_or(());
-        let lut = forward_lut(mean, std).unwrap_or([[f32::NAN; 256]; 3]);
+        let mut t = vec![0f32; src.len()];
+        let out_t = Output::Tensor { out: &mut t, norm };
+        augment(batch(&src, n, h, w), &p.params(), out_t, Some(1)).unwrap_or(());
+        let lut = norm.lut().unwrap_or([[f32::NAN; 256]; 3]);
         for k in 0..3 {
             assert_eq!(t[k * h * w], lut[k][0]);
             assert_eq!(t[k * h * w + 8 * w + 8], lut[k][200]);
@@ -693,13 +729,15 @@ mod tests {
         let per = h * w * 3;
         let p = P::identity(2);
         let mut out = vec![1u8; 3 * per];
+        let jobs = |indices, out_rows| Jobs {
+            indices,
+            out_rows,
+            params: p.params(),
+        };
+        let src_batch = batch(&src, 4, h, w);
         let r = augment_rows(
-            &src,
-            h,
-            w,
-            &[3, 0],
-            Some(&[2, 0]),
-            &p.params(),
+            src_batch,
+            &jobs(&[3, 0], Some(&[2, 0])),
             Output::Uint8(&mut out),
             Some(2),
         );
@@ -708,12 +746,8 @@ mod tests {
         assert_eq!(&out[..per], &src[..per]);
         assert!(out[per..2 * per].iter().all(|&v| v == 1)); // untouched
         let twice = augment_rows(
-            &src,
-            h,
-            w,
-            &[3, 0],
-            Some(&[1, 1]),
-            &p.params(),
+            src_batch,
+            &jobs(&[3, 0], Some(&[1, 1])),
             Output::Uint8(&mut out),
             None,
         );
@@ -725,12 +759,8 @@ mod tests {
             })
         ));
         let far = augment_rows(
-            &src,
-            h,
-            w,
-            &[4, 0],
-            None,
-            &p.params(),
+            src_batch,
+            &jobs(&[4, 0], None),
             Output::Uint8(&mut out),
             None,
         );
@@ -745,37 +775,26 @@ mod tests {
         let src = image(2, 4, 4, 3);
         let p = P::identity(2);
         let mut out = vec![0u8; src.len()];
-        let err = augment(
-            &src[1..],
-            2,
-            4,
-            4,
-            &p.params(),
-            Output::Uint8(&mut out),
-            None,
-        );
+        let shape = BatchShape {
+            n: 2,
+            height: 4,
+            width: 4,
+        };
         assert!(matches!(
-            err,
+            RgbBatch::new("patches", &src[1..], shape),
             Err(Error::InvalidArgument { arg: "patches", .. })
         ));
+        let src = batch(&src, 2, 4, 4);
         let mut short = P::identity(2);
         short.a = vec![0.0];
-        let err = augment(
-            &src,
-            2,
-            4,
-            4,
-            &short.params(),
-            Output::Uint8(&mut out),
-            None,
-        );
+        let err = augment(src, &short.params(), Output::Uint8(&mut out), None);
         assert!(matches!(
             err,
             Err(Error::InvalidArgument { arg: "angle", .. })
         ));
         let mut bad = P::identity(2);
         bad.c = vec![1.0, f64::NAN];
-        let err = augment(&src, 2, 4, 4, &bad.params(), Output::Uint8(&mut out), None);
+        let err = augment(src, &bad.params(), Output::Uint8(&mut out), None);
         assert!(matches!(
             err,
             Err(Error::InvalidArgument {
@@ -784,21 +803,57 @@ mod tests {
             })
         ));
         let mut small = vec![0u8; 3];
-        let err = augment(&src, 2, 4, 4, &p.params(), Output::Uint8(&mut small), None);
+        let err = augment(src, &p.params(), Output::Uint8(&mut small), None);
         assert!(matches!(
             err,
             Err(Error::InvalidArgument { arg: "out", .. })
         ));
-        let mut t = vec![0f32; src.len()];
-        let out_t = Output::Tensor {
-            out: &mut t,
+        let mut t = vec![0f32; out.len()];
+        let norm = ChannelNorm {
             mean: [0.0; 3],
             std: [0.0, 1.0, 1.0],
         };
-        let err = augment(&src, 2, 4, 4, &p.params(), out_t, None);
+        let out_t = Output::Tensor { out: &mut t, norm };
+        let err = augment(src, &p.params(), out_t, None);
         assert!(matches!(
             err,
             Err(Error::InvalidArgument { arg: "std", .. })
         ));
+    }
+
+    #[test]
+    fn every_level_gives_the_portable_result_exactly() {
+        let (n, h, w) = (3, 23, 17);
+        let src = image(n, h, w, 11);
+        let p = P {
+            b: vec![0.7, 1.0, 1.3],
+            c: vec![1.2, 0.8, 1.0],
+            s: vec![0.5, 1.5, 1.0],
+            f: vec![true, false, true],
+            a: vec![-33.0, 90.0, 171.5],
+        };
+        let indices = [2, 0, 1];
+        let jobs = Jobs {
+            indices: &indices,
+            out_rows: Some(&[1, 2, 0]),
+            params: p.params(),
+        };
+        let norm = ChannelNorm {
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        };
+        let run = |isa: Isa| {
+            let (mut u8s, mut t) = (vec![0u8; src.len()], vec![0f32; src.len()]);
+            let batch = batch(&src, n, h, w);
+            let a = augment_with(isa, batch, &jobs, Output::Uint8(&mut u8s), Some(2));
+            let o = Output::Tensor { out: &mut t, norm };
+            let b = augment_with(isa, batch, &jobs, o, Some(2));
+            assert!(a.is_ok() && b.is_ok(), "{isa}");
+            (u8s, t.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        let portable = run(Isa::Portable);
+        for isa in simd::supported() {
+            assert!(run(isa) == portable, "{isa} differs from the portable code");
+        }
     }
 }

@@ -73,29 +73,6 @@ impl Error {
     }
 }
 
-/// Checks that a flat `[n, pixels, 3]` buffer (patches of RGB pixels) holds exactly
-/// `n * pixels * 3` values, and returns that count; an overflowing shape is an error too.
-pub(crate) fn check_rgb_batch(
-    arg: &'static str,
-    len: usize,
-    n: usize,
-    pixels: usize,
-) -> Result<usize> {
-    let want = n
-        .checked_mul(pixels)
-        .and_then(|v| v.checked_mul(3))
-        .ok_or_else(|| Error::invalid(arg, "shape is too large"))?;
-    if len != want {
-        return Err(Error::invalid(
-            arg,
-            format!(
-                "expected {n} patches x {pixels} pixels x 3 channels = {want} values, got {len}"
-            ),
-        ));
-    }
-    Ok(want)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,23 +90,5 @@ mod tests {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         );
         assert!(e.to_string().starts_with("/no/such/slide.svs"));
-    }
-
-    #[test]
-    fn rgb_batch_length_is_checked_without_overflow() {
-        let message = |len, n, pixels| {
-            check_rgb_batch("patches", len, n, pixels)
-                .err()
-                .map(|e| e.to_string())
-        };
-        assert_eq!(check_rgb_batch("patches", 24, 2, 4).ok(), Some(24));
-        assert_eq!(
-            message(23, 2, 4).as_deref(),
-            Some("patches: expected 2 patches x 4 pixels x 3 channels = 24 values, got 23")
-        );
-        assert_eq!(
-            message(0, usize::MAX, 2).as_deref(),
-            Some("patches: shape is too large")
-        );
     }
 }

@@ -10,73 +10,84 @@
 
 use rayon::prelude::*;
 
-use crate::error::{check_rgb_batch, Error, Result};
+use crate::error::{Error, Result};
 use crate::pool;
+use crate::view::{Batch, RgbBatch};
 
-/// Checks the per-channel mean and std and returns them as `f32`.
-fn check_mean_std(mean: [f64; 3], std: [f64; 3]) -> Result<([f32; 3], [f32; 3])> {
-    let mut m = [0f32; 3];
-    let mut s = [0f32; 3];
-    for c in 0..3 {
-        if !mean[c].is_finite() {
-            return Err(Error::invalid(
-                "mean",
-                format!("must be finite, got {} for channel {c}", mean[c]),
-            ));
-        }
-        if !(std[c].is_finite() && std[c] > 0.0) {
-            return Err(Error::invalid(
-                "std",
-                format!("must be finite and > 0, got {} for channel {c}", std[c]),
-            ));
-        }
-        m[c] = mean[c] as f32;
-        s[c] = std[c] as f32;
-        if s[c] == 0.0 || !s[c].is_finite() {
-            return Err(Error::invalid(
-                "std",
-                format!(
-                    "channel {c} value {} is not representable as float32",
-                    std[c]
-                ),
-            ));
-        }
-    }
-    Ok((m, s))
+/// Per-channel mean and standard deviation of `[0, 1]`-scaled values (e.g. ImageNet's
+/// `(0.485, 0.456, 0.406)` and `(0.229, 0.224, 0.225)`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChannelNorm {
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
 }
 
-/// The lookup table of the forward conversion: `lut[c][v] = (v / 255 - mean[c]) / std[c]` in `f32`.
-pub fn forward_lut(mean: [f64; 3], std: [f64; 3]) -> Result<[[f32; 256]; 3]> {
-    let (m, s) = check_mean_std(mean, std)?;
-    let mut lut = [[0f32; 256]; 3];
-    for c in 0..3 {
-        for (v, slot) in lut[c].iter_mut().enumerate() {
-            *slot = (v as f32 / 255.0f32 - m[c]) / s[c];
+impl ChannelNorm {
+    /// Checks the values (finite means; finite stds `> 0` that stay non-zero as `f32`) and
+    /// returns them as `f32`; errors name `mean` or `std`.
+    fn to_f32(self) -> Result<([f32; 3], [f32; 3])> {
+        let (mean, std) = (self.mean, self.std);
+        let mut m = [0f32; 3];
+        let mut s = [0f32; 3];
+        for c in 0..3 {
+            if !mean[c].is_finite() {
+                return Err(Error::invalid(
+                    "mean",
+                    format!("must be finite, got {} for channel {c}", mean[c]),
+                ));
+            }
+            if !(std[c].is_finite() && std[c] > 0.0) {
+                return Err(Error::invalid(
+                    "std",
+                    format!("must be finite and > 0, got {} for channel {c}", std[c]),
+                ));
+            }
+            m[c] = mean[c] as f32;
+            s[c] = std[c] as f32;
+            if s[c] == 0.0 || !s[c].is_finite() {
+                return Err(Error::invalid(
+                    "std",
+                    format!(
+                        "channel {c} value {} is not representable as float32",
+                        std[c]
+                    ),
+                ));
+            }
         }
+        Ok((m, s))
     }
-    Ok(lut)
+
+    /// The lookup table of the forward conversion: `lut[c][v] = (v / 255 - mean[c]) / std[c]` in
+    /// `f32` (after the checks of the values).
+    pub fn lut(&self) -> Result<[[f32; 256]; 3]> {
+        let (m, s) = self.to_f32()?;
+        let mut lut = [[0f32; 256]; 3];
+        for c in 0..3 {
+            for (v, slot) in lut[c].iter_mut().enumerate() {
+                *slot = (v as f32 / 255.0f32 - m[c]) / s[c];
+            }
+        }
+        Ok(lut)
+    }
 }
 
-/// uint8 patches `[n, pixels, 3]` (row-major `H x W` pixels) -> float32 `[n, 3, pixels]`.
-///
-/// `patches.len()` must be `n * pixels * 3`. Parallel over patches in the pool of `n_threads`.
+/// uint8 patches `[n, h, w, 3]` -> float32 `[n, 3, h, w]`. Parallel over patches in the pool of
+/// `n_threads`.
 pub fn to_tensor_layout(
-    patches: &[u8],
-    n: usize,
-    pixels: usize,
-    mean: [f64; 3],
-    std: [f64; 3],
+    patches: RgbBatch<'_>,
+    norm: &ChannelNorm,
     n_threads: Option<usize>,
 ) -> Result<Vec<f32>> {
-    check_rgb_batch("patches", patches.len(), n, pixels)?;
-    let lut = forward_lut(mean, std)?;
-    let mut out = vec![0f32; patches.len()];
-    if pixels == 0 || n == 0 {
+    let lut = norm.lut()?;
+    let src = patches.data();
+    let mut out = vec![0f32; src.len()];
+    let (pixels, image_len) = (patches.pixels(), patches.image_len());
+    if src.is_empty() {
         return Ok(out);
     }
     pool::install(n_threads, || {
-        out.par_chunks_mut(3 * pixels)
-            .zip(patches.par_chunks(3 * pixels))
+        out.par_chunks_mut(image_len)
+            .zip(src.par_chunks(image_len))
             .for_each(|(dst, src)| forward_one(&lut, src, dst, pixels));
     })?;
     Ok(out)
@@ -99,24 +110,22 @@ fn forward_one(lut: &[[f32; 256]; 3], src: &[u8], dst: &mut [f32], pixels: usize
     }
 }
 
-/// float32 tensors `[n, 3, pixels]` -> uint8 `[n, pixels, 3]` (the inverse of [`to_tensor_layout`]).
+/// float32 tensors `[n, 3, h, w]` -> uint8 `[n, h, w, 3]` (the inverse of [`to_tensor_layout`]).
 pub fn from_tensor_layout(
-    tensors: &[f32],
-    n: usize,
-    pixels: usize,
-    mean: [f64; 3],
-    std: [f64; 3],
+    tensors: Batch<'_, f32>,
+    norm: &ChannelNorm,
     n_threads: Option<usize>,
 ) -> Result<Vec<u8>> {
-    check_rgb_batch("tensors", tensors.len(), n, pixels)?;
-    let (m, s) = check_mean_std(mean, std)?;
-    let mut out = vec![0u8; tensors.len()];
-    if pixels == 0 || n == 0 {
+    let (m, s) = norm.to_f32()?;
+    let src = tensors.data();
+    let mut out = vec![0u8; src.len()];
+    let (pixels, image_len) = (tensors.pixels(), tensors.image_len());
+    if src.is_empty() {
         return Ok(out);
     }
     pool::install(n_threads, || {
-        out.par_chunks_mut(3 * pixels)
-            .zip(tensors.par_chunks(3 * pixels))
+        out.par_chunks_mut(image_len)
+            .zip(src.par_chunks(image_len))
             .for_each(|(dst, src)| {
                 let (s0, rest) = src.split_at(pixels);
                 let (s1, s2) = rest.split_at(pixels);
@@ -146,20 +155,26 @@ fn to_byte(v: f32) -> u8 {
 mod tests {
     use super::*;
 
-    const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
-    const STD: [f64; 3] = [0.229, 0.224, 0.225];
+    const NORM: ChannelNorm = ChannelNorm {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
+
+    fn batch<T>(data: &[T], n: usize, pixels: usize) -> Batch<'_, T> {
+        Batch::of_pixels("patches", data, n, pixels).unwrap_or_else(|e| panic!("{e}"))
+    }
 
     #[test]
     fn forward_matches_the_formula_and_layout() {
         let (n, h, w) = (2usize, 3usize, 4usize);
         let patches: Vec<u8> = (0..n * h * w * 3).map(|i| (i * 37 % 256) as u8).collect();
-        let out = to_tensor_layout(&patches, n, h * w, MEAN, STD, Some(2)).unwrap_or_default();
+        let out = to_tensor_layout(batch(&patches, n, h * w), &NORM, Some(2)).unwrap_or_default();
         assert_eq!(out.len(), patches.len());
         for i in 0..n {
             for p in 0..h * w {
                 for c in 0..3 {
                     let v = patches[(i * h * w + p) * 3 + c] as f32;
-                    let want = (v / 255.0 - MEAN[c] as f32) / STD[c] as f32;
+                    let want = (v / 255.0 - NORM.mean[c] as f32) / NORM.std[c] as f32;
                     assert_eq!(out[(i * 3 + c) * h * w + p].to_bits(), want.to_bits());
                 }
             }
@@ -169,25 +184,38 @@ mod tests {
     #[test]
     fn round_trip_is_exact() {
         let patches: Vec<u8> = (0..256 * 3).map(|i| (i % 256) as u8).collect();
-        let t = to_tensor_layout(&patches, 1, 256, MEAN, STD, Some(1)).unwrap_or_default();
-        let back = from_tensor_layout(&t, 1, 256, MEAN, STD, Some(1)).unwrap_or_default();
+        let t = to_tensor_layout(batch(&patches, 1, 256), &NORM, Some(1)).unwrap_or_default();
+        let back = from_tensor_layout(batch(&t, 1, 256), &NORM, Some(1)).unwrap_or_default();
         assert_eq!(back, patches);
     }
 
     #[test]
     fn inverse_clips_and_maps_nan_to_zero() {
         let t = [f32::NAN, 1e9, -1e9];
-        let back = from_tensor_layout(&t, 1, 1, [0.0; 3], [1.0; 3], Some(1)).unwrap_or_default();
+        let unit = ChannelNorm {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let back = from_tensor_layout(batch(&t, 1, 1), &unit, Some(1)).unwrap_or_default();
         assert_eq!(back, vec![0, 255, 0]);
     }
 
     #[test]
     fn bad_arguments_name_themselves() {
-        let e = to_tensor_layout(&[0u8; 3], 1, 1, MEAN, [0.2, 0.0, 0.2], None);
+        let px = [0u8; 3];
+        let bad_std = ChannelNorm {
+            std: [0.2, 0.0, 0.2],
+            ..NORM
+        };
+        let e = to_tensor_layout(batch(&px, 1, 1), &bad_std, None);
         assert!(matches!(e, Err(Error::InvalidArgument { arg: "std", .. })));
-        let e = to_tensor_layout(&[0u8; 3], 1, 1, [f64::NAN, 0.0, 0.0], STD, None);
+        let bad_mean = ChannelNorm {
+            mean: [f64::NAN, 0.0, 0.0],
+            ..NORM
+        };
+        let e = to_tensor_layout(batch(&px, 1, 1), &bad_mean, None);
         assert!(matches!(e, Err(Error::InvalidArgument { arg: "mean", .. })));
-        let e = to_tensor_layout(&[0u8; 4], 1, 1, MEAN, STD, None);
+        let e = Batch::of_pixels("patches", &[0u8; 4], 1, 1);
         assert!(matches!(
             e,
             Err(Error::InvalidArgument { arg: "patches", .. })

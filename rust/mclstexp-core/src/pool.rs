@@ -3,6 +3,10 @@
 //! We never use rayon's global pool: its size cannot change after first use and it does not survive
 //! `fork()` (PyTorch DataLoader workers fork). Instead every parallel entry point runs inside
 //! [`install`], which hands out a pool of the requested size, built lazily and cached per size.
+//! A parallel iterator started anywhere else lands on the global pool, and a child forked after
+//! the parent started it hangs: `tests/pool_discipline.rs` scans the sources and fails on any
+//! rayon entry point (`par_iter`, `par_chunks_mut`, `rayon::join`, ...) that is not inside an
+//! `install(...)` call (or inside a function only ever called inside one).
 //!
 //! Size: the `n_threads` argument when given, else `MCLSTEXP_NUM_THREADS`, else the number of CPUs.
 //!

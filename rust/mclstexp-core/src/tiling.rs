@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::slide::{Level, Slide};
+use crate::view::{Mask, RgbImage, Size, SourceBox, Window};
 
 /// Largest side, in source pixels, that one resampled patch may cover.
 pub const MAX_SOURCE_SIDE: f64 = 32768.0;
@@ -24,7 +25,8 @@ pub struct PatchSpec {
     pub level: usize,
     /// Target microns per pixel; `None` reads `level` as is.
     pub mpp: Option<f64>,
-    /// Microns per pixel of level 0 (from the slide or given by the caller); needed with `mpp`.
+    /// Microns per pixel of level 0, needed with `mpp`; `None`: the slide's own
+    /// ([`Slide::mean_mpp`]) where [`read_patches`] has a slide to ask.
     pub slide_mpp: Option<f64>,
 }
 
@@ -160,29 +162,36 @@ impl Taps {
     }
 }
 
-/// Resamples the continuous box `[bx, bx + ow*scale_x) x [by, by + oh*scale_y)` of an RGB image
-/// provided through `read(x, y, w, h, buf)` into `out` (`oh * ow * 3`).
-#[allow(clippy::too_many_arguments)]
-fn resample_from<F>(
-    bx: f64,
-    by: f64,
+/// How output pixels sample a source image: output pixel `(i, j)` covers the continuous source
+/// box `[x + i * scale_x, x + (i + 1) * scale_x) x [y + j * scale_y, y + (j + 1) * scale_y)`.
+#[derive(Clone, Copy, Debug)]
+struct Sampling {
+    x: f64,
+    y: f64,
     scale_x: f64,
     scale_y: f64,
-    ow: usize,
-    oh: usize,
-    out: &mut [u8],
-    read: F,
-) -> Result<()>
+}
+
+/// Resamples an RGB image provided through `read(window, buf)` (the source pixels of `window`,
+/// packed, into `buf`) into `out` (`size.height * size.width * 3`), sampled as `at` says.
+fn resample_from<F>(at: Sampling, size: Size, out: &mut [u8], read: F) -> Result<()>
 where
-    F: FnOnce(i64, i64, usize, usize, &mut [u8]) -> Result<()>,
+    F: FnOnce(Window, &mut [u8]) -> Result<()>,
 {
-    let tx = taps(bx, scale_x, ow);
-    let ty = taps(by, scale_y, oh);
+    let (ow, oh) = (size.width, size.height);
+    let tx = taps(at.x, at.scale_x, ow);
+    let ty = taps(at.y, at.scale_y, oh);
     let (x_lo, x_hi) = tx.span();
     let (y_lo, y_hi) = ty.span();
     let (sw, sh) = ((x_hi - x_lo) as usize, (y_hi - y_lo) as usize);
     let mut src = vec![255u8; sw * sh * 3];
-    read(x_lo, y_lo, sw, sh, &mut src)?;
+    let window = Window {
+        x: x_lo,
+        y: y_lo,
+        width: sw,
+        height: sh,
+    };
+    read(window, &mut src)?;
     // Horizontal pass: sh rows x ow columns.
     let mut mid = vec![0f32; sh * ow * 3];
     for r in 0..sh {
@@ -220,87 +229,78 @@ where
     Ok(())
 }
 
-/// Resamples a whole RGB image `src` (`sw x sh`) to `ow x oh` (Pillow BILINEAR semantics).
-pub fn resize(src: &[u8], sw: usize, sh: usize, ow: usize, oh: usize) -> Result<Vec<u8>> {
-    if src.len() != sw * sh * 3 || sw == 0 || sh == 0 || ow == 0 || oh == 0 {
+/// Checks an output size of a resize: at least one pixel each way.
+fn check_output_size(size: Size) -> Result<()> {
+    if size.width == 0 || size.height == 0 {
         return Err(Error::invalid(
-            "image",
-            "must be a non-empty packed RGB buffer of sw*sh*3 bytes",
+            "size",
+            format!(
+                "the output must be at least 1 x 1 pixels, got {} x {}",
+                size.width, size.height
+            ),
         ));
     }
-    let mut out = vec![0u8; ow * oh * 3];
-    resample_from(
-        0.0,
-        0.0,
-        sw as f64 / ow as f64,
-        sh as f64 / oh as f64,
-        ow,
-        oh,
-        &mut out,
-        |x, y, w, h, buf| {
-            copy_clamped(src, sw, sh, x, y, w, h, buf);
-            Ok(())
-        },
-    )?;
-    Ok(out)
+    Ok(())
 }
 
-/// Resamples the continuous box `(bx, by, bw, bh)` of an RGB image `src` (`sw x sh`) to
-/// `ow x oh` (Pillow's `resize(..., BILINEAR, box=...)`; taps outside replicate the edge).
-#[allow(clippy::too_many_arguments)]
-pub fn resize_box(
-    src: &[u8],
-    sw: usize,
-    sh: usize,
-    bx: f64,
-    by: f64,
-    bw: f64,
-    bh: f64,
-    ow: usize,
-    oh: usize,
-) -> Result<Vec<u8>> {
-    if src.len() != sw * sh * 3 || sw == 0 || sh == 0 || ow == 0 || oh == 0 {
-        return Err(Error::invalid(
-            "image",
-            "must be a non-empty packed RGB buffer of sw*sh*3 bytes",
-        ));
-    }
-    if ![bx, by, bw, bh].iter().all(|v| v.is_finite()) || bw <= 0.0 || bh <= 0.0 {
+/// Resamples a whole RGB image to `size` (Pillow BILINEAR semantics).
+pub fn resize(image: RgbImage<'_>, size: Size) -> Result<Vec<u8>> {
+    let src = image.size();
+    let region = SourceBox {
+        x: 0.0,
+        y: 0.0,
+        width: src.width as f64,
+        height: src.height as f64,
+    };
+    resize_box(image, region, size)
+}
+
+/// Resamples the continuous box `region` of an RGB image to `size` (Pillow's
+/// `resize(..., BILINEAR, box=...)`; taps outside replicate the edge).
+pub fn resize_box(image: RgbImage<'_>, region: SourceBox, size: Size) -> Result<Vec<u8>> {
+    check_output_size(size)?;
+    let SourceBox {
+        x,
+        y,
+        width,
+        height,
+    } = region;
+    if ![x, y, width, height].iter().all(|v| v.is_finite()) || width <= 0.0 || height <= 0.0 {
         return Err(Error::invalid(
             "box",
             "must be finite with positive width and height",
         ));
     }
-    let mut out = vec![0u8; ow * oh * 3];
-    resample_from(
-        bx,
-        by,
-        bw / ow as f64,
-        bh / oh as f64,
-        ow,
-        oh,
-        &mut out,
-        |x, y, w, h, buf| {
-            copy_clamped(src, sw, sh, x, y, w, h, buf);
-            Ok(())
-        },
-    )?;
+    let mut out = vec![0u8; size.width * size.height * 3];
+    let at = Sampling {
+        x,
+        y,
+        scale_x: width / size.width as f64,
+        scale_y: height / size.height as f64,
+    };
+    resample_from(at, size, &mut out, |window, buf| {
+        copy_clamped(image, window, buf);
+        Ok(())
+    })?;
     Ok(out)
 }
 
-/// Copies a window of an in-memory image, replicating edge pixels outside it (Pillow clamps taps
-/// to the image; replicating the edge gives the same weights' effect closely).
-#[allow(clippy::too_many_arguments)]
-fn copy_clamped(
-    src: &[u8],
-    sw: usize,
-    sh: usize,
-    x: i64,
-    y: i64,
-    w: usize,
-    h: usize,
-    buf: &mut [u8],
-) {
+/// Copies `window` of an in-memory image into `buf`, replicating edge pixels outside it (Pillow
+/// clamps taps to the image; replicating the edge gives the same weights' effect closely).
+fn copy_clamped(image: RgbImage<'_>, window: Window, buf: &mut [u8]) {
+    let (
+        src,
+        Size {
+            width: sw,
+            height: sh,
+        },
+    ) = (image.data(), image.size());
+    let Window {
+        x,
+        y,
+        width: w,
+        height: h,
+    } = window;
     for r in 0..h {
         let sy = (y + r as i64).clamp(0, sh as i64 - 1) as usize;
         for c in 0..w {
@@ -349,16 +349,19 @@ fn read_one(
         && by >= -1e-9
         && bx + fov <= lv.width as f64 + 1e-9
         && by + fov <= lv.height as f64 + 1e-9;
-    resample_from(
-        bx,
-        by,
-        plan.scale,
-        plan.scale,
-        size,
-        size,
-        out,
-        |x, y, w, h, buf| slide.read_into(plan.level, x, y, w, h, buf),
-    )?;
+    let at = Sampling {
+        x: bx,
+        y: by,
+        scale_x: plan.scale,
+        scale_y: plan.scale,
+    };
+    let square = Size {
+        width: size,
+        height: size,
+    };
+    resample_from(at, square, out, |w, buf| {
+        slide.read_into(plan.level, w.x, w.y, w.width, w.height, buf)
+    })?;
     Ok(inside)
 }
 
@@ -396,6 +399,10 @@ pub fn read_patches_into(
     out: &mut [u8],
     inside: &mut [bool],
 ) -> Result<()> {
+    let spec = &PatchSpec {
+        slide_mpp: spec.slide_mpp.or_else(|| slide.mean_mpp()),
+        ..*spec
+    };
     let plan = plan(slide.levels(), spec)?;
     let per = spec.size * spec.size * 3;
     if out.len() != per * centers.len() || inside.len() != centers.len() {
@@ -489,19 +496,29 @@ pub fn thumbnail(
     if (lw, lh) == (tw, th) {
         return Ok((full, tw, th));
     }
-    Ok((resize(&full, lw, lh, tw, th)?, tw, th))
+    let image = RgbImage::new(
+        "image",
+        &full,
+        Size {
+            width: lw,
+            height: lh,
+        },
+    )?;
+    let size = Size {
+        width: tw,
+        height: th,
+    };
+    Ok((resize(image, size)?, tw, th))
 }
 
-/// Centres (level-0 `(x, y)`) of a regular grid of `fov`-pixel cells over the slide, keeping the
-/// cells whose tissue fraction in `mask` (a `mw x mh` thumbnail mask) is at least `min_fraction`.
-/// Only whole cells inside the slide are returned, row by row.
+/// Centres (level-0 `(x, y)`) of a regular grid of `fov`-pixel cells over a slide of `slide`
+/// level-0 pixels, keeping the cells whose tissue fraction in `mask` (a thumbnail mask of the
+/// whole slide) is at least `min_fraction`. Only whole cells inside the slide are returned, row
+/// by row.
 pub fn grid_centers(
-    width: u64,
-    height: u64,
+    mask: Mask<'_>,
+    slide: (u64, u64),
     fov: f64,
-    mask: &[bool],
-    mw: usize,
-    mh: usize,
     min_fraction: f64,
 ) -> Result<Vec<[f64; 2]>> {
     if !(fov.is_finite() && fov >= 1.0) {
@@ -510,12 +527,17 @@ pub fn grid_centers(
             "grid cells must be at least one pixel",
         ));
     }
-    if mask.len() != mw * mh || mw == 0 || mh == 0 {
-        return Err(Error::invalid("mask", "must have mw * mh entries"));
-    }
     if !(0.0..=1.0).contains(&min_fraction) {
         return Err(Error::invalid("min_tissue", "must be in [0, 1]"));
     }
+    let (width, height) = slide;
+    let (
+        mask,
+        Size {
+            width: mw,
+            height: mh,
+        },
+    ) = (mask.data(), mask.size());
     let nx = (width as f64 / fov).floor() as usize;
     let ny = (height as f64 / fov).floor() as usize;
     let (sx, sy) = (mw as f64 / width as f64, mh as f64 / height as f64);
@@ -614,15 +636,30 @@ mod tests {
         ));
     }
 
+    fn size(width: usize, height: usize) -> Size {
+        Size { width, height }
+    }
+
+    fn resized(src: &[u8], from: Size, to: Size) -> Result<Vec<u8>> {
+        resize(RgbImage::new("image", src, from)?, to)
+    }
+
     #[test]
     fn resize_identity_and_constant() {
         let src: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 11 % 256) as u8).collect();
-        assert_eq!(resize(&src, 5, 4, 5, 4).ok(), Some(src.clone()));
+        assert_eq!(
+            resized(&src, size(5, 4), size(5, 4)).ok(),
+            Some(src.clone())
+        );
         let flat = vec![77u8; 9 * 7 * 3];
-        assert!(resize(&flat, 9, 7, 4, 3)
+        assert!(resized(&flat, size(9, 7), size(4, 3))
             .unwrap_or_default()
             .iter()
             .all(|&v| v == 77));
+        assert!(matches!(
+            resized(&flat, size(9, 7), size(0, 3)),
+            Err(Error::InvalidArgument { arg: "size", .. })
+        ));
     }
 
     #[test]
@@ -632,7 +669,7 @@ mod tests {
             .iter()
             .flat_map(|&v| [v, v, v])
             .collect();
-        let out = resize(&src, 4, 1, 2, 1).unwrap_or_default();
+        let out = resized(&src, size(4, 1), size(2, 1)).unwrap_or_default();
         // Output 0 centred at source 1.0: taps j=0 (w .75) and 1 (w .75) and -1/2 (0.25, clamped)
         assert!(out[0] < out[3]);
     }
@@ -646,7 +683,9 @@ mod tests {
                 mask[y * 4 + x] = true;
             }
         }
-        let c = grid_centers(400, 400, 100.0, &mask, 4, 4, 0.5).unwrap_or_default();
+        let c = Mask::new("mask", &mask, size(4, 4))
+            .and_then(|m| grid_centers(m, (400, 400), 100.0, 0.5))
+            .unwrap_or_default();
         assert_eq!(
             c,
             vec![[50.0, 50.0], [150.0, 50.0], [50.0, 150.0], [150.0, 150.0]]

@@ -5,6 +5,7 @@
 //! and then opened (removes specks) with a `(2r+1) x (2r+1)` square.
 
 use crate::error::{Error, Result};
+use crate::view::{RgbImage, Size};
 
 /// HSV saturation of each RGB pixel, scaled to 0..=255.
 pub fn saturation(rgb: &[u8]) -> Vec<u8> {
@@ -101,20 +102,20 @@ fn morph(mask: &[bool], w: usize, h: usize, r: usize, dilate: bool) -> Vec<bool>
     out
 }
 
-/// The tissue mask of an RGB thumbnail (`w x h`); returns the mask and the threshold used.
+/// The tissue mask of an RGB thumbnail (row by row, `width x height` values); returns the mask
+/// and the threshold used.
 pub fn tissue_mask(
-    rgb: &[u8],
-    w: usize,
-    h: usize,
+    image: RgbImage<'_>,
     min_saturation: u8,
     radius: usize,
 ) -> Result<(Vec<bool>, u8)> {
-    if w == 0 || h == 0 || rgb.len() != w * h * 3 {
-        return Err(Error::invalid(
-            "image",
-            "must be a non-empty packed RGB buffer of w*h*3 bytes",
-        ));
-    }
+    let (
+        rgb,
+        Size {
+            width: w,
+            height: h,
+        },
+    ) = (image.data(), image.size());
     if radius > 64 {
         return Err(Error::invalid(
             "radius",
@@ -137,6 +138,12 @@ pub fn tissue_mask(
 mod tests {
     use super::*;
 
+    fn mask_of(img: &[u8], width: usize, height: usize, min_saturation: u8) -> (Vec<bool>, u8) {
+        RgbImage::new("image", img, Size { width, height })
+            .and_then(|image| tissue_mask(image, min_saturation, 1))
+            .unwrap_or_default()
+    }
+
     #[test]
     fn otsu_splits_two_modes() {
         let mut h = [0u64; 256];
@@ -158,7 +165,7 @@ mod tests {
         }
         // A speck of noise that the opening removes.
         img[(2 * w + 35) * 3..(2 * w + 35) * 3 + 3].copy_from_slice(&[200, 100, 180]);
-        let (mask, _) = tissue_mask(&img, w, h, 10, 1).unwrap_or_default();
+        let (mask, _) = mask_of(&img, w, h, 10);
         let count = mask.iter().filter(|&&b| b).count();
         assert_eq!(count, 10 * 20);
         assert!(mask[15 * w + 10]);
@@ -168,7 +175,7 @@ mod tests {
     #[test]
     fn blank_slide_has_no_tissue() {
         let img = vec![250u8; 20 * 20 * 3];
-        let (mask, _) = tissue_mask(&img, 20, 20, 20, 1).unwrap_or_default();
+        let (mask, _) = mask_of(&img, 20, 20, 20);
         assert!(mask.iter().all(|&b| !b));
     }
 }

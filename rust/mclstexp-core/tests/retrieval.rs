@@ -1,8 +1,31 @@
 //! Property tests of exact top-k cosine retrieval against a float64 brute-force oracle.
 
-use mclstexp_core::retrieval::{topk_cosine, ExactIndex, Kernel, Neighbours};
+use mclstexp_core::retrieval::{topk_cosine, ExactIndex, Neighbours};
+use mclstexp_core::simd::{self, Isa};
+use mclstexp_core::view::Matrix;
 use mclstexp_core::Error;
 use proptest::prelude::*;
+
+/// `data` as a matrix of `dim` columns (as many rows as fit).
+fn mat<'a>(arg: &'static str, data: &'a [f32], dim: usize) -> Result<Matrix<'a>, Error> {
+    Matrix::new(arg, data, data.len() / dim.max(1), dim)
+}
+
+/// [`topk_cosine`] on flat row-major buffers of `dim` columns.
+fn topk(
+    queries: &[f32],
+    reference: &[f32],
+    dim: usize,
+    k: usize,
+    n_threads: Option<usize>,
+) -> Result<Neighbours, Error> {
+    topk_cosine(
+        mat("queries", queries, dim)?,
+        mat("reference", reference, dim)?,
+        k,
+        n_threads,
+    )
+}
 
 /// Float64 cosine of every query with every reference; zero rows score 0.
 fn oracle_scores(queries: &[f32], reference: &[f32], dim: usize) -> Vec<Vec<f64>> {
@@ -93,12 +116,12 @@ proptest! {
 
     #[test]
     fn random_data_matches_oracle(
-        (n, q, dim, reference, queries, k) in (1usize..80, 1usize..20, 1usize..40).prop_flat_map(
+        (_n, _q, dim, reference, queries, k) in (1usize..80, 1usize..20, 1usize..40).prop_flat_map(
             |(n, q, dim)| (Just(n), Just(q), Just(dim), matrix(n, dim), matrix(q, dim), 1..=n)
         ),
         threads in 1usize..4,
     ) {
-        let got = topk_cosine(&queries, q, &reference, n, dim, k, Some(threads))
+        let got = topk(&queries, &reference, dim, k, Some(threads))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         check(&got, &queries, &reference, dim, k);
     }
@@ -119,7 +142,7 @@ proptest! {
         }
         let n = picks.len();
         let k = 1 + seed_k % n;
-        let got = topk_cosine(&queries, 9, &reference, n, 7, k, Some(2)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let got = topk(&queries, &reference, 7, k, Some(2)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         check(&got, &queries, &reference, 7, k);
     }
 
@@ -130,11 +153,11 @@ proptest! {
         queries in matrix(13, 9),
     ) {
         let mut inc = ExactIndex::new(9).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        inc.add(&reference[..split * 9], split, Some(2)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        inc.add(&reference[split * 9..], 70 - split, Some(1)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let whole = ExactIndex::from_rows(&reference, 70, 9, Some(2)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let a = inc.search(&queries, 13, 70, Some(2)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let b = whole.search(&queries, 13, 70, Some(1)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        mat("reference", &reference[..split * 9], 9).and_then(|m| inc.add(m, Some(2))).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        mat("reference", &reference[split * 9..], 9).and_then(|m| inc.add(m, Some(1))).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let whole = mat("reference", &reference, 9).and_then(|m| ExactIndex::from_rows(m, Some(2))).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let a = mat("queries", &queries, 9).and_then(|m| inc.search(m, 70, Some(2))).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let b = mat("queries", &queries, 9).and_then(|m| whole.search(m, 70, Some(1))).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(a, b);
     }
 }
@@ -148,8 +171,8 @@ fn large_query_and_reference_sets_use_every_code_path() {
         .map(|i| if i % 2 == 0 { 1.0 } else { -0.5 })
         .collect();
     for (q, k) in [(250, 5), (3, n), (1, 1)] {
-        let got = topk_cosine(&queries[..q], q, &reference, n, dim, k, Some(2))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let got =
+            topk(&queries[..q], &reference, dim, k, Some(2)).unwrap_or_else(|e| panic!("{e}"));
         check(&got, &queries[..q], &reference, dim, k);
     }
     let (n, dim) = (2000, 33);
@@ -160,16 +183,8 @@ fn large_query_and_reference_sets_use_every_code_path() {
         .map(|i| (((i * 40503) % 997) as f32) / 498.0 - 1.0)
         .collect();
     for (q, threads) in [(200, 2), (7, 3), (200, 1)] {
-        let got = topk_cosine(
-            &queries[..q * dim],
-            q,
-            &reference,
-            n,
-            dim,
-            50,
-            Some(threads),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let got = topk(&queries[..q * dim], &reference, dim, 50, Some(threads))
+            .unwrap_or_else(|e| panic!("{e}"));
         check(&got, &queries[..q * dim], &reference, dim, 50);
     }
 }
@@ -177,12 +192,10 @@ fn large_query_and_reference_sets_use_every_code_path() {
 #[test]
 fn zero_vectors_score_zero_not_nan() {
     let reference = [0.0, 0.0, 1.0, 0.0, -1.0, 0.0];
-    let got =
-        topk_cosine(&[0.0, 0.0], 1, &reference, 3, 2, 3, None).unwrap_or_else(|e| panic!("{e}"));
+    let got = topk(&[0.0, 0.0], &reference, 2, 3, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.scores, vec![0.0, 0.0, 0.0]);
     assert_eq!(got.indices, vec![0, 1, 2]);
-    let got =
-        topk_cosine(&[2.0, 0.0], 1, &reference, 3, 2, 3, None).unwrap_or_else(|e| panic!("{e}"));
+    let got = topk(&[2.0, 0.0], &reference, 2, 3, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.indices, vec![1, 0, 2]);
     assert_eq!(got.scores, vec![1.0, 0.0, -1.0]);
 }
@@ -194,40 +207,23 @@ fn bad_arguments_name_the_argument() {
         other => panic!("expected InvalidArgument, got {other:?}"),
     };
     let reference = [1.0, 0.0, 0.0, 1.0];
+    assert_eq!(arg(topk(&[1.0, 0.0], &reference, 2, 0, None)), "k");
+    assert_eq!(arg(topk(&[1.0, 0.0], &reference, 2, 3, None)), "k");
+    assert_eq!(arg(topk(&[], &reference, 2, 1, None)), "queries");
     assert_eq!(
-        arg(topk_cosine(&[1.0, 0.0], 1, &reference, 2, 2, 0, None)),
-        "k"
-    );
-    assert_eq!(
-        arg(topk_cosine(&[1.0, 0.0], 1, &reference, 2, 2, 3, None)),
-        "k"
-    );
-    assert_eq!(
-        arg(topk_cosine(&[], 0, &reference, 2, 2, 1, None)),
+        arg(topk(&[1.0, f32::NAN], &reference, 2, 1, None)),
         "queries"
     );
     assert_eq!(
-        arg(topk_cosine(&[1.0, f32::NAN], 1, &reference, 2, 2, 1, None)),
-        "queries"
-    );
-    assert_eq!(
-        arg(topk_cosine(
-            &[1.0, 0.0],
-            1,
-            &[1.0, f32::INFINITY],
-            1,
-            2,
-            1,
-            None
-        )),
+        arg(topk(&[1.0, 0.0], &[1.0, f32::INFINITY], 2, 1, None)),
         "reference"
     );
     assert_eq!(
-        arg(topk_cosine(&[1.0, 0.0], 1, &reference[..3], 2, 2, 1, None)),
+        arg(topk(&[1.0, 0.0], &reference[..3], 2, 1, None)),
         "reference"
     );
     assert_eq!(
-        arg(topk_cosine(&[1.0, 0.0], 1, &reference, 2, 2, 1, Some(0))),
+        arg(topk(&[1.0, 0.0], &reference, 2, 1, Some(0))),
         "n_threads"
     );
 }
@@ -238,10 +234,14 @@ fn save_load_round_trip_is_bit_exact_and_corruption_is_an_io_error() {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let path = dir.join("index.bin");
     let reference: Vec<f32> = (0..37 * 5).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
-    let mut index =
-        ExactIndex::from_rows(&reference[..20 * 5], 20, 5, None).unwrap_or_else(|e| panic!("{e}"));
+    let mut index = mat("reference", &reference[..20 * 5], 5)
+        .and_then(|m| ExactIndex::from_rows(m, None))
+        .unwrap_or_else(|e| panic!("{e}"));
     index
-        .add(&reference[20 * 5..], 17, None)
+        .add(
+            mat("reference", &reference[20 * 5..], 5).unwrap_or_else(|e| panic!("{e}")),
+            None,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     index.save(&path).unwrap_or_else(|e| panic!("{e}"));
     let loaded = ExactIndex::load(&path, None).unwrap_or_else(|e| panic!("{e}"));
@@ -251,8 +251,12 @@ fn save_load_round_trip_is_bit_exact_and_corruption_is_an_io_error() {
     }
     let q = &reference[..10];
     assert_eq!(
-        loaded.search(q, 2, 37, None).ok(),
-        index.search(q, 2, 37, None).ok()
+        mat("queries", q, 5)
+            .and_then(|m| loaded.search(m, 37, None))
+            .ok(),
+        mat("queries", q, 5)
+            .and_then(|m| index.search(m, 37, None))
+            .ok()
     );
 
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -289,24 +293,26 @@ fn every_kernel_searches_exactly_and_the_fma_kernels_agree_bit_for_bit() {
     let queries: Vec<f32> = (0..q * dim)
         .map(|i| (((i * 40503) % 991) as f32) / 495.0 - 1.0)
         .collect();
-    let index =
-        ExactIndex::from_rows(&reference, n, dim, Some(2)).unwrap_or_else(|e| panic!("{e}"));
-    let mut kernels = vec![Kernel::Portable];
-    #[cfg(target_arch = "x86_64")]
-    kernels.extend([Kernel::Avx2Fma, Kernel::Avx512]);
+    let index = mat("reference", &reference, dim)
+        .and_then(|m| ExactIndex::from_rows(m, Some(2)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let levels: Vec<Isa> = simd::supported().collect();
     let mut results = Vec::new();
-    for kernel in kernels {
+    for &isa in &levels {
         let found = index
             .clone()
-            .with_kernel(kernel)
-            .search(&queries, q, 20, Some(2))
+            .with_kernel(isa)
+            .search(
+                mat("queries", &queries, dim).unwrap_or_else(|e| panic!("{e}")),
+                20,
+                Some(2),
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         check(&found, &queries, &reference, dim, 20);
         results.push(found);
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
-    {
+    // The AVX2 and AVX-512 kernels fuse the same multiply-adds in the same order.
+    if levels.len() == 3 {
         assert_eq!(results[1], results[2]);
     }
 }

@@ -1,113 +1,73 @@
 //! Bindings for the fused training augmentation (`mclstexp_core::augment`).
+//!
+//! The two entry points take the Python signatures' 10 and 12 parameters (the five per-image
+//! arrays, then keyword arguments), one Rust parameter each as PyO3 requires, hence the one
+//! `allow` for this module; every other function here takes at most five.
+#![allow(clippy::too_many_arguments)]
 
-use mclstexp_core::augment::{self, Output, Params};
-use numpy::{PyArray4, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray4, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use mclstexp_core::augment::{self, Jobs, Output, Params};
+use mclstexp_core::normalize::ChannelNorm;
+use mclstexp_core::view::RgbBatch;
+use numpy::{PyArray4, PyReadonlyArray1, PyReadonlyArray4};
 use pyo3::prelude::*;
 
-use crate::gil::detached;
-use crate::normalize::contiguous;
+use crate::convert::{check_out_shape, contiguous, fill, indices, rgb_batch};
 
-/// `(H, W)` of a uint8 `[N, H, W, 3]` array, or `ValueError` naming `patches`.
-fn patch_dims(patches: &PyReadonlyArray4<'_, u8>) -> PyResult<(usize, usize)> {
-    let shape = patches.shape();
-    if shape[3] != 3 {
-        return Err(PyValueError::new_err(format!(
-            "patches: expected shape (N, H, W, 3), got last axis {}",
-            shape[3]
-        )));
-    }
-    Ok((shape[1], shape[2]))
+/// The per-image parameter arrays of a call (one entry per job).
+struct ParamArrays<'py> {
+    brightness: PyReadonlyArray1<'py, f64>,
+    contrast: PyReadonlyArray1<'py, f64>,
+    saturation: PyReadonlyArray1<'py, f64>,
+    flip: PyReadonlyArray1<'py, bool>,
+    angle: PyReadonlyArray1<'py, f64>,
 }
 
-/// Non-negative int64 indices as `usize`, or `ValueError` naming `arg`.
-fn to_usize(arg: &str, values: Option<PyReadonlyArray1<'_, i64>>) -> PyResult<Option<Vec<usize>>> {
-    let Some(values) = values else {
-        return Ok(None);
-    };
-    contiguous(arg, &values)?
-        .iter()
-        .map(|&v| {
-            usize::try_from(v)
-                .map_err(|_| PyValueError::new_err(format!("{arg}: must be >= 0, got {v}")))
+impl ParamArrays<'_> {
+    fn params(&self) -> PyResult<Params<'_>> {
+        Ok(Params {
+            brightness: contiguous("brightness", &self.brightness)?,
+            contrast: contiguous("contrast", &self.contrast)?,
+            saturation: contiguous("saturation", &self.saturation)?,
+            flip: contiguous("flip", &self.flip)?,
+            angle: contiguous("angle", &self.angle)?,
         })
-        .collect::<PyResult<Vec<usize>>>()
-        .map(Some)
+    }
 }
 
-/// The parameter arrays, the jobs' source indices (default: every image in order) and rows.
-struct Jobs<'a> {
-    params: Params<'a>,
-    indices: Vec<usize>,
-    out_rows: Option<Vec<usize>>,
+/// The job arrays: source images (default: every image in order) and output rows.
+struct JobArrays<'py> {
+    indices: Option<PyReadonlyArray1<'py, i64>>,
+    out_rows: Option<PyReadonlyArray1<'py, i64>>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn jobs<'a>(
-    n: usize,
-    brightness: &'a PyReadonlyArray1<'_, f64>,
-    contrast: &'a PyReadonlyArray1<'_, f64>,
-    saturation: &'a PyReadonlyArray1<'_, f64>,
-    flip: &'a PyReadonlyArray1<'_, bool>,
-    angle: &'a PyReadonlyArray1<'_, f64>,
-    indices: Option<PyReadonlyArray1<'_, i64>>,
-    out_rows: Option<PyReadonlyArray1<'_, i64>>,
-) -> PyResult<Jobs<'a>> {
-    let params = Params {
-        brightness: contiguous("brightness", brightness)?,
-        contrast: contiguous("contrast", contrast)?,
-        saturation: contiguous("saturation", saturation)?,
-        flip: contiguous("flip", flip)?,
-        angle: contiguous("angle", angle)?,
-    };
-    let indices = to_usize("indices", indices)?.unwrap_or_else(|| (0..n).collect());
-    let out_rows = to_usize("out_rows", out_rows)?;
-    Ok(Jobs {
-        params,
-        indices,
-        out_rows,
-    })
-}
-
-/// `out` after checking its image axes, or a new zeroed array of `rows` images.
-fn output_array<'py, T: numpy::Element>(
-    py: Python<'py>,
+/// Converts the arrays of one call and runs the augmentation into `out` (a new zeroed array of
+/// one image per job, of `image` shape, when `None`) with the GIL released.
+fn run<'py, T: numpy::Element + Send>(
+    src: RgbBatch<'_>,
+    (params, jobs): (&ParamArrays<'py>, JobArrays<'py>),
     out: Option<Bound<'py, PyArray4<T>>>,
-    rows: usize,
     image: [usize; 3],
+    work: impl FnOnce(RgbBatch<'_>, &Jobs<'_>, &mut [T]) -> mclstexp_core::Result<()> + Send,
 ) -> PyResult<Bound<'py, PyArray4<T>>> {
-    let Some(array) = out else {
-        return Ok(PyArray4::zeros(
-            py,
-            [rows, image[0], image[1], image[2]],
-            false,
-        ));
+    let py = params.brightness.py();
+    let params = params.params()?;
+    let idx = indices("indices", jobs.indices)?.unwrap_or_else(|| (0..src.len()).collect());
+    let rows = indices("out_rows", jobs.out_rows)?;
+    let array = match out {
+        Some(array) => {
+            let [a, b, c] = image;
+            let pattern = format!("(N, {a}, {b}, {c})");
+            check_out_shape("out", &array, &[None, Some(a), Some(b), Some(c)], &pattern)?;
+            array
+        }
+        None => PyArray4::zeros(py, [idx.len(), image[0], image[1], image[2]], false),
     };
-    let s = array.shape();
-    if s[1..] != image[..] {
-        return Err(PyValueError::new_err(format!(
-            "out: expected shape (N, {}, {}, {}), got {s:?}",
-            image[0], image[1], image[2]
-        )));
-    }
-    Ok(array)
-}
-
-/// Run `work` on the C-contiguous buffer of `array` with the GIL released.
-fn fill<'py, T: numpy::Element + Send>(
-    py: Python<'py>,
-    array: Bound<'py, PyArray4<T>>,
-    work: impl FnOnce(&mut [T]) -> mclstexp_core::Result<()> + Send,
-) -> PyResult<Bound<'py, PyArray4<T>>> {
-    {
-        let mut rw = array.try_readwrite().map_err(|_| {
-            PyValueError::new_err("out: must be a writeable array not borrowed elsewhere")
-        })?;
-        let dst = rw
-            .as_slice_mut()
-            .map_err(|_| PyValueError::new_err("out: must be a C-contiguous array"))?;
-        detached(py, || work(dst))?;
-    }
+    let jobs = Jobs {
+        indices: &idx,
+        out_rows: rows.as_deref(),
+        params,
+    };
+    fill("out", &array, |dst| work(src, &jobs, dst))?;
     Ok(array)
 }
 
@@ -119,9 +79,7 @@ fn fill<'py, T: numpy::Element + Send>(
     patches, brightness, contrast, saturation, flip, angle, *, indices=None, out_rows=None,
     out=None, n_threads=None
 ))]
-#[allow(clippy::too_many_arguments)]
 pub fn augment_patches_uint8<'py>(
-    py: Python<'py>,
     patches: PyReadonlyArray4<'py, u8>,
     brightness: PyReadonlyArray1<'py, f64>,
     contrast: PyReadonlyArray1<'py, f64>,
@@ -133,32 +91,23 @@ pub fn augment_patches_uint8<'py>(
     out: Option<Bound<'py, PyArray4<u8>>>,
     n_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray4<u8>>> {
-    let (h, w) = patch_dims(&patches)?;
-    let src = contiguous("patches", &patches)?;
-    let j = jobs(
-        patches.shape()[0],
-        &brightness,
-        &contrast,
-        &saturation,
-        &flip,
-        &angle,
-        indices,
-        out_rows,
-    )?;
-    let array = output_array(py, out, j.indices.len(), [h, w, 3])?;
-    fill(py, array, |dst| {
-        let rows = j.out_rows.as_deref();
-        augment::augment_rows(
-            src,
-            h,
-            w,
-            &j.indices,
-            rows,
-            &j.params,
-            Output::Uint8(dst),
-            n_threads,
-        )
-    })
+    let src = rgb_batch("patches", &patches)?;
+    let s = src.shape();
+    let params = ParamArrays {
+        brightness,
+        contrast,
+        saturation,
+        flip,
+        angle,
+    };
+    let jobs = JobArrays { indices, out_rows };
+    run(
+        src,
+        (&params, jobs),
+        out,
+        [s.height, s.width, 3],
+        |src, jobs, dst| augment::augment_rows(src, jobs, Output::Uint8(dst), n_threads),
+    )
 }
 
 /// Fused colour jitter + flip + rotation + normalisation of uint8 `[N, H, W, 3]` patches ->
@@ -169,9 +118,7 @@ pub fn augment_patches_uint8<'py>(
     patches, brightness, contrast, saturation, flip, angle, mean, std, *, indices=None,
     out_rows=None, out=None, n_threads=None
 ))]
-#[allow(clippy::too_many_arguments)]
 pub fn augment_patches_tensor<'py>(
-    py: Python<'py>,
     patches: PyReadonlyArray4<'py, u8>,
     brightness: PyReadonlyArray1<'py, f64>,
     contrast: PyReadonlyArray1<'py, f64>,
@@ -185,28 +132,27 @@ pub fn augment_patches_tensor<'py>(
     out: Option<Bound<'py, PyArray4<f32>>>,
     n_threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray4<f32>>> {
-    let (h, w) = patch_dims(&patches)?;
-    let src = contiguous("patches", &patches)?;
-    let j = jobs(
-        patches.shape()[0],
-        &brightness,
-        &contrast,
-        &saturation,
-        &flip,
-        &angle,
-        indices,
-        out_rows,
-    )?;
-    let array = output_array(py, out, j.indices.len(), [3, h, w])?;
-    fill(py, array, |dst| {
-        let rows = j.out_rows.as_deref();
-        let o = Output::Tensor {
-            out: dst,
-            mean,
-            std,
-        };
-        augment::augment_rows(src, h, w, &j.indices, rows, &j.params, o, n_threads)
-    })
+    let src = rgb_batch("patches", &patches)?;
+    let s = src.shape();
+    let params = ParamArrays {
+        brightness,
+        contrast,
+        saturation,
+        flip,
+        angle,
+    };
+    let jobs = JobArrays { indices, out_rows };
+    let norm = ChannelNorm { mean, std };
+    run(
+        src,
+        (&params, jobs),
+        out,
+        [3, s.height, s.width],
+        |src, jobs, dst| {
+            let out = Output::Tensor { out: dst, norm };
+            augment::augment_rows(src, jobs, out, n_threads)
+        },
+    )
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,34 +3,21 @@
 use std::path::PathBuf;
 
 use mclstexp_core::retrieval::{self, ExactIndex, Neighbours};
-use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use numpy::{PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
 
+use crate::convert::{matrix, to_numpy};
 use crate::gil::detached;
-
-/// Borrows a C-contiguous 2-D float32 array as `(values, rows, columns)`.
-fn matrix<'a>(arg: &str, a: &'a PyReadonlyArray2<'_, f32>) -> PyResult<(&'a [f32], usize, usize)> {
-    let (rows, cols) = (a.shape()[0], a.shape()[1]);
-    let values = a.as_slice().map_err(|_| {
-        PyValueError::new_err(format!(
-            "{arg}: must be C-contiguous (use numpy.ascontiguousarray)"
-        ))
-    })?;
-    Ok((values, rows, cols))
-}
 
 type Pair<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>);
 
 /// Converts a search result into `(scores, indices)` arrays of shape `(n_queries, k)`.
 fn to_arrays<'py>(py: Python<'py>, found: Neighbours) -> PyResult<Pair<'py>> {
-    let shape = (found.n_queries, found.k);
-    let scores = Array2::from_shape_vec(shape, found.scores)
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let indices = Array2::from_shape_vec(shape, found.indices)
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok((scores.into_pyarray(py), indices.into_pyarray(py)))
+    let shape = [found.n_queries, found.k];
+    Ok((
+        to_numpy(py, shape, found.scores)?,
+        to_numpy(py, shape, found.indices)?,
+    ))
 }
 
 /// Native exact cosine index (wrapped by `mclstexp.retrieval.ExactIndex`).
@@ -54,9 +41,9 @@ impl PyExactIndex {
         rows: PyReadonlyArray2<'_, f32>,
         n_threads: Option<usize>,
     ) -> PyResult<()> {
-        let (values, n, _) = matrix("reference", &rows)?;
+        let rows = matrix("reference", &rows)?;
         let inner = &mut self.inner;
-        detached(py, || inner.add(values, n, n_threads))
+        detached(py, || inner.add(rows, n_threads))
     }
 
     #[pyo3(signature = (queries, k, *, n_threads=None))]
@@ -67,9 +54,9 @@ impl PyExactIndex {
         k: usize,
         n_threads: Option<usize>,
     ) -> PyResult<Pair<'py>> {
-        let (values, n, _) = matrix("queries", &queries)?;
+        let queries = matrix("queries", &queries)?;
         let inner = &self.inner;
-        let found = detached(py, || inner.search(values, n, k, n_threads))?;
+        let found = detached(py, || inner.search(queries, k, n_threads))?;
         to_arrays(py, found)
     }
 
@@ -101,7 +88,7 @@ impl PyExactIndex {
 
     #[getter]
     fn kernel(&self) -> &'static str {
-        self.inner.kernel().name()
+        self.inner.kernel_name()
     }
 }
 
@@ -115,15 +102,10 @@ pub fn topk_cosine<'py>(
     k: usize,
     n_threads: Option<usize>,
 ) -> PyResult<Pair<'py>> {
-    let (q, nq, dq) = matrix("queries", &queries)?;
-    let (r, nr, dr) = matrix("reference", &reference)?;
-    if dq != dr {
-        return Err(PyValueError::new_err(format!(
-            "queries: has {dq} columns but reference has {dr}; both need the same dimension"
-        )));
-    }
+    let queries = matrix("queries", &queries)?;
+    let reference = matrix("reference", &reference)?;
     let found = detached(py, || {
-        retrieval::topk_cosine(q, nq, r, nr, dr, k, n_threads)
+        retrieval::topk_cosine(queries, reference, k, n_threads)
     })?;
     to_arrays(py, found)
 }

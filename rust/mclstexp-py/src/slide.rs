@@ -4,20 +4,17 @@
 use std::path::PathBuf;
 
 use mclstexp_core::slide::{Slide, DEFAULT_CACHE_BYTES};
+use mclstexp_core::view::{Mask, RgbImage, Size, SourceBox};
 use mclstexp_core::{tiling, tissue};
-use numpy::ndarray::{Array, Array2, Array3, Array4};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray4, PyArrayMethods, PyReadonlyArray2,
-    PyReadonlyArray3,
+    IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray4, PyReadonlyArray2, PyReadonlyArray3,
 };
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::convert::{check_out_shape, fill, mask, points, rgb_image, to_numpy};
 use crate::gil::detached;
 
-fn shape_err(e: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(format!("internal shape error: {e}"))
-}
+type Patches<'py> = (Bound<'py, PyArray4<u8>>, Bound<'py, PyArray1<bool>>);
 
 /// A slide opened by the native reader (TIFF/BigTIFF, SVS, OME-TIFF, JPEG, PNG).
 #[pyclass(name = "NativeSlide", module = "mclstexp._native", frozen)]
@@ -103,10 +100,8 @@ impl NativeSlide {
     /// OpenSlide-style region: `(x, y)` in level-0 coordinates, `width x height` pixels of
     /// `level`; uint8 `(height, width, 3)`, white outside the slide.
     #[pyo3(signature = (x, y, level, width, height, *, n_threads=None))]
-    #[allow(clippy::too_many_arguments)]
     fn read_region<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         x: i64,
         y: i64,
         level: usize,
@@ -114,23 +109,24 @@ impl NativeSlide {
         height: usize,
         n_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        let (py, inner) = (slf.py(), &slf.get().inner);
         let v = detached(py, || {
-            self.inner
-                .read_region_l0(x, y, level, width, height, n_threads)
+            inner.read_region_l0(x, y, level, width, height, n_threads)
         })?;
-        let a: Array3<u8> = Array::from_shape_vec((height, width, 3), v).map_err(shape_err)?;
-        Ok(a.into_pyarray(py))
+        to_numpy(py, [height, width, 3], v)
     }
 
     /// Patches at level-0 `centers` (float64 `(n, 2)`, x then y): returns uint8
     /// `(n, size, size, 3)` and a bool `(n,)` mask of patches fully inside the slide. With `out`
     /// (a C-contiguous uint8 `(n, size, size, 3)` array) the patches are written there and `out`
-    /// is returned, so batches can reuse one buffer.
+    /// is returned, so batches can reuse one buffer. `slide_mpp=None`: the slide's own.
+    ///
+    /// The parameters are the Python signature's (keyword arguments at every call site), hence
+    /// the `allow`.
     #[pyo3(signature = (centers, *, size=224, level=0, mpp=None, slide_mpp=None, n_threads=None, out=None))]
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[allow(clippy::too_many_arguments)]
     fn read_patches<'py>(
         &self,
-        py: Python<'py>,
         centers: PyReadonlyArray2<'py, f64>,
         size: usize,
         level: usize,
@@ -138,59 +134,30 @@ impl NativeSlide {
         slide_mpp: Option<f64>,
         n_threads: Option<usize>,
         out: Option<Bound<'py, PyArray4<u8>>>,
-    ) -> PyResult<(Bound<'py, PyArray4<u8>>, Bound<'py, PyArray1<bool>>)> {
-        let view = centers.as_array();
-        if view.ncols() != 2 {
-            return Err(PyValueError::new_err(format!(
-                "centers: expected shape (n, 2), got {:?}",
-                view.shape()
-            )));
-        }
-        let pts: Vec<[f64; 2]> = view.rows().into_iter().map(|r| [r[0], r[1]]).collect();
+    ) -> PyResult<Patches<'py>> {
+        let py = centers.py();
+        let pts = points("centers", &centers)?;
         let spec = tiling::PatchSpec {
             size,
             level,
             mpp,
-            slide_mpp: slide_mpp.or_else(|| self.inner.mpp().map(|m| (m.0 + m.1) / 2.0)),
+            slide_mpp,
         };
-        let n = pts.len();
-        match out {
-            None => {
-                let (v, inside) = detached(py, || {
-                    tiling::read_patches(&self.inner, &pts, &spec, n_threads)
-                })?;
-                let a: Array4<u8> =
-                    Array::from_shape_vec((n, size, size, 3), v).map_err(shape_err)?;
-                Ok((a.into_pyarray(py), inside.into_pyarray(py)))
-            }
-            Some(array) => {
-                let mut inside = vec![false; n];
-                {
-                    let mut rw = array
-                        .try_readwrite()
-                        .map_err(|e| PyValueError::new_err(format!("out: not writeable ({e})")))?;
-                    if rw.as_array().shape() != [n, size, size, 3] {
-                        return Err(PyValueError::new_err(format!(
-                            "out: expected shape ({n}, {size}, {size}, 3)"
-                        )));
-                    }
-                    let buf = rw.as_slice_mut().map_err(|_| {
-                        PyValueError::new_err("out: must be a C-contiguous uint8 array")
-                    })?;
-                    detached(py, || {
-                        tiling::read_patches_into(
-                            &self.inner,
-                            &pts,
-                            &spec,
-                            n_threads,
-                            buf,
-                            &mut inside,
-                        )
-                    })?;
-                }
-                Ok((array, inside.into_pyarray(py)))
-            }
-        }
+        let (n, slide) = (pts.len(), &self.inner);
+        let Some(array) = out else {
+            let (v, inside) = detached(py, || tiling::read_patches(slide, &pts, &spec, n_threads))?;
+            return Ok((
+                to_numpy(py, [n, size, size, 3], v)?,
+                inside.into_pyarray(py),
+            ));
+        };
+        let want = [Some(n), Some(size), Some(size), Some(3)];
+        check_out_shape("out", &array, &want, &format!("({n}, {size}, {size}, 3)"))?;
+        let mut inside = vec![false; n];
+        fill("out", &array, |buf| {
+            tiling::read_patches_into(slide, &pts, &spec, n_threads, buf, &mut inside)
+        })?;
+        Ok((array, inside.into_pyarray(py)))
     }
 
     /// A thumbnail whose longer side is at most `max_size` pixels; uint8 `(h, w, 3)`.
@@ -202,8 +169,7 @@ impl NativeSlide {
         n_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray3<u8>>> {
         let (v, w, h) = detached(py, || tiling::thumbnail(&self.inner, max_size, n_threads))?;
-        let a: Array3<u8> = Array::from_shape_vec((h, w, 3), v).map_err(shape_err)?;
-        Ok(a.into_pyarray(py))
+        to_numpy(py, [h, w, 3], v)
     }
 }
 
@@ -212,25 +178,17 @@ impl NativeSlide {
 #[pyfunction]
 #[pyo3(signature = (image, *, min_saturation=20, radius=2))]
 fn tissue_mask<'py>(
-    py: Python<'py>,
     image: PyReadonlyArray3<'py, u8>,
     min_saturation: u8,
     radius: usize,
 ) -> PyResult<(Bound<'py, PyArray2<bool>>, u8)> {
-    let view = image.as_array();
-    let (h, w, c) = view.dim();
-    if c != 3 {
-        return Err(PyValueError::new_err(format!(
-            "image: expected shape (h, w, 3), got {:?}",
-            view.shape()
-        )));
-    }
-    let data: Vec<u8> = view.iter().copied().collect();
+    let py = image.py();
+    let (data, size) = rgb_image("image", &image)?;
     let (mask, t) = detached(py, || {
-        tissue::tissue_mask(&data, w, h, min_saturation, radius)
+        let image = RgbImage::new("image", &data, size)?;
+        tissue::tissue_mask(image, min_saturation, radius)
     })?;
-    let a: Array2<bool> = Array::from_shape_vec((h, w), mask).map_err(shape_err)?;
-    Ok((a.into_pyarray(py), t))
+    Ok((to_numpy(py, [size.height, size.width], mask)?, t))
 }
 
 /// Level-0 centres `(n, 2)` of `fov`-pixel grid cells whose tissue fraction in `mask` is at
@@ -245,16 +203,13 @@ fn grid_centers<'py>(
     mask: PyReadonlyArray2<'py, bool>,
     min_fraction: f64,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let view = mask.as_array();
-    let (mh, mw) = view.dim();
-    let m: Vec<bool> = view.iter().copied().collect();
+    let (values, size) = self::mask(&mask);
     let pts = detached(py, || {
-        tiling::grid_centers(width, height, fov, &m, mw, mh, min_fraction)
+        let mask = Mask::new("mask", &values, size)?;
+        tiling::grid_centers(mask, (width, height), fov, min_fraction)
     })?;
     let n = pts.len();
-    let flat: Vec<f64> = pts.into_iter().flatten().collect();
-    let a: Array2<f64> = Array::from_shape_vec((n, 2), flat).map_err(shape_err)?;
-    Ok(a.into_pyarray(py))
+    to_numpy(py, [n, 2], pts.into_flattened())
 }
 
 /// Resizes an RGB image (uint8 `(h, w, 3)`), or the continuous `box` `(x0, y0, x1, y1)` of it,
@@ -262,27 +217,25 @@ fn grid_centers<'py>(
 #[pyfunction]
 #[pyo3(signature = (image, width, height, *, r#box=None))]
 fn resize_rgb<'py>(
-    py: Python<'py>,
     image: PyReadonlyArray3<'py, u8>,
     width: usize,
     height: usize,
     r#box: Option<(f64, f64, f64, f64)>,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
-    let view = image.as_array();
-    let (h, w, c) = view.dim();
-    if c != 3 {
-        return Err(PyValueError::new_err(format!(
-            "image: expected shape (h, w, 3), got {:?}",
-            view.shape()
-        )));
-    }
-    let data: Vec<u8> = view.iter().copied().collect();
-    let (x0, y0, x1, y1) = r#box.unwrap_or((0.0, 0.0, w as f64, h as f64));
+    let py = image.py();
+    let (data, size) = rgb_image("image", &image)?;
+    let (x0, y0, x1, y1) = r#box.unwrap_or((0.0, 0.0, size.width as f64, size.height as f64));
+    let region = SourceBox {
+        x: x0,
+        y: y0,
+        width: x1 - x0,
+        height: y1 - y0,
+    };
     let v = detached(py, || {
-        tiling::resize_box(&data, w, h, x0, y0, x1 - x0, y1 - y0, width, height)
+        let image = RgbImage::new("image", &data, size)?;
+        tiling::resize_box(image, region, Size { width, height })
     })?;
-    let a: Array3<u8> = Array::from_shape_vec((height, width, 3), v).map_err(shape_err)?;
-    Ok(a.into_pyarray(py))
+    to_numpy(py, [height, width, 3], v)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

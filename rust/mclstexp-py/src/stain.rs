@@ -1,15 +1,11 @@
 //! Bindings for stain normalisation (`mclstexp_core::stain`).
 
 use mclstexp_core::stain::{self, MacenkoParams, MacenkoTarget, ReinhardParams, ReinhardTarget};
-use numpy::ndarray::Array1;
-use numpy::{
-    IntoPyArray, PyArray1, PyArray4, PyReadonlyArray2, PyReadonlyArray4, PyUntypedArrayMethods,
-};
-use pyo3::exceptions::PyValueError;
+use numpy::{IntoPyArray, PyArray1, PyArray4, PyReadonlyArray2, PyReadonlyArray4};
 use pyo3::prelude::*;
 
+use crate::convert::{rgb_batch, rgb_pixels, to_numpy};
 use crate::gil::detached;
-use crate::normalize::{contiguous, to_array4};
 
 type MacenkoOut<'py> = (
     Bound<'py, PyArray4<u8>>,
@@ -19,57 +15,37 @@ type MacenkoOut<'py> = (
 
 type ReinhardOut<'py> = (Bound<'py, PyArray4<u8>>, Bound<'py, PyArray1<bool>>);
 
-fn pixels_arg<'a>(image: &'a PyReadonlyArray2<'_, u8>) -> PyResult<&'a [u8]> {
-    if image.shape()[1] != 3 {
-        return Err(PyValueError::new_err(format!(
-            "image: expected RGB pixels of shape (n, 3), got {:?}",
-            image.shape()
-        )));
-    }
-    contiguous("image", image)
-}
-
-fn patches_shape(patches: &PyReadonlyArray4<'_, u8>) -> PyResult<(usize, usize, usize)> {
-    let s = patches.shape();
-    if s[3] != 3 {
-        return Err(PyValueError::new_err(format!(
-            "patches: expected shape (N, H, W, 3), got last axis {}",
-            s[3]
-        )));
-    }
-    Ok((s[0], s[1], s[2]))
-}
-
 /// Fits a Macenko target on RGB pixels `[n, 3]`; returns `(stain_matrix 3x2, max_conc 2)`.
 #[pyfunction]
 #[pyo3(signature = (image, *, io=240.0, alpha=1.0, beta=0.15, min_tissue=0.01))]
 pub fn stain_macenko_fit(
-    py: Python<'_>,
     image: PyReadonlyArray2<'_, u8>,
     io: f64,
     alpha: f64,
     beta: f64,
     min_tissue: f64,
 ) -> PyResult<([[f64; 2]; 3], [f64; 2])> {
-    let pixels = pixels_arg(&image)?;
+    let pixels = rgb_pixels("image", &image)?;
     let params = MacenkoParams {
         io,
         alpha,
         beta,
         min_tissue,
     };
-    let t = detached(py, || stain::macenko_fit(pixels, &params))?;
+    let t = detached(image.py(), || stain::macenko_fit(pixels, &params))?;
     Ok((t.stain_matrix, t.max_conc))
 }
 
 /// Normalises uint8 patches `[N, H, W, 3]` to a Macenko target; GIL released.
 /// Returns `(patches, skipped [N] bool, concentrations [N, H, W, 2] float32 or None)`.
+///
+/// The parameters are the Python signature's (keyword arguments at every call site), hence the
+/// `allow`.
 #[pyfunction]
 #[pyo3(signature = (patches, stain_matrix, max_conc, *, io=240.0, alpha=1.0, beta=0.15,
                     min_tissue=0.01, concentrations=false, n_threads=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn stain_macenko_transform<'py>(
-    py: Python<'py>,
     patches: PyReadonlyArray4<'py, u8>,
     stain_matrix: [[f64; 2]; 3],
     max_conc: [f64; 2],
@@ -80,8 +56,8 @@ pub fn stain_macenko_transform<'py>(
     concentrations: bool,
     n_threads: Option<usize>,
 ) -> PyResult<MacenkoOut<'py>> {
-    let (n, h, w) = patches_shape(&patches)?;
-    let src = contiguous("patches", &patches)?;
+    let py = patches.py();
+    let batch = rgb_batch("patches", &patches)?;
     let params = MacenkoParams {
         io,
         alpha,
@@ -92,32 +68,17 @@ pub fn stain_macenko_transform<'py>(
         stain_matrix,
         max_conc,
     };
-    let (out, skipped, conc) = detached(py, || {
-        let mut out = vec![0u8; src.len()];
-        let mut conc = if concentrations {
-            Some(vec![0f32; n * h * w * 2])
-        } else {
-            None
-        };
-        let skipped = stain::macenko_transform(
-            src,
-            n,
-            h * w,
-            &target,
-            &params,
-            &mut out,
-            conc.as_deref_mut(),
-            n_threads,
-        )?;
-        Ok((out, skipped, conc))
+    let done = detached(py, || {
+        stain::macenko_transform(batch, &target, &params, concentrations, n_threads)
     })?;
-    let conc = match conc {
-        Some(c) => Some(to_array4(py, [n, h, w, 2], c)?),
+    let s = batch.shape();
+    let conc = match done.concentrations {
+        Some(c) => Some(to_numpy(py, [s.n, s.height, s.width, 2], c)?),
         None => None,
     };
     Ok((
-        to_array4(py, [n, h, w, 3], out)?,
-        Array1::from_vec(skipped).into_pyarray(py),
+        to_numpy(py, [s.n, s.height, s.width, 3], done.patches)?,
+        done.skipped.into_pyarray(py),
         conc,
     ))
 }
@@ -126,19 +87,18 @@ pub fn stain_macenko_transform<'py>(
 #[pyfunction]
 #[pyo3(signature = (image, *, io=240.0, beta=0.15, min_tissue=0.01))]
 pub fn stain_reinhard_fit(
-    py: Python<'_>,
     image: PyReadonlyArray2<'_, u8>,
     io: f64,
     beta: f64,
     min_tissue: f64,
 ) -> PyResult<([f64; 3], [f64; 3])> {
-    let pixels = pixels_arg(&image)?;
+    let pixels = rgb_pixels("image", &image)?;
     let params = ReinhardParams {
         io,
         beta,
         min_tissue,
     };
-    let t = detached(py, || stain::reinhard_fit(pixels, &params))?;
+    let t = detached(image.py(), || stain::reinhard_fit(pixels, &params))?;
     Ok((t.mean, t.std))
 }
 
@@ -146,9 +106,7 @@ pub fn stain_reinhard_fit(
 /// Returns `(patches, skipped [N] bool)`.
 #[pyfunction]
 #[pyo3(signature = (patches, mean, std, *, io=240.0, beta=0.15, min_tissue=0.01, n_threads=None))]
-#[allow(clippy::too_many_arguments)]
 pub fn stain_reinhard_transform<'py>(
-    py: Python<'py>,
     patches: PyReadonlyArray4<'py, u8>,
     mean: [f64; 3],
     std: [f64; 3],
@@ -157,23 +115,21 @@ pub fn stain_reinhard_transform<'py>(
     min_tissue: f64,
     n_threads: Option<usize>,
 ) -> PyResult<ReinhardOut<'py>> {
-    let (n, h, w) = patches_shape(&patches)?;
-    let src = contiguous("patches", &patches)?;
+    let py = patches.py();
+    let batch = rgb_batch("patches", &patches)?;
     let params = ReinhardParams {
         io,
         beta,
         min_tissue,
     };
     let target = ReinhardTarget { mean, std };
-    let (out, skipped) = detached(py, || {
-        let mut out = vec![0u8; src.len()];
-        let skipped =
-            stain::reinhard_transform(src, n, h * w, &target, &params, &mut out, n_threads)?;
-        Ok((out, skipped))
+    let done = detached(py, || {
+        stain::reinhard_transform(batch, &target, &params, n_threads)
     })?;
+    let s = batch.shape();
     Ok((
-        to_array4(py, [n, h, w, 3], out)?,
-        Array1::from_vec(skipped).into_pyarray(py),
+        to_numpy(py, [s.n, s.height, s.width, 3], done.patches)?,
+        done.skipped.into_pyarray(py),
     ))
 }
 

@@ -9,13 +9,15 @@
 //! Every score of every (query, reference) pair is computed by the same sequence of operations
 //! (`acc = fma(q[p], r[p], acc)` for `p = 0..dim`, in order) whatever its position in the tile, so
 //! identical references always get bit-identical scores and ties are broken by index, never by
-//! rounding. The kernel is chosen once per process ([`Kernel::detect`]): AVX-512F when the CPU has
-//! it (12 zmm accumulators, the panel column loaded once per component, query components
+//! rounding. The kernel follows the process's instruction-set level ([`crate::simd::isa`]):
+//! AVX-512 (12 zmm accumulators, the panel column loaded once per component, query components
 //! broadcast), else AVX2+FMA (the same tile as two 6 x 16 halves), else a portable scalar kernel.
 //! AVX-512 and AVX2 both use fused multiply-adds in the same order, so they give identical
 //! scores; the portable kernel uses a separate multiply and add and may differ in the last bit,
-//! but each process uses exactly one kernel. Setting `MCLSTEXP_NO_AVX512` (any value) before an
-//! index is built skips the AVX-512 kernel (for comparison or on CPUs that downclock under it).
+//! but each index uses exactly one kernel. `MCLSTEXP_NO_AVX512` selects the AVX2 kernel on an
+//! AVX-512 machine (see [`crate::simd`]).
+
+use crate::simd::Isa;
 
 /// Query rows per tile.
 pub const MR: usize = 12;
@@ -24,97 +26,60 @@ pub const NR: usize = 16;
 /// Number of scores in one tile.
 pub const TILE: usize = MR * NR;
 
-/// Which micro-kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    /// x86-64 AVX-512F (512-bit registers, 12 accumulators).
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    /// x86-64 AVX2 + FMA (256-bit registers, 12 accumulators per half tile).
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    /// Portable scalar code (auto-vectorised where the compiler can).
-    Portable,
+/// The name the index reports for the kernel of `isa` (`"avx512f"`, `"avx2+fma"`, `"portable"`):
+/// the AVX-512 tile needs AVX-512F only.
+pub fn name(isa: Isa) -> &'static str {
+    match isa {
+        Isa::Avx512 => "avx512f",
+        other => other.name(),
+    }
 }
 
-impl Kernel {
-    /// The fastest kernel this CPU supports (runtime detection).
-    pub fn detect() -> Self {
+/// Computes the tile of dot products between `MR` query rows and one panel with the kernel of
+/// `isa`.
+///
+/// `queries` holds one packed tile of `MR` queries (`dim * MR` values, component-major) and
+/// `panel` holds `dim * NR` values (component-major, see the module docs). On return
+/// `tile[i * NR + j]` is the dot product of query row `i` with panel reference `j`, and bit
+/// `j` of `masks[i]` is set when that score is strictly greater than `thresholds[i]`. A level
+/// the CPU lacks runs as the best one below it ([`Isa::supported_or_below`]).
+///
+/// # Panics
+/// When a slice is shorter than stated above (an internal invariant, never user input).
+#[inline]
+pub fn tile(
+    isa: Isa,
+    queries: &[f32],
+    panel: &[f32],
+    dim: usize,
+    thresholds: &[f32; MR],
+    tile: &mut [f32; TILE],
+    masks: &mut [u32; MR],
+) {
+    assert!(queries.len() >= MR * dim && panel.len() >= NR * dim);
+    // The level is public, so a caller may name one its CPU lacks: it is lowered here (a cached
+    // load per tile).
+    match isa.supported_or_below() {
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::env::var_os("MCLSTEXP_NO_AVX512").is_none()
-                && std::arch::is_x86_feature_detected!("avx512f")
-            {
-                return Kernel::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Kernel::Avx2Fma;
+        Isa::Avx512 => {
+            // SAFETY: the level is supported, so the CPU has AVX-512F; the slice lengths were
+            // checked at the top of this function.
+            unsafe { tile_avx512(queries, panel, dim, thresholds, tile, masks) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => {
+            for half in 0..2 {
+                let rows = &queries[half * (MR / 2)..];
+                let th = &thresholds[half * (MR / 2)..];
+                let out = &mut tile[half * (MR / 2) * NR..];
+                let m = &mut masks[half * (MR / 2)..];
+                // SAFETY: the level is supported, so the CPU has AVX2 and FMA. Lengths:
+                // `rows` starts at row 0 or 6 of the tile, so rows.len() >= MR * dim - 6 =
+                // MR * (dim - 1) + 6; `th` and `m` have >= 6 entries and `out` >= 6 * NR.
+                unsafe { tile_avx2_half(rows, panel, dim, th, out, m) };
             }
         }
-        Kernel::Portable
-    }
-
-    /// A short name for diagnostics.
-    pub fn name(self) -> &'static str {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => "avx512f",
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => "avx2+fma",
-            Kernel::Portable => "portable",
-        }
-    }
-
-    /// Computes the tile of dot products between `MR` query rows and one panel.
-    ///
-    /// `queries` holds one packed tile of `MR` queries (`dim * MR` values, component-major) and
-    /// `panel` holds `dim * NR` values (component-major, see the module docs). On return
-    /// `tile[i * NR + j]` is the dot product of query row `i` with panel reference `j`, and bit
-    /// `j` of `masks[i]` is set when that score is strictly greater than `thresholds[i]`. A kernel
-    /// the CPU lacks runs as [`Kernel::Portable`].
-    ///
-    /// # Panics
-    /// When a slice is shorter than stated above (an internal invariant, never user input).
-    #[inline]
-    pub fn tile(
-        self,
-        queries: &[f32],
-        panel: &[f32],
-        dim: usize,
-        thresholds: &[f32; MR],
-        tile: &mut [f32; TILE],
-        masks: &mut [u32; MR],
-    ) {
-        assert!(queries.len() >= MR * dim && panel.len() >= NR * dim);
-        // The variants are public, so a caller may name one its CPU lacks: the feature is checked
-        // here (a cached atomic load per tile), falling back to the portable kernel.
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
-                // SAFETY: AVX-512F support was checked at runtime on the line above and the slice
-                // lengths were checked at the top of this function.
-                unsafe { tile_avx512(queries, panel, dim, thresholds, tile, masks) }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma") =>
-            {
-                for half in 0..2 {
-                    let rows = &queries[half * (MR / 2)..];
-                    let th = &thresholds[half * (MR / 2)..];
-                    let out = &mut tile[half * (MR / 2) * NR..];
-                    let m = &mut masks[half * (MR / 2)..];
-                    // SAFETY: AVX2 and FMA support was checked at runtime just above. Lengths:
-                    // `rows` starts at row 0 or 6 of the tile, so rows.len() >= MR * dim - 6 =
-                    // MR * (dim - 1) + 6; `th` and `m` have >= 6 entries and `out` >= 6 * NR.
-                    unsafe { tile_avx2_half(rows, panel, dim, th, out, m) };
-                }
-            }
-            _ => tile_portable(queries, panel, dim, thresholds, tile, masks),
-        }
+        _ => tile_portable(queries, panel, dim, thresholds, tile, masks),
     }
 }
 
@@ -293,32 +258,25 @@ mod tests {
             .map(|x| ((x * 104729) % 97) as f32 / 48.0 - 1.0)
             .collect();
         let expected = naive(&queries, &panel, dim);
-        let mut kernels = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                kernels.push(Kernel::Avx2Fma);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(Kernel::Avx512);
-            }
-        }
         let mut tiles = Vec::new();
-        for kernel in kernels {
+        let levels: Vec<Isa> = crate::simd::supported().collect();
+        for &isa in &levels {
             let mut tile = [0.0; TILE];
             let mut masks = [0; MR];
             let thresholds = [0.0; MR];
-            kernel.tile(&queries, &panel, dim, &thresholds, &mut tile, &mut masks);
+            super::tile(
+                isa,
+                &queries,
+                &panel,
+                dim,
+                &thresholds,
+                &mut tile,
+                &mut masks,
+            );
             for i in 0..MR {
                 for j in 0..NR {
                     let got = tile[i * NR + j];
-                    assert!(
-                        (got as f64 - expected[i * NR + j]).abs() < 1e-4,
-                        "{}",
-                        kernel.name()
-                    );
+                    assert!((got as f64 - expected[i * NR + j]).abs() < 1e-4, "{isa}");
                     assert_eq!(masks[i] >> j & 1 == 1, got > 0.0);
                 }
             }
@@ -342,19 +300,19 @@ mod speed {
         let dim = 256;
         let queries: Vec<f32> = (0..16 * MR * dim).map(|x| (x % 7) as f32).collect();
         let panel: Vec<f32> = (0..NR * dim).map(|x| (x % 5) as f32).collect();
-        let kernel = Kernel::detect();
-        let mut tile = [0.0; TILE];
+        let isa = crate::simd::isa();
+        let mut scores = [0.0; TILE];
         let mut masks = [0; MR];
         let th = [f32::INFINITY; MR];
         let reps = 20000;
         let t = std::time::Instant::now();
         for r in 0..reps {
             let q = &queries[(r % 16) * MR * dim..];
-            kernel.tile(q, &panel, dim, &th, &mut tile, &mut masks);
-            std::hint::black_box(&tile);
+            tile(isa, q, &panel, dim, &th, &mut scores, &mut masks);
+            std::hint::black_box(&scores);
         }
         let dt = t.elapsed().as_secs_f64();
         let flops = 2.0 * (MR * NR * dim * reps) as f64;
-        println!("{}: {:.1} GFLOP/s", kernel.name(), flops / dt / 1e9);
+        println!("{}: {:.1} GFLOP/s", name(isa), flops / dt / 1e9);
     }
 }

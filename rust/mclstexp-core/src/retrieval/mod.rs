@@ -37,11 +37,13 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-pub use kernel::{Kernel, MR, NR, TILE};
+pub use kernel::{MR, NR, TILE};
 pub use topk::{Hit, TopK};
 
 use crate::error::{Error, Result};
 use crate::pool;
+use crate::simd::{self, Isa};
+use crate::view::Matrix;
 
 /// Query rows per block of work (a multiple of [`MR`]).
 const MC: usize = MR * 16;
@@ -82,27 +84,51 @@ pub struct ExactIndex {
     dim: usize,
     len: usize,
     segments: Vec<Segment>,
-    kernel: Kernel,
+    /// The level of the micro-kernel (always one the CPU supports).
+    isa: Isa,
 }
 
-/// Checks that `data` is `n_rows x dim` of finite values.
-fn check_matrix(arg: &'static str, data: &[f32], n_rows: usize, dim: usize) -> Result<()> {
-    if n_rows == 0 {
+/// Checks that `rows` has at least one row and `dim` columns; errors name `arg`.
+fn check_shape(arg: &'static str, rows: Matrix<'_>, dim: usize) -> Result<()> {
+    if rows.rows() == 0 {
         return Err(Error::invalid(arg, "is empty: pass at least one row"));
     }
-    let expected = n_rows
-        .checked_mul(dim)
-        .ok_or_else(|| Error::invalid(arg, "is too large"))?;
-    if data.len() != expected {
+    if rows.cols() != dim {
         return Err(Error::invalid(
             arg,
             format!(
-                "has {} values, expected {n_rows} rows x {dim} columns",
-                data.len()
+                "has {} columns, expected {dim} (the dimension of the reference vectors)",
+                rows.cols()
             ),
         ));
     }
-    if let Some(pos) = data.par_iter().position_first(|x| !x.is_finite()) {
+    Ok(())
+}
+
+/// Values per block of the finiteness scan: a block is checked with a branch-free (vectorised)
+/// reduction, and only the first bad block is searched for the first bad value.
+const FINITE_BLOCK: usize = 4096;
+
+/// Whether every value of `block` is finite (no early exit, so the loop vectorises).
+fn all_finite(block: &[f32]) -> bool {
+    block.iter().fold(true, |ok, x| ok & x.is_finite())
+}
+
+/// Checks that every value of the `dim`-column matrix `data` is finite; the error names the first
+/// bad value in row-major order. A parallel scan: call it inside [`pool::install`] (on rayon's
+/// global pool it would hang a forked child).
+fn check_finite(arg: &'static str, data: &[f32], dim: usize) -> Result<()> {
+    let bad_block = data
+        .par_chunks(FINITE_BLOCK)
+        .position_first(|block| !all_finite(block));
+    let first_bad = bad_block.and_then(|b| {
+        let start = b * FINITE_BLOCK;
+        data[start..]
+            .iter()
+            .position(|x| !x.is_finite())
+            .map(|i| start + i)
+    });
+    if let Some(pos) = first_bad {
         return Err(Error::invalid(
             arg,
             format!(
@@ -152,7 +178,9 @@ fn pack_query_tile(tile: &mut [f32], rows: &[f32], dim: usize) {
 }
 
 impl Segment {
-    fn new(start: usize, rows: &[f32], dim: usize, normalise: bool) -> Result<Segment> {
+    /// Packs `rows` (row-major, `dim` columns), normalised or as they are, into panels. The
+    /// packing is parallel: call it inside [`pool::install`].
+    fn pack(start: usize, rows: &[f32], dim: usize, normalise: bool) -> Result<Segment> {
         let len = rows.len() / dim;
         let n_panels = len.div_ceil(NR);
         let size = n_panels
@@ -185,13 +213,7 @@ struct PanelRef<'a> {
 }
 
 /// Scans `panels` for every query of `queries` (whole packed tiles of `MR` rows).
-fn scan(
-    kernel: Kernel,
-    queries: &[f32],
-    dim: usize,
-    panels: &[PanelRef<'_>],
-    k: usize,
-) -> Vec<TopK> {
+fn scan(isa: Isa, queries: &[f32], dim: usize, panels: &[PanelRef<'_>], k: usize) -> Vec<TopK> {
     let n_rows = queries.len() / dim;
     let mut heaps = vec![TopK::new(k); n_rows];
     let mut tile = [0.0f32; TILE];
@@ -210,7 +232,15 @@ fn scan(
                 for (th, h) in thresholds.iter_mut().zip(heaps.iter()) {
                     *th = h.threshold();
                 }
-                kernel.tile(rows, panel.data, dim, &thresholds, &mut tile, &mut masks);
+                kernel::tile(
+                    isa,
+                    rows,
+                    panel.data,
+                    dim,
+                    &thresholds,
+                    &mut tile,
+                    &mut masks,
+                );
                 for (i, h) in heaps.iter_mut().enumerate() {
                     let mut m = masks[i] & panel.valid_mask;
                     while m != 0 {
@@ -228,6 +258,48 @@ fn scan(
     heaps
 }
 
+/// The search result from the per-task heaps: tasks come query block by query block, each block
+/// as `n_rchunks` reference chunks whose heaps are merged; best first per query.
+fn merge_blocks(
+    results: Vec<Vec<TopK>>,
+    n_rchunks: usize,
+    n_queries: usize,
+    k: usize,
+) -> Result<Neighbours> {
+    let mut scores = Vec::with_capacity(n_queries * k);
+    let mut indices = Vec::with_capacity(n_queries * k);
+    let mut results = results.into_iter();
+    let mut done = 0;
+    while done < n_queries {
+        let mut heaps = results.next().unwrap_or_default();
+        for _ in 1..n_rchunks {
+            if let Some(other) = results.next() {
+                for (h, o) in heaps.iter_mut().zip(&other) {
+                    h.merge(o);
+                }
+            }
+        }
+        for h in heaps.into_iter().take(n_queries - done) {
+            for hit in h.into_sorted() {
+                scores.push(hit.score);
+                indices.push(hit.index as i64);
+            }
+            done += 1;
+        }
+        if scores.len() != done * k {
+            return Err(Error::Numerical(
+                "internal error: a query got fewer than k neighbours".into(),
+            ));
+        }
+    }
+    Ok(Neighbours {
+        n_queries,
+        k,
+        scores,
+        indices,
+    })
+}
+
 impl ExactIndex {
     /// An empty index of `dim`-dimensional vectors.
     pub fn new(dim: usize) -> Result<Self> {
@@ -241,19 +313,14 @@ impl ExactIndex {
             dim,
             len: 0,
             segments: Vec::new(),
-            kernel: Kernel::detect(),
+            isa: simd::isa(),
         })
     }
 
-    /// An index over `n_rows x dim` reference rows (row-major), normalised on the way in.
-    pub fn from_rows(
-        reference: &[f32],
-        n_rows: usize,
-        dim: usize,
-        n_threads: Option<usize>,
-    ) -> Result<Self> {
-        let mut index = ExactIndex::new(dim)?;
-        index.add(reference, n_rows, n_threads)?;
+    /// An index over the `reference` rows, normalised on the way in.
+    pub fn from_rows(reference: Matrix<'_>, n_threads: Option<usize>) -> Result<Self> {
+        let mut index = ExactIndex::new(reference.cols())?;
+        index.add(reference, n_threads)?;
         Ok(index)
     }
 
@@ -272,15 +339,20 @@ impl ExactIndex {
         self.len == 0
     }
 
-    /// The micro-kernel this index searches with.
-    pub fn kernel(&self) -> Kernel {
-        self.kernel
+    /// The instruction-set level of the micro-kernel this index searches with.
+    pub fn kernel(&self) -> Isa {
+        self.isa
     }
 
-    /// The same index searching with `kernel` (for comparisons and tests; a kernel the CPU
-    /// lacks runs as [`Kernel::Portable`]).
-    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
-        self.kernel = kernel;
+    /// The name of that kernel (`"avx512f"`, `"avx2+fma"` or `"portable"`).
+    pub fn kernel_name(&self) -> &'static str {
+        kernel::name(self.isa)
+    }
+
+    /// The same index searching with the kernel of `isa` (for comparisons and tests; a level the
+    /// CPU lacks runs as the best one below it, see [`Isa::supported_or_below`]).
+    pub fn with_kernel(mut self, isa: Isa) -> Self {
+        self.isa = isa.supported_or_below();
         self
     }
 
@@ -292,23 +364,26 @@ impl ExactIndex {
             .sum()
     }
 
-    /// Appends `n_rows x dim` rows (row-major); they get the indices `len()..len() + n_rows`.
+    /// Appends `rows` (`dim` columns); they get the indices `len()..len() + rows.rows()`.
     /// Adding never copies the rows already stored.
-    pub fn add(&mut self, rows: &[f32], n_rows: usize, n_threads: Option<usize>) -> Result<()> {
-        self.add_impl(rows, n_rows, n_threads, true)
+    pub fn add(&mut self, rows: Matrix<'_>, n_threads: Option<usize>) -> Result<()> {
+        self.add_impl(rows, n_threads, true)
     }
 
     fn add_impl(
         &mut self,
-        rows: &[f32],
-        n_rows: usize,
+        rows: Matrix<'_>,
         n_threads: Option<usize>,
         normalise: bool,
     ) -> Result<()> {
         let dim = self.dim;
-        check_matrix("reference", rows, n_rows, dim)?;
+        check_shape("reference", rows, dim)?;
+        let (n_rows, rows) = (rows.rows(), rows.data());
         let start = self.len;
-        let segment = pool::install(n_threads, || Segment::new(start, rows, dim, normalise))??;
+        let segment = pool::install(n_threads, || {
+            check_finite("reference", rows, dim)?;
+            Segment::pack(start, rows, dim, normalise)
+        })??;
         self.len += n_rows;
         self.segments.push(segment);
         Ok(())
@@ -325,52 +400,21 @@ impl ExactIndex {
         Some(out)
     }
 
-    /// The `k` most cosine-similar stored rows of each of the `n_queries x dim` query rows.
+    /// The `k` most cosine-similar stored rows of each query row (`dim` columns).
     pub fn search(
         &self,
-        queries: &[f32],
-        n_queries: usize,
+        queries: Matrix<'_>,
         k: usize,
         n_threads: Option<usize>,
     ) -> Result<Neighbours> {
         let dim = self.dim;
-        check_matrix("queries", queries, n_queries, dim)?;
-        if k == 0 {
-            return Err(Error::invalid("k", "must be >= 1, got 0"));
-        }
-        if k > self.len {
-            return Err(Error::invalid(
-                "k",
-                format!(
-                    "must be <= the number of reference rows ({}), got {k}",
-                    self.len
-                ),
-            ));
-        }
+        check_shape("queries", queries, dim)?;
+        let (n_queries, queries) = (queries.rows(), queries.data());
+        pool::install(n_threads, || check_finite("queries", queries, dim))??;
+        self.check_k(k)?;
         let threads = pool::resolve_size(n_threads)?;
-        let kernel = self.kernel;
-
-        let panels: Vec<PanelRef<'_>> = self
-            .segments
-            .iter()
-            .flat_map(|seg| {
-                seg.panels
-                    .chunks_exact(NR * dim)
-                    .enumerate()
-                    .map(move |(p, data)| {
-                        let valid = (seg.len - p * NR).min(NR);
-                        PanelRef {
-                            data,
-                            base: (seg.start + p * NR) as u64,
-                            valid_mask: if valid >= 32 {
-                                u32::MAX
-                            } else {
-                                (1u32 << valid) - 1
-                            },
-                        }
-                    })
-            })
-            .collect();
+        let isa = self.isa;
+        let panels = self.panel_refs();
 
         let n_pad = n_queries.div_ceil(MR) * MR;
         let n_qblocks = n_pad.div_ceil(MC);
@@ -397,43 +441,55 @@ impl ExactIndex {
                     let (qb, rc) = (task / n_rchunks, task % n_rchunks);
                     let rows = &qn[qb * MC * dim..((qb + 1) * MC).min(n_pad) * dim];
                     let chunk = &panels[rc * chunk_len..((rc + 1) * chunk_len).min(panels.len())];
-                    scan(kernel, rows, dim, chunk, k)
+                    scan(isa, rows, dim, chunk, k)
                 })
                 .collect::<Vec<Vec<TopK>>>()
         })?;
 
-        let mut scores = Vec::with_capacity(n_queries * k);
-        let mut indices = Vec::with_capacity(n_queries * k);
-        let mut results = results.into_iter();
-        let mut done = 0;
-        while done < n_queries {
-            let mut heaps = results.next().unwrap_or_default();
-            for _ in 1..n_rchunks {
-                if let Some(other) = results.next() {
-                    for (h, o) in heaps.iter_mut().zip(&other) {
-                        h.merge(o);
-                    }
-                }
-            }
-            for h in heaps.into_iter().take(n_queries - done) {
-                for hit in h.into_sorted() {
-                    scores.push(hit.score);
-                    indices.push(hit.index as i64);
-                }
-                done += 1;
-            }
-            if scores.len() != done * k {
-                return Err(Error::Numerical(
-                    "internal error: a query got fewer than k neighbours".into(),
-                ));
-            }
+        merge_blocks(results, n_rchunks, n_queries, k)
+    }
+
+    /// Checks the number of neighbours asked for.
+    fn check_k(&self, k: usize) -> Result<()> {
+        if k == 0 {
+            return Err(Error::invalid("k", "must be >= 1, got 0"));
         }
-        Ok(Neighbours {
-            n_queries,
-            k,
-            scores,
-            indices,
-        })
+        if k > self.len {
+            return Err(Error::invalid(
+                "k",
+                format!(
+                    "must be <= the number of reference rows ({}), got {k}",
+                    self.len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every panel of every segment, in reference order, with its first index and the mask of
+    /// its valid (non-padding) columns.
+    fn panel_refs(&self) -> Vec<PanelRef<'_>> {
+        let dim = self.dim;
+        self.segments
+            .iter()
+            .flat_map(|seg| {
+                seg.panels
+                    .chunks_exact(NR * dim)
+                    .enumerate()
+                    .map(move |(p, data)| {
+                        let valid = (seg.len - p * NR).min(NR);
+                        PanelRef {
+                            data,
+                            base: (seg.start + p * NR) as u64,
+                            valid_mask: if valid >= 32 {
+                                u32::MAX
+                            } else {
+                                (1u32 << valid) - 1
+                            },
+                        }
+                    })
+            })
+            .collect()
     }
 
     /// Writes the index to `path` in the format of the module docs.
@@ -523,8 +579,8 @@ impl ExactIndex {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            index
-                .add_impl(&values, n, n_threads, false)
+            Matrix::new("reference", &values, n, dim)
+                .and_then(|rows| index.add_impl(rows, n_threads, false))
                 .map_err(|e| bad(format!("corrupt rows: {e}")))?;
             done += n;
         }
@@ -532,23 +588,58 @@ impl ExactIndex {
     }
 }
 
-/// One-off exact top-k cosine search of `queries` (`n_queries x dim`) in `reference`
-/// (`n_reference x dim`); builds a temporary [`ExactIndex`].
+/// One-off exact top-k cosine search of `queries` in `reference` (the same number of columns);
+/// builds a temporary [`ExactIndex`].
 pub fn topk_cosine(
-    queries: &[f32],
-    n_queries: usize,
-    reference: &[f32],
-    n_reference: usize,
-    dim: usize,
+    queries: Matrix<'_>,
+    reference: Matrix<'_>,
     k: usize,
     n_threads: Option<usize>,
 ) -> Result<Neighbours> {
-    if dim == 0 {
+    let (dq, dr) = (queries.cols(), reference.cols());
+    if dq == 0 {
         return Err(Error::invalid(
             "queries",
             "has 0 columns: vectors need dim >= 1",
         ));
     }
-    let index = ExactIndex::from_rows(reference, n_reference, dim, n_threads)?;
-    index.search(queries, n_queries, k, n_threads)
+    if dq != dr {
+        return Err(Error::invalid(
+            "queries",
+            format!("has {dq} columns but reference has {dr}; both need the same dimension"),
+        ));
+    }
+    let index = ExactIndex::from_rows(reference, n_threads)?;
+    index.search(queries, k, n_threads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_non_finite_value_is_named_across_blocks() {
+        let dim = 7;
+        let mut data = vec![0.5f32; 3 * FINITE_BLOCK + 11];
+        let check = |data: &[f32]| {
+            pool::install(Some(2), || check_finite("queries", data, dim))
+                .and_then(|r| r)
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(check(&data), None);
+        data[2 * FINITE_BLOCK + 3] = f32::INFINITY;
+        data[FINITE_BLOCK + 5] = f32::NAN;
+        data[3 * FINITE_BLOCK + 10] = f32::NEG_INFINITY;
+        let pos = FINITE_BLOCK + 5;
+        let want = format!(
+            "queries: contains a non-finite value (NaN) at row {}, column {}; remove or replace \
+             NaN/inf",
+            pos / dim,
+            pos % dim
+        );
+        assert_eq!(check(&data).as_deref(), Some(want.as_str()));
+        data[FINITE_BLOCK - 1] = f32::NEG_INFINITY;
+        assert!(check(&data).is_some_and(|m| m.contains("(-inf)")));
+    }
 }

@@ -235,6 +235,12 @@ impl Slide {
         self.mpp
     }
 
+    /// The mean of the x and y microns per pixel of level 0, when the file declares them (what
+    /// patch reads at a target resolution use unless the caller gives the slide's mpp).
+    pub fn mean_mpp(&self) -> Option<f64> {
+        self.mpp.map(|(x, y)| (x + y) / 2.0)
+    }
+
     /// The detected format: `aperio`, `ome-tiff`, `generic-tiff`, `jpeg` or `png`.
     pub fn vendor(&self) -> &'static str {
         self.vendor

@@ -58,7 +58,8 @@ mod select;
 pub use macenko::{macenko_fit, macenko_transform};
 pub use reinhard::{reinhard_fit, reinhard_transform};
 
-use crate::error::{check_rgb_batch, Error, Result};
+use crate::error::{Error, Result};
+use crate::view::RgbBatch;
 
 /// Smallest eigenvalue (in OD^2) that still counts as spread in the tissue ODs.
 const MIN_EIGENVALUE: f64 = 1e-10;
@@ -229,6 +230,29 @@ impl ReinhardTarget {
             ));
         }
         Ok(())
+    }
+}
+
+/// A normalised batch: the patches (the input's shape), one flag per patch (`true` when it was
+/// copied unchanged, see the module docs) and, when asked for (Macenko), the H and E
+/// concentrations `[n, h, w, 2]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalised {
+    pub patches: Vec<u8>,
+    pub skipped: Vec<bool>,
+    pub concentrations: Option<Vec<f32>>,
+}
+
+impl Normalised {
+    /// Zeroed buffers for `input`, with room for the concentrations when asked for.
+    fn new(input: RgbBatch<'_>, concentrations: bool) -> Self {
+        let (n, pixels) = (input.len(), input.pixels());
+        Normalised {
+            patches: vec![0u8; input.data().len()],
+            skipped: vec![false; n],
+            // `n * pixels * 3` fits (the batch checked it), so `n * pixels * 2` does.
+            concentrations: concentrations.then(|| vec![0f32; n * pixels * 2]),
+        }
     }
 }
 

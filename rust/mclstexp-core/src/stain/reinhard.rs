@@ -4,6 +4,8 @@ use rayon::prelude::*;
 
 use super::*;
 use crate::pool;
+use crate::simd::{self, Isa};
+use crate::view::RgbBatch;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -234,80 +236,54 @@ fn lab_f_inv(f: f32) -> f32 {
     }
 }
 
-/// Which implementation of the per-pixel loops runs (chosen once per call, see [`Kernel::detect`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    /// Plain Rust, one pixel at a time, LAB values interleaved in the buffer (`[L, a, b]` per pixel).
-    Portable,
-    /// AVX2 + FMA, 8 pixels at a time, LAB values in groups of 8 (see [`avx2`]).
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// AVX-512F + BW, 16 pixels at a time, LAB values in groups of 16 (see [`avx512`]).
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Kernel {
-    /// AVX-512F + BW when the CPU has them (unless `MCLSTEXP_NO_AVX512` is set, as for the
-    /// retrieval kernels), else AVX2 + FMA when it has those, else the portable loops.
-    fn detect() -> Self {
+/// LAB of every pixel into `buf` (the layout of `isa`'s loops, see [`lab_at`]), the mean and
+/// population std of each channel, and the number of pixels whose three bytes are all
+/// `<= tissue_max` (`-1`: none). A level the CPU lacks runs as the best one below it.
+fn lab_stats(isa: Isa, pixels: &[u8], tissue_max: i32, lab: &Lab, buf: &mut Vec<f32>) -> Stats {
+    match isa.supported_or_below() {
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::env::var_os("MCLSTEXP_NO_AVX512").is_none()
-                && std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-            {
-                return Kernel::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
+        // SAFETY: the level is supported, so the CPU has AVX-512 F and BW.
+        Isa::Avx512 => unsafe { avx512::lab_stats(pixels, tissue_max, lab, buf) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is supported, so the CPU has AVX2 and FMA.
+        Isa::Avx2Fma => unsafe { avx2::lab_stats(pixels, tissue_max, lab, buf) },
+        _ => lab_stats_portable(pixels, tissue_max, lab, buf),
     }
+}
 
-    /// LAB of every pixel into `buf` (the kernel's layout), the mean and population std of each
-    /// channel, and the number of pixels whose three bytes are all `<= tissue_max` (`-1`: none).
-    fn lab_stats(self, pixels: &[u8], tissue_max: i32, lab: &Lab, buf: &mut Vec<f32>) -> Stats {
-        match self {
-            Kernel::Portable => lab_stats(pixels, tissue_max, lab, buf),
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx2` is only chosen (by `detect`, or by tests after the same check) when
-            // the CPU supports AVX2 and FMA.
-            Kernel::Avx2 => unsafe { avx2::lab_stats(pixels, tissue_max, lab, buf) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx512` is only chosen (as `Avx2`) when the CPU supports AVX-512F and BW.
-            Kernel::Avx512 => unsafe { avx512::lab_stats(pixels, tissue_max, lab, buf) },
-        }
-    }
-
-    /// Maps the LAB values of `buf` (from [`Kernel::lab_stats`] on `dst.len() / 3` pixels) by
-    /// `v * gain + offset` per channel and writes them back as sRGB bytes into `dst`.
-    fn apply(self, buf: &[f32], gain: [f32; 3], offset: [f32; 3], lab: &Lab, dst: &mut [u8]) {
-        match self {
-            Kernel::Portable => {
-                for (v, d) in buf.chunks_exact(3).zip(dst.chunks_exact_mut(3)) {
-                    let l = [
-                        v[0] * gain[0] + offset[0],
-                        v[1] * gain[1] + offset[1],
-                        v[2] * gain[2] + offset[2],
-                    ];
-                    lab.to_rgb(l, d);
-                }
+/// Maps the LAB values of `buf` (from [`lab_stats`] with the same `isa`, on `dst.len() / 3`
+/// pixels) by `v * gain + offset` per channel and writes them back as sRGB bytes into `dst`.
+/// A level the CPU lacks runs as the best one below it (as in [`lab_stats`]).
+fn apply(isa: Isa, buf: &[f32], map: &ChannelMap, lab: &Lab, dst: &mut [u8]) {
+    let ChannelMap { gain, offset } = *map;
+    match isa.supported_or_below() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `lab_stats`.
+        Isa::Avx512 => unsafe { avx512::apply(buf, gain, offset, lab, dst) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `lab_stats`.
+        Isa::Avx2Fma => unsafe { avx2::apply(buf, gain, offset, lab, dst) },
+        _ => {
+            for (v, d) in buf.chunks_exact(3).zip(dst.chunks_exact_mut(3)) {
+                let l = [
+                    v[0] * gain[0] + offset[0],
+                    v[1] * gain[1] + offset[1],
+                    v[2] * gain[2] + offset[2],
+                ];
+                lab.to_rgb(l, d);
             }
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as in `lab_stats`.
-            Kernel::Avx2 => unsafe { avx2::apply(buf, gain, offset, lab, dst) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as in `lab_stats`.
-            Kernel::Avx512 => unsafe { avx512::apply(buf, gain, offset, lab, dst) },
         }
     }
 }
 
-/// What [`Kernel::lab_stats`] finds.
+/// The per-channel affine map of LAB values: `v * gain + offset`.
+#[derive(Clone, Copy, Debug)]
+struct ChannelMap {
+    gain: [f32; 3],
+    offset: [f32; 3],
+}
+
+/// What [`lab_stats`] finds.
 struct Stats {
     mean: [f64; 3],
     std: [f64; 3],
@@ -350,8 +326,8 @@ impl Moments {
     }
 }
 
-/// Portable [`Kernel::lab_stats`]: `buf` holds `[L, a, b]` per pixel.
-fn lab_stats(pixels: &[u8], tissue_max: i32, lab: &Lab, buf: &mut Vec<f32>) -> Stats {
+/// Portable [`lab_stats`]: `buf` holds `[L, a, b]` per pixel.
+fn lab_stats_portable(pixels: &[u8], tissue_max: i32, lab: &Lab, buf: &mut Vec<f32>) -> Stats {
     let tissue = pixels
         .chunks_exact(3)
         .filter(|p| i32::from(p[0].max(p[1]).max(p[2])) <= tissue_max)
@@ -400,7 +376,7 @@ pub fn reinhard_fit(pixels: &[u8], params: &ReinhardParams) -> Result<ReinhardTa
     let lab = Lab::new();
     let mut buf = Vec::new();
     let Stats { mean, std, .. } =
-        Kernel::detect().lab_stats(pixels, tissue_max(&table), &lab, &mut buf);
+        lab_stats(simd::isa(), pixels, tissue_max(&table), &lab, &mut buf);
     if std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
         return Err(Error::Numerical(format!(
             "cannot fit a Reinhard target on this image: it is (nearly) a single colour \
@@ -410,61 +386,68 @@ pub fn reinhard_fit(pixels: &[u8], params: &ReinhardParams) -> Result<ReinhardTa
     Ok(ReinhardTarget { mean, std })
 }
 
-/// Normalises a batch of `n` patches (`[n, pixels, 3]` bytes) to a Reinhard `target` into `out`.
-/// Returns one flag per patch: `true` when the patch was copied unchanged.
+/// Normalises a batch of patches (`[n, h, w, 3]` bytes) to a Reinhard `target`. Returns the
+/// normalised patches and one flag per patch (`true` when it was copied unchanged); no
+/// concentrations.
 pub fn reinhard_transform(
-    patches: &[u8],
-    n: usize,
-    pixels: usize,
+    patches: RgbBatch<'_>,
     target: &ReinhardTarget,
     params: &ReinhardParams,
-    out: &mut [u8],
     n_threads: Option<usize>,
-) -> Result<Vec<bool>> {
+) -> Result<Normalised> {
     params.validate()?;
     target.validate()?;
-    let total = check_rgb_batch("patches", patches.len(), n, pixels)?;
-    if out.len() != total {
-        return Err(Error::invalid("out", "must have the same size as patches"));
-    }
+    let (n, pixels) = (patches.len(), patches.pixels());
+    let mut result = Normalised::new(patches, false);
     if n == 0 || pixels == 0 {
-        return Ok(vec![false; n]);
+        return Ok(result);
     }
     let table = OdTable::new(params.io, params.beta);
-    let lab = Lab::new();
-    let needed = needed_tissue(pixels, params.min_tissue);
-    let kernel = Kernel::detect();
-    let mut skipped = vec![false; n];
+    let job = Job {
+        target,
+        lab: Lab::new(),
+        tissue_max: tissue_max(&table),
+        needed: needed_tissue(pixels, params.min_tissue),
+        isa: simd::isa(),
+    };
+    let Normalised {
+        patches: out,
+        skipped,
+        ..
+    } = &mut result;
     pool::install(n_threads, || {
         out.par_chunks_mut(3 * pixels)
-            .zip(patches.par_chunks(3 * pixels))
+            .zip(patches.data().par_chunks(3 * pixels))
             .zip(skipped.par_iter_mut())
             .for_each_init(Vec::new, |buf, ((dst, src), flag)| {
-                *flag = reinhard_one(src, dst, target, &table, &lab, kernel, needed, buf);
+                *flag = reinhard_one(&job, src, dst, buf);
             });
     })?;
-    Ok(skipped)
+    Ok(result)
+}
+
+/// What every patch of one call is normalised with.
+struct Job<'a> {
+    target: &'a ReinhardTarget,
+    lab: Lab,
+    /// A pixel is tissue iff its largest byte is `<= tissue_max` (see [`tissue_max`]).
+    tissue_max: i32,
+    /// Tissue pixels a patch needs to be normalised.
+    needed: usize,
+    /// The level of the per-pixel loops.
+    isa: Isa,
 }
 
 /// Normalises one patch; returns `true` when it was skipped (copied unchanged).
-#[allow(clippy::too_many_arguments)]
-fn reinhard_one(
-    src: &[u8],
-    dst: &mut [u8],
-    target: &ReinhardTarget,
-    table: &OdTable,
-    lab: &Lab,
-    kernel: Kernel,
-    needed: usize,
-    buf: &mut Vec<f32>,
-) -> bool {
+fn reinhard_one(job: &Job<'_>, src: &[u8], dst: &mut [u8], buf: &mut Vec<f32>) -> bool {
     // The tissue pixels are counted in the same pass as the LAB moments: a skipped patch costs a
     // wasted pass, a normalised one no extra pass.
-    let Stats { mean, std, tissue } = kernel.lab_stats(src, tissue_max(table), lab, buf);
-    if tissue < needed || std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
+    let Stats { mean, std, tissue } = lab_stats(job.isa, src, job.tissue_max, &job.lab, buf);
+    if tissue < job.needed || std.iter().any(|s| !(*s >= MIN_LAB_STD)) {
         dst.copy_from_slice(src);
         return true;
     }
+    let target = job.target;
     let mut gain = [0f32; 3];
     let mut offset = [0f32; 3];
     for c in 0..3 {
@@ -472,7 +455,7 @@ fn reinhard_one(
         gain[c] = g as f32;
         offset[c] = (target.mean[c] - mean[c] * g) as f32;
     }
-    kernel.apply(buf, gain, offset, lab, dst);
+    apply(job.isa, buf, &ChannelMap { gain, offset }, &job.lab, dst);
     false
 }
 
@@ -554,34 +537,25 @@ mod tests {
         }
     }
 
-    /// The kernels this CPU can run.
-    fn kernels() -> Vec<Kernel> {
-        #[allow(unused_mut)]
-        let mut k = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
-                k.push(Kernel::Avx2);
-            }
-            if has!("avx512f") && has!("avx512bw") {
-                k.push(Kernel::Avx512);
-            }
+    fn job<'a>(target: &'a ReinhardTarget, table: &OdTable, needed: usize, isa: Isa) -> Job<'a> {
+        Job {
+            target,
+            lab: Lab::new(),
+            tissue_max: tissue_max(table),
+            needed,
+            isa,
         }
-        k
     }
 
-    /// LAB of pixel `i` in a kernel's buffer layout.
-    fn lab_at(kernel: Kernel, buf: &[f32], i: usize) -> [f32; 3] {
-        match kernel {
-            Kernel::Portable => [buf[3 * i], buf[3 * i + 1], buf[3 * i + 2]],
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => {
+    /// LAB of pixel `i` in the buffer layout of `isa`'s loops.
+    fn lab_at(isa: Isa, buf: &[f32], i: usize) -> [f32; 3] {
+        match isa {
+            Isa::Portable => [buf[3 * i], buf[3 * i + 1], buf[3 * i + 2]],
+            Isa::Avx2Fma => {
                 let (g, j) = (i / 8, i % 8);
                 [0, 1, 2].map(|c| buf[24 * g + 8 * c + j])
             }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => {
+            Isa::Avx512 => {
                 let (g, j) = (i / 16, i % 16);
                 [0, 1, 2].map(|c| buf[48 * g + 16 * c + j])
             }
@@ -607,20 +581,20 @@ mod tests {
         for img in &images {
             let n = img.len() / 3;
             let mut base = Vec::new();
-            let t0 = Kernel::Portable.lab_stats(img, 200, &lab, &mut base);
+            let t0 = lab_stats(Isa::Portable, img, 200, &lab, &mut base);
             let want = img
                 .chunks_exact(3)
                 .filter(|p| p.iter().all(|&v| v <= 200))
                 .count();
             assert_eq!(t0.tissue, want);
-            for kernel in kernels() {
+            for kernel in simd::supported() {
                 let mut buf = Vec::new();
-                let t = kernel.lab_stats(img, 200, &lab, &mut buf);
+                let t = lab_stats(kernel, img, 200, &lab, &mut buf);
                 assert_eq!(t.tissue, want, "{kernel:?} n={n}");
                 let (m, s, m0, s0) = (t.mean, t.std, t0.mean, t0.std);
                 // a = 500 (fx - fy): a few f32 ulps of f (~1e-7) become ~1e-4 in a.
                 for i in 0..n {
-                    let (a, b) = (lab_at(kernel, &buf, i), lab_at(Kernel::Portable, &base, i));
+                    let (a, b) = (lab_at(kernel, &buf, i), lab_at(Isa::Portable, &base, i));
                     for c in 0..3 {
                         assert!(
                             (a[c] - b[c]).abs() <= 5e-4,
@@ -644,7 +618,6 @@ mod tests {
 
     #[test]
     fn kernels_agree_on_normalised_patches() -> Result<()> {
-        let lab = Lab::new();
         let params = ReinhardParams::default();
         let target = reinhard_fit(&synthetic(20_000, 11), &params)?;
         let table = OdTable::new(params.io, params.beta);
@@ -655,14 +628,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, &v)| if i % 3 == 1 { v / 2 + 40 } else { v })
                 .collect();
-            let needed = needed_tissue(n, 0.0);
             let mut outs = Vec::new();
-            for kernel in kernels() {
+            for isa in simd::supported() {
+                let job = job(&target, &table, needed_tissue(n, 0.0), isa);
                 let mut dst = vec![0u8; src.len()];
-                let mut buf = Vec::new();
-                let skipped = reinhard_one(
-                    &src, &mut dst, &target, &table, &lab, kernel, needed, &mut buf,
-                );
+                let skipped = reinhard_one(&job, &src, &mut dst, &mut Vec::new());
                 outs.push((skipped, dst));
             }
             let (s0, base) = &outs[0];
@@ -686,7 +656,6 @@ mod tests {
 
     #[test]
     fn tissue_threshold_is_exact_for_every_kernel() -> Result<()> {
-        let lab = Lab::new();
         let params = ReinhardParams::default();
         let target = reinhard_fit(&synthetic(20_000, 11), &params)?;
         let table = OdTable::new(params.io, params.beta);
@@ -702,14 +671,12 @@ mod tests {
                 let i = n - 1 - k * 3;
                 src[3 * i..3 * i + 3].copy_from_slice(&[90 + k as u8, 40 + 2 * k as u8, 120]);
             }
-            for kernel in kernels() {
+            for isa in simd::supported() {
+                let job = job(&target, &table, needed, isa);
                 let mut dst = vec![0u8; src.len()];
-                let mut buf = Vec::new();
-                let skipped = reinhard_one(
-                    &src, &mut dst, &target, &table, &lab, kernel, needed, &mut buf,
-                );
-                assert_eq!(skipped, found < needed, "{kernel:?} found {found}");
-                assert_eq!(dst == src, skipped, "{kernel:?} found {found}");
+                let skipped = reinhard_one(&job, &src, &mut dst, &mut Vec::new());
+                assert_eq!(skipped, found < needed, "{isa} found {found}");
+                assert_eq!(dst == src, skipped, "{isa} found {found}");
             }
         }
         Ok(())
@@ -720,12 +687,13 @@ mod tests {
         let img = synthetic(4096, 4);
         let params = ReinhardParams::default();
         let t = reinhard_fit(&img, &params)?;
-        let mut out = vec![0u8; img.len()];
-        let skipped = reinhard_transform(&img, 1, 4096, &t, &params, &mut out, Some(1))?;
-        assert_eq!(skipped, vec![false]);
+        let batch = crate::view::Batch::of_pixels("patches", &img, 1, 4096)?;
+        let done = reinhard_transform(batch, &t, &params, Some(1))?;
+        assert_eq!(done.skipped, vec![false]);
+        assert_eq!(done.concentrations, None);
         let worst = img
             .iter()
-            .zip(&out)
+            .zip(&done.patches)
             .map(|(a, b)| (*a as i32 - *b as i32).abs())
             .max()
             .unwrap_or(0);

@@ -64,9 +64,7 @@ mod tests {
 
     #[test]
     fn unpack_pack_round_trip() {
-        if !(std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw"))
-        {
+        if !crate::simd::Isa::Avx512.is_supported() {
             return;
         }
         let px: [u8; GROUP_BYTES] = std::array::from_fn(|i| (i * 37 + 11) as u8);

@@ -1,6 +1,8 @@
 //! Exact order statistics and numpy-style percentiles through a histogram (Macenko's angles
 //! and concentrations).
 
+use crate::simd::Isa;
+
 /// Histogram bins of [`order_stats`].
 pub(super) const SELECT_BINS: usize = 2048;
 
@@ -28,6 +30,14 @@ impl Binner {
         // so the conversion is defined.
         (unsafe { x.to_int_unchecked::<u32>() }) as usize
     }
+}
+
+/// The histogram of some values: their counts per bin under `binner` (`SELECT_BINS` entries),
+/// or no histogram at all (`binner: None`: ranks are then selected by sorting).
+#[derive(Clone, Copy)]
+pub(super) struct Hist<'a> {
+    pub(super) binner: Option<&'a Binner>,
+    pub(super) counts: &'a [u32],
 }
 
 /// Adds the second half of a `2 * SELECT_BINS` histogram into the first and drops it.
@@ -66,18 +76,27 @@ pub(super) fn order_stats<const K: usize>(
     if let Some(b) = &binner {
         fill_hist(values, b, hist);
     }
-    select_ranks(values, ranks, binner.as_ref(), hist, gather)
+    let hist = Hist {
+        binner: binner.as_ref(),
+        counts: hist,
+    };
+    select_ranks(values, ranks, hist, gather, crate::simd::isa())
 }
 
-/// [`order_stats`] given the histogram of `values` under `binner` (`None`: sort instead).
+/// [`order_stats`] given the histogram of `values`; the bins' elements are gathered with the
+/// code of `isa` (lowered to what the CPU runs).
 pub(super) fn select_ranks<const K: usize>(
     values: &[f32],
     ranks: [usize; K],
-    binner: Option<&Binner>,
-    hist: &[u32],
+    hist: Hist<'_>,
     gather: &mut Vec<f32>,
+    isa: Isa,
 ) -> [f32; K] {
     let mut out = [0f32; K];
+    let Hist {
+        binner,
+        counts: hist,
+    } = hist;
     let binner = match binner {
         Some(b) if values.len() >= 128 && hist.len() == SELECT_BINS => b,
         _ => {
@@ -120,13 +139,7 @@ pub(super) fn select_ranks<const K: usize>(
     }
     let targets = &distinct[..n_distinct];
     gather.clear();
-    gather_bins(
-        values,
-        binner,
-        targets,
-        gather,
-        super::macenko::simd_available(),
-    );
+    gather_bins(values, binner, targets, gather, isa);
     for (slot, &(b, within)) in out.iter_mut().zip(where_.iter()) {
         let offset: usize = targets
             .iter()
@@ -143,16 +156,16 @@ pub(super) fn select_ranks<const K: usize>(
 }
 
 /// Appends, in order, the elements of `values` whose bin under `binner` is one of `targets` (at
-/// most 16 bins) to `out`; `simd`: with AVX-512 (the caller checked the CPU has F and BW).
-fn gather_bins(values: &[f32], binner: &Binner, targets: &[usize], out: &mut Vec<f32>, simd: bool) {
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if simd && targets.len() <= 16 {
-        // SAFETY: `simd` is only passed as true when the CPU has AVX-512F and BW.
-        done = unsafe { avx512::gather_bins(values, binner, targets, out) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = simd;
+/// most 16 bins) to `out`, with the code of `isa` (lowered to what the CPU runs).
+fn gather_bins(values: &[f32], binner: &Binner, targets: &[usize], out: &mut Vec<f32>, isa: Isa) {
+    let done = match isa.supported_or_below() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is supported, so the CPU has AVX-512 F and BW; at most 16 targets.
+        Isa::Avx512 if targets.len() <= 16 => unsafe {
+            avx512::gather_bins(values, binner, targets, out)
+        },
+        _ => 0,
+    };
     out.extend(
         values[done..]
             .iter()
@@ -226,12 +239,12 @@ pub(super) fn percentile_ranks(n: usize, q: f64) -> (usize, usize, f64) {
 pub(super) fn percentile_linear(
     values: &[f32],
     q: f64,
-    binner: Option<&Binner>,
-    hist: &[u32],
+    hist: Hist<'_>,
     gather: &mut Vec<f32>,
+    isa: Isa,
 ) -> f64 {
     let (lo, hi, t) = percentile_ranks(values.len(), q);
-    let [a, b] = select_ranks(values, [lo, hi], binner, hist, gather);
+    let [a, b] = select_ranks(values, [lo, hi], hist, gather, isa);
     if t <= 0.0 {
         a as f64
     } else {
@@ -262,14 +275,20 @@ mod tests {
         if let Some(b) = &binner {
             fill_hist(&v, b, &mut h);
         }
-        let b = binner.as_ref();
-        assert_eq!(percentile_linear(&v, 50.0, b, &h, &mut g), 3.0);
-        assert!((percentile_linear(&v, 99.0, b, &h, &mut g) - 4.96).abs() < 1e-9);
-        assert!((percentile_linear(&v, 1.0, b, &h, &mut g) - 1.04).abs() < 1e-9);
+        let hist = Hist {
+            binner: binner.as_ref(),
+            counts: &h,
+        };
+        for isa in crate::simd::supported() {
+            let mut p = |q| percentile_linear(&v, q, hist, &mut g, isa);
+            assert_eq!(p(50.0), 3.0);
+            assert!((p(99.0) - 4.96).abs() < 1e-9);
+            assert!((p(1.0) - 1.04).abs() < 1e-9);
+        }
     }
 
     #[test]
-    fn simd_and_portable_gathers_agree() {
+    fn every_level_gathers_as_the_portable_code() {
         let mut state = 7u64;
         let v: Vec<f32> = (0..1000)
             .map(|i| {
@@ -285,14 +304,17 @@ mod tests {
         let Some(b) = binner.as_ref() else {
             panic!("valid bounds")
         };
-        let simd = super::super::macenko::simd_available();
         for targets in [&[0usize][..], &[5, 6], &[100, 2047], &[3, 900, 1500, 2000]] {
             for n in [0, 15, 16, 17, 999, 1000] {
-                let (mut a, mut c) = (Vec::new(), Vec::new());
-                gather_bins(&v[..n], b, targets, &mut a, simd);
-                gather_bins(&v[..n], b, targets, &mut c, false);
+                let mut c = Vec::new();
+                gather_bins(&v[..n], b, targets, &mut c, Isa::Portable);
                 let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&a), bits(&c), "targets {targets:?} n {n}");
+                let mut a = Vec::new();
+                for isa in crate::simd::supported() {
+                    a.clear();
+                    gather_bins(&v[..n], b, targets, &mut a, isa);
+                    assert_eq!(bits(&a), bits(&c), "{isa} targets {targets:?} n {n}");
+                }
                 if n == 1000 && targets[0] == 0 {
                     assert!(!a.is_empty(), "NaN and low values fall into bin 0");
                 }

@@ -14,11 +14,12 @@ use std::arch::x86_64::*;
 
 use super::super::rgb512::{picks, unpack, GROUP, GROUP_BYTES};
 use super::super::select::{Binner, SELECT_BINS};
+use super::Tables;
 
 /// `t[0][r] + t[1][g] + t[2][b]` per lane, in that order (as `table_dot`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn dot(t: &[[f32; 256]; 3], idx: &[__m512i; 3]) -> __m512 {
+fn dot(t: &Tables, idx: &[__m512i; 3]) -> __m512 {
     // SAFETY: every index lane is a byte (0..=255, zero-extended by `unpack`), and each table
     // has 256 entries, so every gathered address lies inside `t[j]`.
     let g = |j: usize| unsafe { _mm512_i32gather_ps::<4>(idx[j], t[j].as_ptr()) };
@@ -40,23 +41,20 @@ fn bins(v: __m512, b: &Binner, out: &mut [u32; GROUP]) {
     unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_cvttps_epi32(x)) };
 }
 
-/// Concentration pass over the first `16 * k` pixels of `pixels` (`[n, 3]` bytes): `c0`, `c1`
-/// (at least as long as the pixels done) and, when both binners exist, the two histograms
-/// (`2 * SELECT_BINS` each). Returns the number of pixels done; the caller does the rest.
+/// Concentration pass over the first `16 * k` pixels of `pixels` (`[n, 3]` bytes): the H and E
+/// concentrations through `tables` into `out` (each at least as long as the pixels done) and,
+/// when both binners exist, their histograms into `hists` (`2 * SELECT_BINS` each). Returns the
+/// number of pixels done; the caller does the rest.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512BW.
 #[target_feature(enable = "avx512f,avx512bw")]
-#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn concentrations(
     pixels: &[u8],
-    t0: &[[f32; 256]; 3],
-    t1: &[[f32; 256]; 3],
+    [t0, t1]: [&Tables; 2],
     binners: Option<(&Binner, &Binner)>,
-    c0: &mut [f32],
-    c1: &mut [f32],
-    h0: &mut [u32],
-    h1: &mut [u32],
+    [c0, c1]: [&mut [f32]; 2],
+    [h0, h1]: [&mut [u32]; 2],
 ) -> usize {
     let picks = picks();
     let (mut b0, mut b1) = ([0u32; GROUP], [0u32; GROUP]);
@@ -91,16 +89,16 @@ pub(super) unsafe fn concentrations(
     done
 }
 
-/// Angle pass: pseudo-angles of the first `16 * k` pixels of `pixels` appended to `out`, counted
-/// into `hist` (`2 * SELECT_BINS`) under `binner`. Returns the number of pixels done.
+/// Angle pass: pseudo-angles of the first `16 * k` pixels of `pixels` (their ODs projected through
+/// the tables of the plane's two directions) appended to `out`, counted into `hist`
+/// (`2 * SELECT_BINS`) under `binner`. Returns the number of pixels done.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512BW.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn pseudo_angles(
     pixels: &[u8],
-    tx: &[[f32; 256]; 3],
-    ty: &[[f32; 256]; 3],
+    [tx, ty]: [&Tables; 2],
     binner: &Binner,
     out: &mut Vec<f32>,
     hist: &mut [u32],

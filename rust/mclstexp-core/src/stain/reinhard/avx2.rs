@@ -339,7 +339,7 @@ mod tests {
     use super::*;
 
     fn have_avx2() -> bool {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        crate::simd::Isa::Avx2Fma.is_supported()
     }
 
     #[target_feature(enable = "avx2,fma")]

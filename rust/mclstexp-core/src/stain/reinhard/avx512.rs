@@ -279,8 +279,7 @@ mod tests {
     use super::*;
 
     fn have_avx512() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
+        crate::simd::Isa::Avx512.is_supported()
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
