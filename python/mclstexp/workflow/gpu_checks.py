@@ -219,6 +219,10 @@ def train_throughput(
     augmentation on the device when the preset asks for it there, and the peak device memory."""
     amp = PRECISIONS[precision]
     preset = _preset(preset_name, sizes, train__amp=amp, train__num_workers=0)
+    # fp32 as PyTorch runs it by default (the original's setting): cuDNN TF32 on, matmul TF32
+    # off; the trainer turns both on under AMP (process-wide flags, so set them for each run)
+    torch.backends.cuda.matmul.allow_tf32 = amp != "none"
+    torch.backends.cudnn.allow_tf32 = True
     sections = synthetic_sections(sizes)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -247,6 +251,7 @@ def train_throughput(
         "spots_per_s": round(spots * t["steps"] / t["seconds"], 1),
         "loss_finite": bool(np.isfinite(loss)),
         "compile_s": compile_s,
+        "matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
     }
     if dev.type == "cuda":
         out["peak_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
