@@ -40,3 +40,25 @@ def test_a_terminal_keeps_tqdm_defaults_and_an_explicit_interval_wins() -> None:
     assert _redraws(_Terminal()) > 3
     assert _interval(_Terminal()) == 0.1
     assert _interval(io.StringIO(), mininterval=0.5) == 0.5
+
+
+def test_the_training_bar_does_not_flood_a_log_file(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Regression: ``set_postfix`` redrew the epoch bar on every batch (862 lines for a 74 s
+    run), so the log-file interval did not hold for the real training bar."""
+    import pytest
+
+    pytest.importorskip("torch")
+    from _model_fixtures import make_sections
+
+    from mclstexp.models import load_preset
+    from mclstexp.train import train_model
+
+    preset = load_preset("cpu", train__epochs=2, train__batch_size=4, model__sequence_length=2)
+    m = preset.model
+    m.backbone, m.pooling, m.feature_views = "test_resnet", "global", "single"
+    train_model(make_sections(2, grid=6), preset, run_dir=tmp_path, device="cpu", progress=True)
+    err = capsys.readouterr().err
+    batches = 2 * 6 * 6 // 4  # 18 batches per epoch
+    # at most the first, the last (and one timed) state per epoch; it was one per batch
+    assert err.count("\repoch") <= 3 * 2, err
+    assert f"{batches}/{batches}" in err and "loss=" in err

@@ -25,6 +25,8 @@ _EXPORTS = {
     "TrainingRun": "setup",
     "train_model": "loop",
     "train_one_epoch": "loop",
+    "train_step": "loop",
+    "epoch_data": "loop",
     "TrainResult": "loop",
     "load_checkpoint": "checkpoint",
     "leave_one_section_out": "folds",

@@ -41,7 +41,7 @@ from mclstexp.train.checkpoint import checkpoint_payload, save_checkpoint
 from mclstexp.train.loader import UNIT, BatchDataset, EpochKeys, epoch_keys
 from mclstexp.train.setup import FINAL, TrainingRun, setup_training, write_log
 
-__all__ = ["TrainResult", "train_model", "train_one_epoch"]
+__all__ = ["EpochData", "TrainResult", "epoch_data", "train_model", "train_one_epoch", "train_step"]
 
 
 @dataclass
@@ -70,7 +70,13 @@ class EpochData:
     image_format: str
 
 
-def _epoch_data(run: TrainingRun) -> EpochData:
+def epoch_data(run: TrainingRun) -> EpochData:
+    """The batch plan, batch dataset and DataLoader of a run (built once, reused every epoch).
+
+    On CPU the loader emits float32 ``(B, 3, H, W)`` in [0, 1] (layout and scaling done by the
+    fused kernel, in the workers); on CUDA compact uint8, converted (and, by default, augmented)
+    on the GPU after a pinned-memory copy.
+    """
     tcfg, dev = run.train_config, run.device
     plan = BatchPlan(
         [s.positions for s in run.sections],
@@ -85,8 +91,6 @@ def _epoch_data(run: TrainingRun) -> EpochData:
     on_device = augment and (
         tcfg.augment_on == "device" or (tcfg.augment_on == "auto" and dev.type == "cuda")
     )
-    # CPU training: the loader emits float32 (B, 3, H, W) in [0, 1] (layout and scaling done by
-    # the fused kernel, in the workers); CUDA: compact uint8, converted on the GPU
     image_format = "unit" if dev.type == "cpu" else "uint8"
     dataset = BatchDataset(
         run.sections,
@@ -108,64 +112,92 @@ def _epoch_data(run: TrainingRun) -> EpochData:
     return EpochData(plan, dataset, keys, loader, on_device, image_format)
 
 
+def train_step(
+    run: TrainingRun, data: EpochData, batch: dict[str, torch.Tensor], aug_seed: int
+) -> torch.Tensor:
+    """One optimisation step on one loader batch: to the device (non-blocking from pinned
+    memory), augmentation on the device when configured, forward under autocast, the
+    contrastive loss in float32 (negatives gathered from every rank), backward through the AMP
+    scaler, clipping, optimiser step. Returns the detached loss on the device (reading it is
+    the caller's choice: it waits for the GPU)."""
+    tcfg, dev = run.train_config, run.device
+    images = data.dataset.model_images(batch["images"]).to(dev, non_blocking=True)
+    if data.augment_on_device:
+        images = augment_batch(
+            images,
+            torch.Generator().manual_seed(aug_seed),
+            normalize=UNIT if data.image_format == "unit" else None,
+        )
+    expr = batch["expression"].to(dev, non_blocking=True)
+    pos = batch["positions"].to(dev, non_blocking=True)
+    mask = batch["mask"].to(dev, non_blocking=True)
+    with autocast(dev, "none" if run.amp_dtype is None else tcfg.amp):
+        img_emb, spot_emb, scale = run.net(images, expr, pos, mask)
+    loss_fn = clip_loss if tcfg.loss == "clip" else soft_target_loss
+    loss = loss_fn(img_emb.float(), spot_emb.float(), scale, lam=tcfg.loss_lambda, gather=True)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if tcfg.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.params, tcfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss.detach()
+
+
 def train_one_epoch(
     run: TrainingRun, data: EpochData, epoch: int, *, progress: bool = True
 ) -> dict[str, Any]:
-    """One pass over this rank's batches of ``epoch``: forward, contrastive loss (negatives
-    gathered from every rank), backward, clipping, optimiser step. Returns the epoch's metrics
-    (the learning-rate schedule is stepped by the caller)."""
-    tcfg, dev, info = run.train_config, run.device, run.info
+    """One pass over this rank's batches of ``epoch`` (:func:`train_step` per batch). Returns
+    the epoch's metrics (the learning-rate schedule is stepped by the caller).
+
+    The loss is summed on the device in float64 and read when the progress bar redraws and at
+    the end, so a GPU step never waits for the host in between (a per-step ``float(loss)`` would
+    synchronise every step); the bar's postfix never forces a redraw of its own.
+    """
+    info = run.info
     run.net.train()
     keys = epoch_keys(data.plan, run.seed, epoch)
     data.keys.keys = keys
-    loss_fn = clip_loss if tcfg.loss == "clip" else soft_target_loss
     bar = None
     if progress and info.is_main:
         from mclstexp._progress import progress_bar
 
-        bar = progress_bar(total=len(keys), desc=f"epoch {epoch + 1}/{tcfg.epochs}", unit="batch")
-    loss_sum, n_steps, n_spots = 0.0, 0, 0
+        bar = progress_bar(
+            total=len(keys), desc=f"epoch {epoch + 1}/{run.train_config.epochs}", unit="batch"
+        )
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    n_steps, n_spots = 0, 0
     t0 = time.perf_counter()
     for step, batch in enumerate(data.loader):
-        images = data.dataset.model_images(batch["images"]).to(dev, non_blocking=True)
-        if data.augment_on_device:
-            images = augment_batch(
-                images,
-                torch.Generator().manual_seed(keys[step][0]),
-                normalize=UNIT if data.image_format == "unit" else None,
-            )
-        expr = batch["expression"].to(dev, non_blocking=True)
-        pos = batch["positions"].to(dev, non_blocking=True)
-        mask = batch["mask"].to(dev, non_blocking=True)
-        with autocast(dev, "none" if run.amp_dtype is None else tcfg.amp):
-            img_emb, spot_emb, scale = run.net(images, expr, pos, mask)
-        loss = loss_fn(img_emb.float(), spot_emb.float(), scale, lam=tcfg.loss_lambda, gather=True)
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        if tcfg.grad_clip is not None:
-            run.scaler.unscale_(run.optimizer)
-            torch.nn.utils.clip_grad_norm_(run.params, tcfg.grad_clip)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        loss_sum += float(loss.detach())
+        n_spots += int(batch["mask"].sum()) * info.world_size  # host tensor: no device sync
+        loss_sum += train_step(run, data, batch, keys[step][0])
         n_steps += 1
-        n_spots += int(mask.sum()) * info.world_size
         if bar is not None:
-            dt = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{loss_sum / n_steps:.4f}", spots_s=f"{n_spots / dt:.0f}")
-            bar.update(1)
+            _update_bar(bar, loss_sum, n_steps, n_spots, time.perf_counter() - t0)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
     return {
         "epoch": epoch + 1,
-        "loss": loss_sum / max(1, n_steps),
+        "loss": float(loss_sum) / max(1, n_steps),
         "lr": run.optimizer.param_groups[0]["lr"],
         "steps": n_steps,
         "spots": n_spots,
         "seconds": round(seconds, 4),
         "spots_per_s": round(n_spots / max(seconds, 1e-9), 2),
     }
+
+
+def _update_bar(bar: Any, loss_sum: torch.Tensor, steps: int, spots: int, dt: float) -> None:
+    """Advance the bar; refresh its postfix (reading the loss) only when it is about to redraw."""
+    if bar.n + 1 >= bar.total or time.perf_counter() - bar.last_print_t >= bar.mininterval:
+        bar.set_postfix(
+            loss=f"{float(loss_sum) / steps:.4f}",
+            spots_s=f"{spots / max(dt, 1e-9):.0f}",
+            refresh=False,
+        )
+    bar.update(1)
 
 
 def train_model(
@@ -236,7 +268,7 @@ def train_model(
         normalization=normalization,
         progress=progress,
     )
-    data = _epoch_data(run)
+    data = epoch_data(run)
     for epoch in range(run.start_epoch, run.train_config.epochs):
         metrics = train_one_epoch(run, data, epoch, progress=progress)
         run.scheduler.step()
