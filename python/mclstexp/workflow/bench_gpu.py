@@ -180,19 +180,24 @@ def run_gpu_bench(
 
 def _end_to_end(bench: GpuBench, dev: Any, smoke: bool) -> dict[str, Any]:
     """``mclstexp run --preset default --device cuda`` for one fold on the synthetic data."""
+    # the data, caches and checkpoints go to a temporary folder: out_dir keeps the results only
+    with tempfile.TemporaryDirectory(prefix="mclstexp-gpu-run-") as tmp:
+        return _run_one_fold(bench, dev, smoke, Path(tmp))
+
+
+def _run_one_fold(bench: GpuBench, dev: Any, smoke: bool, tmp: Path) -> dict[str, Any]:
     from mclstexp.workflow.dataset import load_dataset
     from mclstexp.workflow.experiment import run_experiment
 
-    root = bench.out_dir / "synthetic"
     sizes = {"n_sections": 3, "n_spots": 60} if smoke else {"n_sections": 4, "n_spots": 200}
-    dataset = load_dataset("synthetic", root=root, **sizes)
+    dataset = load_dataset("synthetic", root=tmp / "synthetic", **sizes)
     epochs = bench.epochs if bench.epochs is not None else (2 if smoke else None)
     t0 = time.perf_counter()
     # smoke: a tiny network on a CPU, the same code path in seconds
-    preset = str(_smoke_preset(bench.out_dir)) if smoke else "default"
+    preset = str(_smoke_preset(tmp)) if smoke else "default"
     result = run_experiment(
         dataset,
-        out_dir=bench.out_dir / "run",
+        out_dir=tmp / "run",
         presets=[preset],
         holdout=[dataset.section_names[0]],
         device=str(dev),
