@@ -52,6 +52,8 @@
 mod macenko;
 mod reinhard;
 #[cfg(target_arch = "x86_64")]
+mod rgb256;
+#[cfg(target_arch = "x86_64")]
 mod rgb512;
 mod select;
 
