@@ -10,6 +10,8 @@ use crate::simd::{self, Isa};
 use crate::view::RgbBatch;
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod estimate;
 
@@ -42,6 +44,9 @@ impl Scratch {
 /// Three per-byte tables, one per input channel: `t[j][v]` for byte value `v` of channel `j`.
 type Tables = [[f32; 256]; 3];
 
+/// Two sets of [`Tables`] interleaved (see [`pair_tables`]): `t[j][v] = [first, second]`.
+type PairTables = [[[f32; 2]; 256]; 3];
+
 /// `min(max(v, 0), 255)` truncated to a byte; NaN -> 0.
 #[inline]
 fn byte_trunc(v: f32) -> u8 {
@@ -64,7 +69,7 @@ fn weighted_tables(w: [f64; 3], od: &[f64; 256]) -> [[f32; 256]; 3] {
 
 /// Two sets of [`weighted_tables`] interleaved: `t[j][v] = [w0[j] * od[v], w1[j] * od[v]]`, so
 /// one lookup per channel serves both dot products.
-fn pair_tables(w0: [f64; 3], w1: [f64; 3], od: &[f64; 256]) -> [[[f32; 2]; 256]; 3] {
+fn pair_tables(w0: [f64; 3], w1: [f64; 3], od: &[f64; 256]) -> PairTables {
     let mut t = [[[0f32; 2]; 256]; 3];
     for j in 0..3 {
         for v in 0..256 {
@@ -76,7 +81,7 @@ fn pair_tables(w0: [f64; 3], w1: [f64; 3], od: &[f64; 256]) -> [[[f32; 2]; 256];
 
 /// Both [`table_dot`]s of a [`pair_tables`] (same summation order, so the same values).
 #[inline]
-fn pair_dot(t: &[[[f32; 2]; 256]; 3], px: &[u8]) -> [f32; 2] {
+fn pair_dot(t: &PairTables, px: &[u8]) -> [f32; 2] {
     let (a, b, c) = (
         t[0][px[0] as usize],
         t[1][px[1] as usize],

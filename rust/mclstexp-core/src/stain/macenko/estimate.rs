@@ -5,7 +5,7 @@
 use super::super::select::*;
 use super::super::*;
 #[cfg(target_arch = "x86_64")]
-use super::avx512;
+use super::{avx2, avx512};
 use super::{pair_dot, pair_tables, table_bounds, weighted_tables, Scratch};
 use crate::simd::Isa;
 
@@ -293,6 +293,17 @@ fn concentrations(
             avx512::concentrations(
                 pixels,
                 [&t0, &t1],
+                bin0.as_ref().zip(bin1.as_ref()),
+                [&mut scratch.c0[..], &mut scratch.c1[..]],
+                [&mut scratch.hist[..], &mut scratch.hist1[..]],
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX2 and FMA.
+        Isa::Avx2Fma => unsafe {
+            avx2::concentrations(
+                pixels,
+                &t01,
                 bin0.as_ref().zip(bin1.as_ref()),
                 [&mut scratch.c0[..], &mut scratch.c1[..]],
                 [&mut scratch.hist[..], &mut scratch.hist1[..]],

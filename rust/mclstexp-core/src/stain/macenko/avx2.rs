@@ -1,0 +1,112 @@
+//! AVX2 + FMA versions of Macenko's per-pixel passes (angles, concentrations, re-composition),
+//! 8 pixels per step.
+//!
+//! The projection passes look up the same interleaved pair tables as the portable loops
+//! (`pair_tables`: one 8-byte entry per channel and byte value holds both directions' terms), 4
+//! pixels per 64-bit gather, and add the three channels' terms in the portable order; the
+//! pseudo-angle, the bin map and the byte truncation are the portable operations lane by lane
+//! (same IEEE division, `max`/`min` with the same NaN outcome). So every value, histogram and
+//! order statistic is bit-identical to the portable path's; only the histogram halves a pixel
+//! counts into differ, which the merge makes irrelevant. No FMA is used: a fused product would
+//! round differently from the portable code.
+//!
+//! Every function here is `unsafe` only because it needs AVX2 and FMA: the caller must have
+//! checked that the CPU supports both.
+
+use std::arch::x86_64::*;
+
+use super::super::rgb256::{unpack, GROUP, GROUP_BYTES};
+use super::super::select::{Binner, SELECT_BINS};
+use super::PairTables;
+
+/// [`super::pair_dot`] of 8 pixels (channel bytes `idx` from `unpack`): the first and second
+/// terms' sums, one lane per pixel, in pixel order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn pair_dot(t: &PairTables, idx: &[__m256i; 3]) -> (__m256, __m256) {
+    // Entry `t[j][v]` is 8 bytes at `t[j] + 8 v`: one 64-bit gather lane per pixel.
+    let gather = |j: usize, v: __m128i| {
+        // SAFETY: every index lane is a byte value (0..=255, zero-extended by `unpack`) and each
+        // table has 256 entries of 8 bytes, so every gathered address lies inside `t[j]`.
+        _mm256_castpd_ps(unsafe { _mm256_i32gather_pd::<8>(t[j].as_ptr().cast::<f64>(), v) })
+    };
+    let sum = |half: fn(__m256i) -> __m128i| {
+        let (r, g, b) = (
+            gather(0, half(idx[0])),
+            gather(1, half(idx[1])),
+            gather(2, half(idx[2])),
+        );
+        // `(r + g) + b` on both terms: the portable order.
+        _mm256_add_ps(_mm256_add_ps(r, g), b)
+    };
+    // [x0 y0 x1 y1 | x2 y2 x3 y3] and [x4 y4 x5 y5 | x6 y6 x7 y7].
+    let lo = sum(|v| _mm256_castsi256_si128(v));
+    let hi = sum(|v| _mm256_extracti128_si256::<1>(v));
+    // Even (odd) floats of both: pixels 0, 1, 4, 5, 2, 3, 6, 7; then in order.
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    let x = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+    let y = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+    (
+        _mm256_permutevar8x32_ps(x, order),
+        _mm256_permutevar8x32_ps(y, order),
+    )
+}
+
+/// `Binner::bin` per lane, stored to `out`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn bins(v: __m256, b: &Binner, out: &mut [u32; GROUP]) {
+    let x = _mm256_mul_ps(
+        _mm256_sub_ps(v, _mm256_set1_ps(b.lo)),
+        _mm256_set1_ps(b.scale),
+    );
+    // `_mm256_max_ps(x, 0)` returns its second operand, 0, when `x` is NaN, as `f32::max` does.
+    let x = _mm256_max_ps(x, _mm256_setzero_ps());
+    let x = _mm256_min_ps(x, _mm256_set1_ps((SELECT_BINS - 1) as f32));
+    // SAFETY: `out` holds 8 u32, one 32-byte unaligned store.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), _mm256_cvttps_epi32(x)) };
+}
+
+/// Concentration pass over the first `8 * k` pixels of `pixels` (`[n, 3]` bytes): the H and E
+/// concentrations through the pair tables `t01` into `out` (each at least as long as the pixels
+/// done) and, when both binners exist, their histograms into `hists` (`2 * SELECT_BINS` each).
+/// Returns the number of pixels done; the caller does the rest.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn concentrations(
+    pixels: &[u8],
+    t01: &PairTables,
+    binners: Option<(&Binner, &Binner)>,
+    [c0, c1]: [&mut [f32]; 2],
+    [h0, h1]: [&mut [u32]; 2],
+) -> usize {
+    let (mut b0, mut b1) = ([0u32; GROUP], [0u32; GROUP]);
+    let mut done = 0;
+    let (groups, _) = pixels.as_chunks::<GROUP_BYTES>();
+    for ((px, a), b) in groups
+        .iter()
+        .zip(c0.as_chunks_mut::<GROUP>().0)
+        .zip(c1.as_chunks_mut::<GROUP>().0)
+    {
+        let (va, vb) = pair_dot(t01, &unpack(px));
+        // SAFETY: `a` and `b` hold 8 floats each, one 32-byte unaligned store each.
+        unsafe {
+            _mm256_storeu_ps(a.as_mut_ptr(), va);
+            _mm256_storeu_ps(b.as_mut_ptr(), vb);
+        }
+        if let Some((bin0, bin1)) = binners {
+            bins(va, bin0, &mut b0);
+            bins(vb, bin1, &mut b1);
+            for i in 0..GROUP {
+                let half = (i & 1) * SELECT_BINS;
+                // Bins are < SELECT_BINS (clamped above), so the indices are in range.
+                h0[b0[i] as usize + half] += 1;
+                h1[b1[i] as usize + half] += 1;
+            }
+        }
+        done += GROUP;
+    }
+    done
+}
