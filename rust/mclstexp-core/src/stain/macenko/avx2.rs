@@ -110,3 +110,41 @@ pub(super) unsafe fn concentrations(
     }
     done
 }
+
+/// Angle pass: pseudo-angles of the first `8 * k` pixels of `pixels` (their ODs projected through
+/// the pair tables `txy` of the plane's two directions) appended to `out`, counted into `hist`
+/// (`2 * SELECT_BINS`) under `binner`. Returns the number of pixels done.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn pseudo_angles(
+    pixels: &[u8],
+    txy: &PairTables,
+    binner: &Binner,
+    out: &mut Vec<f32>,
+    hist: &mut [u32],
+) -> usize {
+    let mut bin = [0u32; GROUP];
+    let mut lanes = [0f32; GROUP];
+    let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let (groups, _) = pixels.as_chunks::<GROUP_BYTES>();
+    for px in groups {
+        let (x, y) = pair_dot(txy, &unpack(px));
+        // As `pseudo_angle`: s = |x| + |y|; r = x / s; y >= 0 ? 1 - r : r - 1; s == 0 -> 0.
+        let s = _mm256_add_ps(_mm256_and_ps(x, abs_mask), _mm256_and_ps(y, abs_mask));
+        let r = _mm256_div_ps(x, s);
+        let up = _mm256_cmp_ps::<_CMP_GE_OQ>(y, zero);
+        let p = _mm256_blendv_ps(_mm256_sub_ps(r, one), _mm256_sub_ps(one, r), up);
+        let p = _mm256_blendv_ps(p, zero, _mm256_cmp_ps::<_CMP_EQ_OQ>(s, zero));
+        // SAFETY: `lanes` holds 8 floats, one 32-byte unaligned store.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), p) };
+        out.extend_from_slice(&lanes);
+        bins(p, binner, &mut bin);
+        for (i, &b) in bin.iter().enumerate() {
+            hist[b as usize + (i & 1) * SELECT_BINS] += 1;
+        }
+    }
+    GROUP * groups.len()
+}

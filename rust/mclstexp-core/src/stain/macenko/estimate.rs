@@ -183,6 +183,13 @@ fn pseudo_angles(plane: &Plane, od: &[f64; 256], scratch: &mut Scratch) -> Optio
                 // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX-512 F and BW.
                 unsafe { avx512::pseudo_angles(flat, [&tx, &ty], binner, angles, hist) }
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => {
+                let flat = scratch.tissue.as_flattened();
+                let (angles, hist) = (&mut scratch.angles, &mut scratch.hist);
+                // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX2 and FMA.
+                unsafe { avx2::pseudo_angles(flat, &txy, binner, angles, hist) }
+            }
             _ => 0,
         };
         let hist = &mut scratch.hist;
