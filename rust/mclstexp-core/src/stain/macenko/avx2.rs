@@ -15,9 +15,9 @@
 
 use std::arch::x86_64::*;
 
-use super::super::rgb256::{unpack, GROUP, GROUP_BYTES};
+use super::super::rgb256::{pack_dwords, unpack, GROUP, GROUP_BYTES};
 use super::super::select::{Binner, SELECT_BINS};
-use super::PairTables;
+use super::{Lut, PairTables};
 
 /// [`super::pair_dot`] of 8 pixels (channel bytes `idx` from `unpack`): the first and second
 /// terms' sums, one lane per pixel, in pixel order.
@@ -147,4 +147,41 @@ pub(super) unsafe fn pseudo_angles(
         }
     }
     GROUP * groups.len()
+}
+
+/// Re-composition through `lut[j][v][k]` (see `recompose_by_tables`) for the first `8 * k`
+/// pixels of `src` into `dst`: per pixel, `lut[0][r] * lut[1][g] * lut[2][b]` on 4 lanes (the
+/// fourth is padding), two pixels per register, clamped to `[0, 255]` (NaN -> 0, as
+/// `byte_trunc`) and truncated, exactly as the portable loop. Returns the number of pixels done.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn reconstruct(src: &[u8], dst: &mut [u8], lut: &Lut) -> usize {
+    let (zero, top) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+    // Pixel `p`'s 4 products, pixel `p + 4`'s in the high half.
+    let product = |s: &[u8; GROUP_BYTES], p: usize| {
+        let entry = |j: usize, q: usize| &lut[j][s[3 * q + j] as usize];
+        let load = |j: usize| {
+            let (lo, hi) = (entry(j, p), entry(j, p + 4));
+            // SAFETY: each entry is 4 floats (16 bytes), unaligned loads.
+            unsafe { _mm256_set_m128(_mm_loadu_ps(hi.as_ptr()), _mm_loadu_ps(lo.as_ptr())) }
+        };
+        let v = _mm256_mul_ps(_mm256_mul_ps(load(0), load(1)), load(2));
+        // `_mm256_max_ps(v, 0)` returns its second operand, 0, when `v` is NaN, as `f32::max`.
+        _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, zero), top))
+    };
+    let (groups, _) = src.as_chunks::<GROUP_BYTES>();
+    let (outs, _) = dst.as_chunks_mut::<GROUP_BYTES>();
+    for (s, d) in groups.iter().zip(outs.iter_mut()) {
+        let q = [0, 1, 2, 3].map(|p| product(s, p));
+        // Lanes hold 0..=255, so the saturating packs are exact: pixels 0-3 as [r, g, b, 0] in
+        // the low half, 4-7 in the high half.
+        let w = _mm256_packus_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        pack_dwords(w, d);
+    }
+    GROUP * groups.len().min(outs.len())
 }

@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 
 use super::super::rgb512::{picks, unpack, GROUP, GROUP_BYTES};
 use super::super::select::{Binner, SELECT_BINS};
-use super::Tables;
+use super::{Lut, Tables};
 
 /// `t[0][r] + t[1][g] + t[2][b]` per lane, in that order (as `table_dot`).
 #[inline]
@@ -143,7 +143,7 @@ pub(super) unsafe fn pseudo_angles(
 /// # Safety
 /// The CPU must support AVX-512F and AVX-512BW (only their SSSE3 subset is used here).
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn reconstruct(src: &[u8], dst: &mut [u8], lut: &[[[f32; 4]; 256]; 3]) -> usize {
+pub(super) unsafe fn reconstruct(src: &[u8], dst: &mut [u8], lut: &Lut) -> usize {
     let (zero, top) = (_mm_setzero_ps(), _mm_set1_ps(255.0));
     // Bytes 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14 (RGB of 4 pixels) to the front.
     let squeeze = _mm_setr_epi8(
