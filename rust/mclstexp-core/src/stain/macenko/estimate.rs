@@ -176,12 +176,10 @@ fn pseudo_angles(plane: &Plane, od: &[f64; 256], scratch: &mut Scratch) -> Optio
         let done = match scratch.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
-                let tx = weighted_tables(plane.second, od);
-                let ty = weighted_tables(plane.main, od);
                 let flat = scratch.tissue.as_flattened();
                 let (angles, hist) = (&mut scratch.angles, &mut scratch.hist);
                 // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX-512 F and BW.
-                unsafe { avx512::pseudo_angles(flat, [&tx, &ty], binner, angles, hist) }
+                unsafe { avx512::pseudo_angles(flat, &txy, binner, angles, hist) }
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => {
@@ -299,7 +297,7 @@ fn concentrations(
         Isa::Avx512 => unsafe {
             avx512::concentrations(
                 pixels,
-                [&t0, &t1],
+                &t01,
                 bin0.as_ref().zip(bin1.as_ref()),
                 [&mut scratch.c0[..], &mut scratch.c1[..]],
                 [&mut scratch.hist[..], &mut scratch.hist1[..]],
