@@ -185,3 +185,72 @@ pub(super) unsafe fn reconstruct(src: &[u8], dst: &mut [u8], lut: &Lut) -> usize
     }
     GROUP * groups.len().min(outs.len())
 }
+
+/// Indices that move the lanes set in an 8-bit mask to the front, in order (for
+/// `_mm256_permutevar8x32_epi32`; the other lanes are don't-cares).
+static COMPRESS: [[u32; GROUP]; 256] = {
+    let mut t = [[0u32; GROUP]; 256];
+    let mut mask = 0;
+    while mask < 256 {
+        let (mut lane, mut k) = (0, 0);
+        while lane < GROUP {
+            if mask >> lane & 1 == 1 {
+                t[mask][k] = lane as u32;
+                k += 1;
+            }
+            lane += 1;
+        }
+        mask += 1;
+    }
+    t
+};
+
+/// Tissue compaction (`compact_tissue`) over the first `8 * k` pixels of `pixels`: the pixels
+/// whose three bytes are all `<= tissue_max`, in order, into `out` from its start (3 bytes
+/// each). Each step stores 32 bytes at the cursor, so it stops early where `out` has no room
+/// for that (the caller gives it a few pixels of slack). Returns `(pixels done, pixels kept)`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn compact_tissue(
+    pixels: &[u8],
+    tissue_max: u8,
+    out: &mut [u8],
+) -> (usize, usize) {
+    let tmax = _mm256_set1_epi32(i32::from(tissue_max));
+    let z = -128i8;
+    // Per 128-bit lane: bytes 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14 to the front, then the
+    // lanes' 12 bytes side by side.
+    let squeeze = _mm256_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, z, z, z, z, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14,
+        z, z, z, z,
+    );
+    let join = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7);
+    let (mut done, mut kept) = (0, 0);
+    let (groups, _) = pixels.as_chunks::<GROUP_BYTES>();
+    for px in groups {
+        let Some(dst) = out.get_mut(3 * kept..3 * kept + 32) else {
+            break;
+        };
+        let [r, g, b] = unpack(px);
+        let brightest = _mm256_max_epi32(_mm256_max_epi32(r, g), b);
+        let background = _mm256_cmpgt_epi32(brightest, tmax);
+        let keep = !(_mm256_movemask_ps(_mm256_castsi256_ps(background)) as u32) & 0xff;
+        // [r, g, b, 0] per pixel, the kept ones to the front, 3 bytes each.
+        let dwords = _mm256_or_si256(
+            _mm256_or_si256(r, _mm256_slli_epi32::<8>(g)),
+            _mm256_slli_epi32::<16>(b),
+        );
+        let order = &COMPRESS[keep as usize];
+        // SAFETY: `order` holds 8 u32, one 32-byte unaligned load.
+        let order = unsafe { _mm256_loadu_si256(order.as_ptr().cast()) };
+        let packed = _mm256_permutevar8x32_epi32(dwords, order);
+        let bytes = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(packed, squeeze), join);
+        // SAFETY: `dst` is 32 bytes long, one unaligned store.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), bytes) };
+        kept += keep.count_ones() as usize;
+        done += GROUP;
+    }
+    (done, kept)
+}

@@ -212,3 +212,51 @@ pub(super) unsafe fn reconstruct(src: &[u8], dst: &mut [u8], lut: &Lut) -> usize
     }
     done
 }
+
+/// Tissue compaction (`compact_tissue`) over the first `16 * k` pixels of `pixels`: the pixels
+/// whose three bytes are all `<= tissue_max`, in order, into `out` from its start (3 bytes
+/// each; `out` must hold 3 bytes per pixel kept, which `pixels.len()` bytes always do; it stops
+/// early otherwise). Returns `(pixels done, pixels kept)`.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn compact_tissue(
+    pixels: &[u8],
+    tissue_max: u8,
+    out: &mut [u8],
+) -> (usize, usize) {
+    let picks = picks();
+    let tmax = _mm512_set1_epi32(i32::from(tissue_max));
+    // Per 128-bit lane: bytes 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14 to the front; then the
+    // lanes' 12 bytes side by side.
+    let squeeze = _mm512_broadcast_i32x4(_mm_setr_epi8(
+        0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -128, -128, -128, -128,
+    ));
+    let join = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15, 15, 15, 15);
+    let (mut done, mut kept) = (0, 0);
+    for px in pixels.as_chunks::<GROUP_BYTES>().0 {
+        let [r, g, b] = unpack(px, &picks);
+        let brightest = _mm512_max_epi32(_mm512_max_epi32(r, g), b);
+        let keep = _mm512_cmple_epi32_mask(brightest, tmax);
+        let n = keep.count_ones() as usize;
+        let Some(dst) = out.get_mut(3 * kept..3 * (kept + n)) else {
+            break;
+        };
+        // [r, g, b, 0] per pixel, the kept ones to the front, 3 bytes each.
+        let dwords = _mm512_or_si512(
+            _mm512_or_si512(r, _mm512_slli_epi32::<8>(g)),
+            _mm512_slli_epi32::<16>(b),
+        );
+        let packed = _mm512_maskz_compress_epi32(keep, dwords);
+        let bytes = _mm512_permutexvar_epi32(join, _mm512_shuffle_epi8(packed, squeeze));
+        // The first `3 n` (<= 48) bytes.
+        let bytemask: __mmask64 = (1u64 << (3 * n)) - 1;
+        // SAFETY: the mask selects bytes 0..3n, exactly `dst`; masked-out bytes are neither
+        // written nor faulted on, and no alignment is needed.
+        unsafe { _mm512_mask_storeu_epi8(dst.as_mut_ptr().cast(), bytemask, bytes) };
+        kept += n;
+        done += GROUP;
+    }
+    (done, kept)
+}
