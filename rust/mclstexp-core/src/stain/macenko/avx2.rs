@@ -16,7 +16,7 @@
 use std::arch::x86_64::*;
 
 use super::super::rgb256::{pack_dwords, unpack, GROUP, GROUP_BYTES};
-use super::super::select::{Binner, SELECT_BINS};
+use super::super::select::{Binner, Counts, BIN_MASK, SELECT_BINS};
 use super::{Lut, PairTables};
 
 /// [`super::pair_dot`] of 8 pixels (channel bytes `idx` from `unpack`): the first and second
@@ -83,6 +83,9 @@ pub(super) unsafe fn concentrations(
     [h0, h1]: [&mut [u32]; 2],
 ) -> usize {
     let (mut b0, mut b1) = ([0u32; GROUP], [0u32; GROUP]);
+    let (Ok(h0), Ok(h1)) = (<&mut Counts>::try_from(h0), <&mut Counts>::try_from(h1)) else {
+        return 0;
+    };
     let mut done = 0;
     let (groups, _) = pixels.as_chunks::<GROUP_BYTES>();
     for ((px, a), b) in groups
@@ -101,9 +104,10 @@ pub(super) unsafe fn concentrations(
             bins(vb, bin1, &mut b1);
             for i in 0..GROUP {
                 let half = (i & 1) * SELECT_BINS;
-                // Bins are < SELECT_BINS (clamped above), so the indices are in range.
-                h0[b0[i] as usize + half] += 1;
-                h1[b1[i] as usize + half] += 1;
+                // Bins are < SELECT_BINS (clamped above): the mask changes nothing, but shows
+                // the compiler that the index is in range.
+                h0[(b0[i] as usize & BIN_MASK) + half] += 1;
+                h1[(b1[i] as usize & BIN_MASK) + half] += 1;
             }
         }
         done += GROUP;
@@ -125,6 +129,9 @@ pub(super) unsafe fn pseudo_angles(
     out: &mut Vec<f32>,
     hist: &mut [u32],
 ) -> usize {
+    let Ok(hist) = <&mut Counts>::try_from(hist) else {
+        return 0;
+    };
     let mut bin = [0u32; GROUP];
     let mut lanes = [0f32; GROUP];
     let (zero, one) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0));
@@ -143,7 +150,8 @@ pub(super) unsafe fn pseudo_angles(
         out.extend_from_slice(&lanes);
         bins(p, binner, &mut bin);
         for (i, &b) in bin.iter().enumerate() {
-            hist[b as usize + (i & 1) * SELECT_BINS] += 1;
+            // As above: the mask shows that the index is in range.
+            hist[(b as usize & BIN_MASK) + (i & 1) * SELECT_BINS] += 1;
         }
     }
     GROUP * groups.len()

@@ -15,7 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::super::rgb512::{picks, unpack, GROUP, GROUP_BYTES};
-use super::super::select::{Binner, SELECT_BINS};
+use super::super::select::{Binner, Counts, BIN_MASK, SELECT_BINS};
 use super::{Lut, PairTables};
 
 /// `super::pair_dot` of 16 pixels (channel bytes `idx` from `unpack`): the first and second
@@ -68,7 +68,7 @@ fn bins(v: __m512, b: &Binner) -> __m512i {
 /// (a store and 16 reloads would wait on store forwarding).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn count(hist: &mut [u32], bins: __m512i) {
+fn count(hist: &mut Counts, bins: __m512i) {
     let quarters = [
         _mm512_castsi512_si128(bins),
         _mm512_extracti32x4_epi32::<1>(bins),
@@ -83,7 +83,9 @@ fn count(hist: &mut [u32], bins: __m512i) {
             _mm_extract_epi32::<3>(q),
         ];
         for (i, b) in lanes.into_iter().enumerate() {
-            hist[b as usize + (i & 1) * SELECT_BINS] += 1;
+            // Bins are < SELECT_BINS: the mask changes nothing, but shows the compiler that the
+            // index is in range.
+            hist[(b as usize & BIN_MASK) + (i & 1) * SELECT_BINS] += 1;
         }
     }
 }
@@ -103,6 +105,9 @@ pub(super) unsafe fn concentrations(
     [c0, c1]: [&mut [f32]; 2],
     [h0, h1]: [&mut [u32]; 2],
 ) -> usize {
+    let (Ok(h0), Ok(h1)) = (<&mut Counts>::try_from(h0), <&mut Counts>::try_from(h1)) else {
+        return 0;
+    };
     let picks = picks();
     let mut done = 0;
     for ((px, a), b) in pixels
@@ -142,6 +147,9 @@ pub(super) unsafe fn pseudo_angles(
     out: &mut Vec<f32>,
     hist: &mut [u32],
 ) -> usize {
+    let Ok(hist) = <&mut Counts>::try_from(hist) else {
+        return 0;
+    };
     let picks = picks();
     let mut lanes = [0f32; GROUP];
     let (zero, one) = (_mm512_setzero_ps(), _mm512_set1_ps(1.0));
