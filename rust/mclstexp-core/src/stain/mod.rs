@@ -22,10 +22,12 @@
 //! The whole re-composition is linear in OD, so each output channel is a product of three per-byte
 //! tables: no `exp` per pixel. Percentiles are exact order statistics found through a histogram
 //! filled while the values are computed, then a selection inside the one or two bins concerned.
-//! With AVX-512 (F + BW, chosen at run time; `MCLSTEXP_NO_AVX512` skips it) the angle and
-//! concentration passes run 16 pixels at a time through gathers, the bins' elements are gathered
-//! by compress, and the re-composition runs 4 lanes per pixel; every lane does the portable
-//! loop's exact operations, so the outputs are bit-identical to the portable path.
+//! The per-pixel passes (tissue compaction, angles, concentrations, the selection's gather of a
+//! bin's elements, the re-composition) run 16 pixels at a time with AVX-512 (F + BW) and 8 with
+//! AVX2 + FMA, chosen at run time through [`crate::simd`] (`MCLSTEXP_NO_AVX512` caps the level at
+//! AVX2), else one at a time. Every lane does the portable loop's exact operations (the same
+//! table entries added in the same order, no fused multiply-add), so the outputs are
+//! bit-identical to the portable path's on every level.
 //!
 //! # Reinhard (Reinhard et al., 2001; the torchstain/HistomicsTK formulation)
 //! CIE LAB (sRGB, D65 white `(0.95047, 1, 1.08883)`), per-channel mean/std matching:
