@@ -5,9 +5,12 @@ use crate::simd::Isa;
 
 /// Histogram bins of [`order_stats`] (a power of two, see [`BIN_MASK`]).
 pub(super) const SELECT_BINS: usize = 2048;
-/// `SELECT_BINS - 1`: `bin & BIN_MASK` is `bin` for every bin, and shows the compiler so.
+/// `SELECT_BINS - 1`: `bin & BIN_MASK` is `bin` for every bin, and shows the compiler so (the
+/// SIMD kernels' histogram updates).
+#[cfg(target_arch = "x86_64")]
 pub(super) const BIN_MASK: usize = SELECT_BINS - 1;
 /// A histogram whose even and odd elements count into separate halves (see `merge_halves`).
+#[cfg(target_arch = "x86_64")]
 pub(super) type Counts = [u32; 2 * SELECT_BINS];
 const _: () = assert!(SELECT_BINS.is_power_of_two());
 
