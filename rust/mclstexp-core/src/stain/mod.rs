@@ -252,10 +252,10 @@ impl Normalised {
     fn new(input: RgbBatch<'_>, concentrations: bool) -> Self {
         let (n, pixels) = (input.len(), input.pixels());
         Normalised {
-            patches: vec![0u8; input.data().len()],
+            patches: crate::buffer::zeroed(input.data().len()),
             skipped: vec![false; n],
             // `n * pixels * 3` fits (the batch checked it), so `n * pixels * 2` does.
-            concentrations: concentrations.then(|| vec![0f32; n * pixels * 2]),
+            concentrations: concentrations.then(|| crate::buffer::zeroed(n * pixels * 2)),
         }
     }
 }
