@@ -398,10 +398,39 @@ def test_read_spots_formats(slide_path: Path, tmp_path: Path) -> None:
 
 
 def test_half_created_group_is_recreated(slide_path: Path, tmp_path: Path) -> None:
+    """A group the tiler marked as its own, killed before its arrays were made, starts afresh."""
     import zarr
 
+    from mclstexp.pp.patch_cache import FORMAT, FORMAT_VERSION
+
     store = tmp_path / "h.zarr"
-    zarr.open_group(str(store), mode="a").create_group("k")  # killed before its attributes
+    marker = {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
+    zarr.open_group(str(store), mode="a").create_group("k", attributes=marker)
     xy, ids = _spots(10)
     cache = tile_slide(slide_path, xy, ids, store=store, key="k", size=16, progress=False)
     assert cache.complete and len(cache) == 10
+
+
+def test_a_group_the_tiler_did_not_create_is_never_deleted(
+    slide_path: Path, tmp_path: Path
+) -> None:
+    """Regression (issue #18, item 3): a group named like the slide but without the cache's
+    attributes was taken for a half-created cache and deleted, without ``overwrite``."""
+    import zarr
+
+    store = tmp_path / "mine.zarr"
+    root = zarr.open_group(str(store), mode="a")
+    root.create_group("k").create_array("results", shape=(3,), dtype="f8")[:] = [1, 2, 3]
+    (tmp_path / "plain.zarr" / "k").mkdir(parents=True)  # a plain folder where the group goes
+    (tmp_path / "plain.zarr" / "k" / "notes.txt").write_text("keep me")
+    xy, ids = _spots(10)
+    for where in (store, tmp_path / "plain.zarr"):
+        before = _tree(where)
+        with pytest.raises(FileExistsError, match=rf"{where.name}/k.*--overwrite"):
+            tile_slide(slide_path, xy, ids, store=where, key="k", size=16, progress=False)
+        assert _tree(where) == before
+    # Asked to, the tiler replaces it.
+    cache = tile_slide(
+        slide_path, xy, ids, store=store, key="k", size=16, overwrite=True, progress=False
+    )
+    assert cache.complete and "results" not in zarr.open_group(str(store / "k"), mode="r")

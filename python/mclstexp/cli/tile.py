@@ -56,7 +56,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dask-workers", type=int, default=2, help="workers of --dask local")
     parser.add_argument("--chunk-patches", type=int, default=32, help="patches per Zarr chunk")
-    parser.add_argument("--overwrite", action="store_true", help="replace mismatching caches")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a mismatching cache, or a group the tiler did not create",
+    )
     parser.add_argument("--backend", choices=["auto", "native", "openslide"], default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

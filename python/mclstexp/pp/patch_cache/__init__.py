@@ -15,7 +15,9 @@ not marked done and ends identical to an uninterrupted run; a cache made with ot
 raises :class:`mclstexp.exceptions.CacheMismatchError` unless ``overwrite=True``.
 
 Every group carries ``format = "mclstexp-patch-cache"`` (:data:`FORMAT`) and ``format_version``
-in its attributes. The ``patches`` array is chunked over the first axis only (whole patches),
+in its attributes, from the moment the writer creates it (before anything is written into it);
+the writer never deletes a group or folder without that marker unless told to overwrite.
+The ``patches`` array is chunked over the first axis only (whole patches),
 codecs ``bytes`` + ``zstd``, no sharding: the layout :class:`ChunkReader` decodes itself (about 5x
 less CPU per patch than zarr's per-chunk machinery). A cache of mclstexp in another version or
 layout raises :class:`~mclstexp.exceptions.CacheMismatchError` instead of being read some slower or

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from mclstexp.exceptions import CacheMismatchError
-from mclstexp.pp.patch_cache.layout import FORMAT, FORMAT_VERSION, PatchCache, slide_checksum
+from mclstexp.pp.patch_cache.layout import (
+    FORMAT,
+    FORMAT_VERSION,
+    PatchCache,
+    _group_attrs,
+    slide_checksum,
+)
 
 __all__ = ["tile_slide"]
 
@@ -149,30 +155,45 @@ def _open_group(
     *,
     overwrite: bool,
 ) -> Any:
-    """The slide's group: reused when made with ``attrs``, else created (empty, not complete)."""
+    """The slide's group: reused when made with ``attrs``, else created (empty, not complete).
+
+    The group carries the format's marker (:data:`_MARKER`) from the moment it is created, before
+    anything is written into it; a group with the marker only was cut short while being created
+    and starts afresh. Anything else at ``store/key`` that lacks the marker (another group, a
+    folder) was not made by the tiler: it is refused, never deleted, unless ``overwrite``.
+    """
     import zarr
 
-    root = zarr.open_group(str(store), mode="a")
-    if key in root and "format" not in dict(root[key].attrs):
-        # Killed while the group was being created (before its attributes): start it afresh.
-        shutil.rmtree(store / key)
-        root = zarr.open_group(str(store), mode="a")
-    if key in root:
-        group = root[key]
-        old = {k: v for k, v in dict(group.attrs).items() if k != "complete"}
-        if old == attrs:
-            return group
-        if not overwrite:
-            diff = sorted(k for k in set(old) | set(attrs) if old.get(k) != attrs.get(k))
-            raise CacheMismatchError(
-                f"{store}/{key}: a patch cache made with other parameters exists "
-                f"(differs in {diff}); pass overwrite=True (--overwrite) or another store"
+    path = store / key
+    if path.exists() or path.is_symlink():
+        old = _ours(path)
+        if old is not None and set(old) <= set(_MARKER):
+            shutil.rmtree(path)  # ours, killed before its arrays were made
+        elif old is not None:
+            old = {k: v for k, v in old.items() if k != "complete"}
+            if old == attrs:
+                return zarr.open_group(str(store), mode="a")[key]
+            if not overwrite:
+                diff = sorted(k for k in set(old) | set(attrs) if old.get(k) != attrs.get(k))
+                raise CacheMismatchError(
+                    f"{path}: a patch cache made with other parameters exists "
+                    f"(differs in {diff}); pass overwrite=True (--overwrite) or another store"
+                )
+            shutil.rmtree(path)
+        elif not overwrite:
+            raise FileExistsError(
+                f"{path}: exists and is not a patch cache written by mclstexp, so the tiler "
+                "leaves it alone; choose another store or key, or pass overwrite=True "
+                "(--overwrite) to replace it"
             )
-        shutil.rmtree(store / key)
-        root = zarr.open_group(str(store), mode="a")
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    root = zarr.open_group(str(store), mode="a")
     n, side, chunk = len(centers), attrs["patch_size"], attrs["chunk_patches"]
     n_chunks = math.ceil(n / chunk) if n else 0
-    group = root.create_group(key)
+    group = root.create_group(key, attributes=dict(_MARKER))
     group.create_array(
         "patches", shape=(n, side, side, 3), dtype="uint8", chunks=(chunk, side, side, 3)
     )
@@ -185,6 +206,19 @@ def _open_group(
         ids_arr[:] = np.array(ids, dtype=str)
     group.attrs.update({**attrs, "complete": False})
     return root[key]
+
+
+#: The attributes a cache group is created with, before anything is written into it.
+_MARKER = {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
+
+
+def _ours(path: Path) -> dict[str, Any] | None:
+    """The attributes of the group at ``path`` when it carries the cache's marker, else ``None``."""
+    try:
+        attrs = _group_attrs(path) if path.is_dir() else {}
+    except (OSError, ValueError):  # unreadable or not JSON: not recognisably ours
+        return None
+    return attrs if attrs.get("format") == FORMAT else None
 
 
 def _fill(
