@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mclstexp._validate import check_points
 from mclstexp.exceptions import SlideFormatError
 
 Backend = Literal["auto", "native", "openslide"]
@@ -301,7 +302,8 @@ class Slide:
         Parameters
         ----------
         centers
-            ``(n, 2)`` level-0 pixel centres, x (column) then y (row).
+            ``(n, 2)`` level-0 pixel centres, x (column) then y (row): finite real numbers
+            (any other shape or dtype raises ``ValueError`` naming ``centers``).
         size
             Side of the output patches in pixels.
         mpp
@@ -327,9 +329,7 @@ class Slide:
         ...     [[500, 600]], size=224, return_mask=True
         ... )
         """
-        pts = np.ascontiguousarray(np.asarray(centers, dtype=np.float64).reshape(-1, 2))
-        if not np.isfinite(pts).all():
-            raise ValueError("centers: must be finite")
+        pts = check_points(centers, "centers")
         if int(size) < 1:
             raise ValueError(f"size: must be >= 1, got {size}")
         if out is not None and (

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mclstexp._validate import check_points
 from mclstexp.exceptions import CacheMismatchError
 from mclstexp.pp.patch_cache.layout import (
     FORMAT,
@@ -133,11 +134,7 @@ def tile_slide(
 
 
 def _check_spots(centers: Any, spot_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    centers = np.ascontiguousarray(np.asarray(centers, dtype=np.float64))
-    if centers.ndim != 2 or centers.shape[1] != 2:
-        raise ValueError(f"centers: expected shape (n, 2), got {centers.shape}")
-    if not np.isfinite(centers).all():
-        raise ValueError("centers: must be finite")
+    centers = check_points(centers, "centers")
     ids = [str(s) for s in spot_ids]
     if len(ids) != len(centers):
         raise ValueError(f"spot_ids: {len(ids)} ids for {len(centers)} centres")
