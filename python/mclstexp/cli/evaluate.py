@@ -18,7 +18,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Compare a predictions .h5ad (from `mclstexp predict` or `mclstexp run`) with the "
             "measured counts of the same spots, normalised as --target. Metrics are per section; "
-            "partial PCC controls for each spot's measured log library size."
+            "partial PCC controls for each spot's measured log library size. The predictions' X "
+            "is evaluated (--layer NAME for a layer), and a gene predicted as constant scores 0, "
+            "as in `mclstexp run`."
         ),
     )
     parser.add_argument("predictions", type=Path, help="predictions .h5ad")
@@ -30,7 +32,14 @@ def register(subparsers: Any) -> None:
         "--target",
         default=None,
         choices=["default", "legacy_gene"],
-        help="normalisation of the truth (default: the one in the predictions' X)",
+        help="normalisation of the truth (default: that of the evaluated matrix, as recorded "
+        "in the predictions)",
+    )
+    parser.add_argument(
+        "--layer",
+        default=None,
+        metavar="NAME",
+        help="evaluate layers[NAME] of the predictions instead of X",
     )
     parser.add_argument("--out", type=Path, help="write the record as JSON")
     parser.set_defaults(func=_evaluate)
@@ -42,10 +51,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from mclstexp import _keys
     from mclstexp.metrics import evaluate_section
     from mclstexp.pp import normalize_expression
+    from mclstexp.workflow.fold import UNDEFINED_PCC
 
     pred = ad.read_h5ad(args.predictions)
-    provenance = pred.uns.get(_keys.UNS, {}).get("prediction", {})
-    target = args.target or provenance.get("target_in_X", "default")
+    matrix, values, target = _matrix(pred, args.predictions, args.layer, args.target)
     if args.her2st is not None:
         if not args.section:
             raise SystemExit("mclstexp evaluate: --her2st needs --section")
@@ -63,7 +72,6 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"(e.g. {list(missing[:3])}); pass the truth of the same section"
         )
     truth = normalize_expression(raw, genes=list(pred.var_names), flavor=target)[pred.obs_names]
-    values = np.asarray(pred.layers.get(target, pred.X))
     record = evaluate_section(
         np.asarray(truth.X),
         values,
@@ -72,9 +80,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         target=target,
         log_library_size=np.log1p(np.asarray(truth.obs[_keys.LIBRARY_SIZE], dtype=float)),
         method="predictions",
+        undefined_pred=UNDEFINED_PCC,
     )
+    record["matrix"] = matrix
     keys = [
         "section",
+        "matrix",
         "target",
         "scope",
         "n_spots",
@@ -94,3 +105,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out:
         args.out.write_text(json.dumps(record, indent=2, default=float))
     return 0
+
+
+def _matrix(
+    pred: Any, path: Path, layer: str | None, target: str | None
+) -> tuple[str, np.ndarray, str]:
+    """``(label, values, target)`` of the evaluated matrix: ``X``, or ``layers[layer]``.
+
+    The target defaults to the matrix's own normalisation (``target_in_X`` for X, the layer's name
+    for a layer named after a target); a target that contradicts what X is recorded to hold is
+    refused rather than scored against the wrong normalisation.
+    """
+    from mclstexp import _keys
+
+    provenance = pred.uns.get(_keys.UNS, {}).get("prediction", {})
+    in_x = provenance.get("target_in_X")
+    if layer is None:
+        target = target or in_x or "default"
+        if in_x is not None and target != in_x:
+            raise SystemExit(
+                f"mclstexp evaluate: {path}: X holds {in_x!r} predictions, not {target!r}; pass "
+                f"--layer {target} to evaluate that layer (layers: {sorted(pred.layers)})"
+            )
+        return "X", np.asarray(pred.X), target
+    if layer not in pred.layers:
+        raise SystemExit(
+            f"mclstexp evaluate: {path}: no layer {layer!r} (layers: {sorted(pred.layers)})"
+        )
+    known = provenance.get("targets", [])
+    target = target or (layer if layer in known else in_x) or "default"
+    return f"layers[{layer!r}]", np.asarray(pred.layers[layer]), target
