@@ -39,7 +39,11 @@ def register(subparsers: Any) -> None:
         default="inverse_l1",
         choices=["mean", "similarity", "inverse_l1", "inverse_l2"],
     )
-    parser.add_argument("--backend", default="native", help="retrieval backend (default native)")
+    from mclstexp.retrieval.backends import BACKENDS
+
+    parser.add_argument(
+        "--backend", default="native", choices=BACKENDS, help="retrieval backend (default native)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--plot-genes", nargs="*", help="also write a map of these genes (PNG)")
     parser.set_defaults(func=_predict)
@@ -85,9 +89,15 @@ def _predict(args: argparse.Namespace) -> int:
     from mclstexp.train import load_checkpoint
 
     started = time.perf_counter()
+    # Everything that can be refused is refused before a patch is cut or embedded.
+    if args.k < 1:
+        raise ValueError(f"--k: must be >= 1, got {args.k}")
+    if not 0.0 <= args.min_tissue <= 1.0:
+        raise ValueError(f"--min-tissue: must be in [0, 1], got {args.min_tissue}")
     model_path, ref_path = _resolve_model(args.model, args.reference)
     model, meta = load_checkpoint(model_path)
     reference = Reference.load(ref_path)
+    reference.check_model(model, model_name=str(model_path), reference_name=str(ref_path))
     size = int(meta.get("train_config", {}).get("patch_size", 224))
     if args.grid is not None:
         adata = _grid_adata(args.grid, size, args.min_tissue)
