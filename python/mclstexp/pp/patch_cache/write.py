@@ -7,6 +7,8 @@ import json
 import math
 import re
 import shutil
+import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,12 +17,16 @@ from typing import Any
 import numpy as np
 
 from mclstexp._validate import check_points
-from mclstexp.exceptions import CacheMismatchError
+from mclstexp.exceptions import CacheMismatchError, DataWarning
 from mclstexp.pp.patch_cache.layout import (
+    CHUNK_BYTES,
+    CHUNK_CRC32,
     FORMAT,
     FORMAT_VERSION,
     PatchCache,
     _group_attrs,
+    chunk_file,
+    damaged_chunks,
     slide_checksum,
 )
 
@@ -108,7 +114,9 @@ def tile_slide(
     }
     store = Path(store)
     group = _open_group(store, key, attrs, centers, ids, overwrite=overwrite)
-    if not group.attrs.get("complete", False):
+    damaged = _damaged_done_chunks(group)
+    if damaged or not group.attrs.get("complete", False):
+        group.attrs["complete"] = False  # a kill during a repair leaves the cache incomplete
         # Resuming: a kill can land inside a chunk write. zarr writes "<chunk>.<hex>.partial"
         # and renames it, so the chunk itself is whole (or absent, and not marked done) but the
         # temp file stays behind; remove it so the resumed store equals a clean one.
@@ -128,7 +136,7 @@ def tile_slide(
                 patches = np.asarray(stain_normalizer.transform(patches), dtype=np.uint8)
             return patches, inside
 
-        _fill(group, read, int(batch_chunks), progress, key)
+        _fill(group, read, int(batch_chunks), progress, key, redo=damaged)
         group.attrs["complete"] = True
     return PatchCache(group, key)
 
@@ -170,6 +178,12 @@ def _open_group(
             old = {k: v for k, v in old.items() if k != "complete"}
             if old == attrs:
                 return zarr.open_group(str(store), mode="a")[key]
+            if not overwrite and old.get("format_version") != FORMAT_VERSION:
+                raise CacheMismatchError(
+                    f"{path}: a patch cache in format_version {old.get('format_version')} (this "
+                    f"mclstexp writes {FORMAT_VERSION}); re-tile it: pass overwrite=True "
+                    "(--overwrite) or another store"
+                )
             if not overwrite:
                 diff = sorted(k for k in set(old) | set(attrs) if old.get(k) != attrs.get(k))
                 raise CacheMismatchError(
@@ -192,12 +206,18 @@ def _open_group(
     n_chunks = math.ceil(n / chunk) if n else 0
     group = root.create_group(key, attributes=dict(_MARKER))
     group.create_array(
-        "patches", shape=(n, side, side, 3), dtype="uint8", chunks=(chunk, side, side, 3)
+        "patches",
+        shape=(n, side, side, 3),
+        dtype="uint8",
+        chunks=(chunk, side, side, 3),
+        config={"write_empty_chunks": True},  # every chunk has a file, whose size is recorded
     )
     group.create_array("coords", shape=(n, 2), dtype="float64", chunks=(max(n, 1), 2))
     ids_arr = group.create_array("spot_ids", shape=(n,), dtype=str, chunks=(max(n, 1),))
     group.create_array("in_bounds", shape=(n,), dtype="bool", chunks=(max(n, 1),))
     group.create_array("done", shape=(n_chunks,), dtype="bool", chunks=(max(n_chunks, 1),))
+    for name, dtype in ((CHUNK_BYTES, "int64"), (CHUNK_CRC32, "uint32")):
+        group.create_array(name, shape=(n_chunks,), dtype=dtype, chunks=(max(n_chunks, 1),))
     if n:
         group["coords"][:] = centers
         ids_arr[:] = np.array(ids, dtype=str)
@@ -218,19 +238,45 @@ def _ours(path: Path) -> dict[str, Any] | None:
     return attrs if attrs.get("format") == FORMAT else None
 
 
+def _damaged_done_chunks(group: Any) -> list[int]:
+    """The chunks marked done whose file is missing or not the size it was written with (a
+    rerun repairs them; a warning names their files)."""
+    n, chunk = int(group.attrs["n_patches"]), int(group.attrs["chunk_patches"])
+    n_chunks = math.ceil(n / chunk) if n else 0
+    done, _, sizes, _ = _read_bookkeeping(group, n, n_chunks)
+    arr = group["patches"]
+    folder = Path(arr.store.root) / arr.path
+    bad = damaged_chunks(folder, arr.metadata.encode_chunk_key, sizes, None, np.flatnonzero(done))
+    if bad:
+        files = [str(chunk_file(folder, arr.metadata.encode_chunk_key, c)) for c in bad]
+        warnings.warn(
+            f"{folder.parent}: {len(bad)} damaged chunks of a patch cache (missing or cut short: "
+            f"{', '.join(files[:3])}{', ...' if len(files) > 3 else ''}) are cut again",
+            DataWarning,
+            stacklevel=3,
+        )
+    return bad
+
+
 def _fill(
     group: Any,
     read: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
     batch_chunks: int,
     progress: bool | Callable[[int], None],
     desc: str,
+    *,
+    redo: Sequence[int] = (),
 ) -> None:
-    """Write every chunk not marked done, reading batch i+1 while batch i is written."""
+    """Write every chunk not marked done (and those in ``redo``), reading batch i+1 while batch
+    i is written; record each chunk file's size and CRC-32 before marking it done."""
     n, chunk = int(group.attrs["n_patches"]), int(group.attrs["chunk_patches"])
     size = int(group.attrs["patch_size"])
     n_chunks = math.ceil(n / chunk) if n else 0
-    done, in_bounds = _read_bookkeeping(group, n, n_chunks)
+    done, in_bounds, sizes, crcs = _read_bookkeeping(group, n, n_chunks)
+    done[list(redo)] = False
     todo = [c for c in range(n_chunks) if not done[c]]
+    arr = group["patches"]
+    folder, encode_key = Path(arr.store.root) / arr.path, arr.metadata.encode_chunk_key
     bar = _progress_bar(progress, n, initial=n - _count(todo, chunk, n), desc=desc)
     batches = [todo[i : i + batch_chunks] for i in range(0, len(todo), batch_chunks)]
 
@@ -252,6 +298,10 @@ def _fill(
             in_bounds[a:b] = inside[pos : pos + (b - a)]
             pos += b - a
         group["in_bounds"][:] = in_bounds
+        for c in batch:
+            data = chunk_file(folder, encode_key, c).read_bytes()
+            sizes[c], crcs[c] = len(data), zlib.crc32(data)
+        group[CHUNK_BYTES][:], group[CHUNK_CRC32][:] = sizes, crcs
         # Mark the chunks done only after their data is written: a kill before this line
         # means they are rewritten on resume.
         done[batch] = True
@@ -284,20 +334,29 @@ def _remove_partial_writes(group_dir: Path) -> int:
     return removed
 
 
-def _read_bookkeeping(group: Any, n: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``done`` flags and ``in_bounds`` mask of a (possibly interrupted) cache group.
+def _read_bookkeeping(
+    group: Any, n: int, n_chunks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``done`` flags, ``in_bounds`` mask and recorded chunk sizes and CRC-32s of a (possibly
+    interrupted) cache group.
 
     A store that writes in place can be killed half-way through one of these small arrays; then
     nothing is known to be written and every chunk is redone.
     """
+    fresh = (np.zeros(n_chunks, bool), np.zeros(n, bool))
+    fresh += (np.zeros(n_chunks, np.int64), np.zeros(n_chunks, np.uint32))
     try:
-        done = np.asarray(group["done"][:], dtype=bool) if n_chunks else np.zeros(0, bool)
-        in_bounds = np.asarray(group["in_bounds"][:], dtype=bool)
+        arrays = (
+            np.asarray(group["done"][:], dtype=bool) if n_chunks else fresh[0],
+            np.asarray(group["in_bounds"][:], dtype=bool),
+            np.asarray(group[CHUNK_BYTES][:], dtype=np.int64) if n_chunks else fresh[2],
+            np.asarray(group[CHUNK_CRC32][:], dtype=np.uint32) if n_chunks else fresh[3],
+        )
     except (RuntimeError, ValueError, OSError):  # zarr/numcodecs decode errors are RuntimeError
-        done, in_bounds = np.zeros(n_chunks, bool), np.zeros(n, bool)
-    if done.shape != (n_chunks,) or in_bounds.shape != (n,):
-        done, in_bounds = np.zeros(n_chunks, bool), np.zeros(n, bool)
-    return done, in_bounds
+        return fresh
+    if any(a.shape != f.shape for a, f in zip(arrays, fresh, strict=True)):
+        return fresh
+    return arrays
 
 
 def _json_default(o: Any) -> Any:
