@@ -367,7 +367,7 @@ def test_dask_local_two_workers_two_slides(slide_path: Path, tmp_path: Path) -> 
 
 
 def test_read_spots_formats(slide_path: Path, tmp_path: Path) -> None:
-    from mclstexp.cli.tile import read_spots
+    from mclstexp.io import read_spots
 
     csv = tmp_path / "a.csv"
     csv.write_text("barcode,x,y\nA,1.5,2\nB,3,4\n")

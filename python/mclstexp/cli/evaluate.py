@@ -46,42 +46,49 @@ def register(subparsers: Any) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import anndata as ad
-
     from mclstexp import _keys
+    from mclstexp.io import read_anndata
     from mclstexp.metrics import evaluate_section
     from mclstexp.pp import normalize_expression
     from mclstexp.workflow.fold import UNDEFINED_PCC
 
-    pred = ad.read_h5ad(args.predictions)
+    if args.her2st is not None and not args.section:
+        raise ValueError("--her2st needs --section")
+    pred = read_anndata(args.predictions)
     matrix, values, target = _matrix(pred, args.predictions, args.layer, args.target)
-    if args.her2st is not None:
-        if not args.section:
-            raise SystemExit("mclstexp evaluate: --her2st needs --section")
-        from mclstexp.io import read_her2st
-
-        raw = read_her2st(args.her2st, args.section)
-    else:
-        from mclstexp.io import read_h5ad
-
-        raw = read_h5ad(args.truth)
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{args.predictions}: {matrix} has NaN or infinite values in {bad.size} spot(s), the "
+            f"first spot {str(pred.obs_names[bad[0]])!r} (row {bad[0] + 1})"
+        )
+    raw, truth_name = _truth(args)
     missing = pred.obs_names.difference(raw.obs_names)
     if len(missing):
-        raise SystemExit(
-            f"mclstexp evaluate: {len(missing)} predicted spots are not in the truth "
+        raise ValueError(
+            f"{truth_name}: {len(missing)} predicted spots are not in the truth "
             f"(e.g. {list(missing[:3])}); pass the truth of the same section"
         )
     truth = normalize_expression(raw, genes=list(pred.var_names), flavor=target)[pred.obs_names]
-    record = evaluate_section(
-        np.asarray(truth.X),
-        values,
-        genes=list(pred.var_names),
-        section=_keys.section_id(raw),
-        target=target,
-        log_library_size=np.log1p(np.asarray(truth.obs[_keys.LIBRARY_SIZE], dtype=float)),
-        method="predictions",
-        undefined_pred=UNDEFINED_PCC,
-    )
+    t = np.asarray(truth.X.toarray() if hasattr(truth.X, "toarray") else truth.X)
+    if t.size and (t.max(axis=0) == t.min(axis=0)).all():
+        raise ValueError(
+            f"{truth_name}: the truth is constant over these {t.shape[0]} spots for every gene "
+            "(all-zero counts?), so no correlation is defined; pass the measured counts"
+        )
+    try:
+        record = evaluate_section(
+            t,
+            values,
+            genes=list(pred.var_names),
+            section=_keys.section_id(raw),
+            target=target,
+            log_library_size=np.log1p(np.asarray(truth.obs[_keys.LIBRARY_SIZE], dtype=float)),
+            method="predictions",
+            undefined_pred=UNDEFINED_PCC,
+        )
+    except ValueError as err:  # the data cannot be scored (e.g. one library size for all)
+        raise ValueError(f"{truth_name} vs {args.predictions}: {err}") from err
     record["matrix"] = matrix
     keys = [
         "section",
@@ -107,6 +114,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _truth(args: argparse.Namespace) -> tuple[Any, str]:
+    """The measured counts (``--her2st ROOT --section S`` or ``--truth FILE``) and their name."""
+    if args.her2st is not None:
+        from mclstexp.io import read_her2st
+
+        return read_her2st(args.her2st, args.section), f"{args.her2st} section {args.section}"
+    from mclstexp.io import read_h5ad
+
+    return read_h5ad(args.truth), str(args.truth)
+
+
 def _matrix(
     pred: Any, path: Path, layer: str | None, target: str | None
 ) -> tuple[str, np.ndarray, str]:
@@ -123,15 +141,13 @@ def _matrix(
     if layer is None:
         target = target or in_x or "default"
         if in_x is not None and target != in_x:
-            raise SystemExit(
-                f"mclstexp evaluate: {path}: X holds {in_x!r} predictions, not {target!r}; pass "
+            raise ValueError(
+                f"{path}: X holds {in_x!r} predictions, not {target!r}; pass "
                 f"--layer {target} to evaluate that layer (layers: {sorted(pred.layers)})"
             )
         return "X", np.asarray(pred.X), target
     if layer not in pred.layers:
-        raise SystemExit(
-            f"mclstexp evaluate: {path}: no layer {layer!r} (layers: {sorted(pred.layers)})"
-        )
+        raise ValueError(f"{path}: no layer {layer!r} (layers: {sorted(pred.layers)})")
     known = provenance.get("targets", [])
     target = target or (layer if layer in known else in_x) or "default"
     return f"layers[{layer!r}]", np.asarray(pred.layers[layer]), target

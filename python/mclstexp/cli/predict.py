@@ -83,6 +83,7 @@ def _grid_adata(slide_path: Path, size: int, min_tissue: float) -> Any:
 
 def _predict(args: argparse.Namespace) -> int:
     from mclstexp import _keys
+    from mclstexp.models.runtime import resolve_device
     from mclstexp.pp import extract_patches
     from mclstexp.tl import predict_expression
     from mclstexp.tl.reference import Reference
@@ -94,6 +95,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--k: must be >= 1, got {args.k}")
     if not 0.0 <= args.min_tissue <= 1.0:
         raise ValueError(f"--min-tissue: must be in [0, 1], got {args.min_tissue}")
+    if args.her2st is not None and not args.section:
+        raise ValueError("--her2st needs --section (e.g. --section C3)")
+    resolve_device(args.device)
     model_path, ref_path = _resolve_model(args.model, args.reference)
     model, meta = load_checkpoint(model_path)
     reference = Reference.load(ref_path)
@@ -103,7 +107,7 @@ def _predict(args: argparse.Namespace) -> int:
         adata = _grid_adata(args.grid, size, args.min_tissue)
     elif args.her2st is not None:
         if not args.section:
-            raise SystemExit("mclstexp predict: --her2st needs --section (e.g. --section C3)")
+            raise ValueError("--her2st needs --section (e.g. --section C3)")
         from mclstexp.io import read_her2st
 
         adata = read_her2st(args.her2st, args.section)

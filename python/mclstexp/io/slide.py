@@ -332,6 +332,8 @@ class Slide:
         pts = check_points(centers, "centers")
         if int(size) < 1:
             raise ValueError(f"size: must be >= 1, got {size}")
+        if int(level) < 0:
+            raise ValueError(f"level: must be >= 0, got {level}")
         if out is not None and (
             out.dtype != np.uint8
             or out.shape != (len(pts), int(size), int(size), 3)
@@ -418,6 +420,8 @@ def open_slide(
         raise ValueError(f"mpp: must be a positive number, got {mpp}")
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "slide not found", str(path))
+    if path.is_dir() and path.suffix.lower() not in _OPENSLIDE_SUFFIXES:
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a slide file", str(path))
     if backend == "openslide" or (
         backend == "auto" and path.suffix.lower() in _OPENSLIDE_SUFFIXES and _openslide_available()
     ):

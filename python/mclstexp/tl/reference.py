@@ -16,6 +16,7 @@ import hashlib
 import json
 import warnings
 import weakref
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,17 +226,22 @@ class Reference:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(2, "reference file not found", str(path))
-        with np.load(path, allow_pickle=False) as data:
-            try:
-                header = json.loads(str(data["header"]))
-                if header.get("format") != _FORMAT:
-                    raise ValueError(
-                        f"{path}: not a {_FORMAT} file (format={header.get('format')})"
-                    )
-                values = {name: data[f"values__{name}"] for name in header["targets"]}
-                embeddings = data["embeddings"]
-            except KeyError as err:
-                raise ValueError(f"{path}: incomplete reference file, missing {err}") from None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                try:
+                    header = json.loads(str(data["header"]))
+                    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+                        format_ = header.get("format") if isinstance(header, dict) else None
+                        raise ValueError(f"{path}: not a {_FORMAT} file (format={format_})")
+                    values = {name: data[f"values__{name}"] for name in header["targets"]}
+                    embeddings = data["embeddings"]
+                except KeyError as err:
+                    raise ValueError(f"{path}: incomplete reference file, missing {err}") from None
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
+            if str(err).startswith(str(path)):
+                raise
+            msg = " ".join(str(err).split())
+            raise ValueError(f"{path}: not a readable reference file ({msg})") from err
         return cls(
             embeddings=embeddings,
             values=values,

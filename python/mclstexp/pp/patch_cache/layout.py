@@ -210,6 +210,16 @@ def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
     key
         The slide's group; may be omitted when the store holds one slide.
 
+    Raises
+    ------
+    FileNotFoundError
+        No such store.
+    ValueError
+        ``key`` is not in the store (or is needed and missing).
+    mclstexp.exceptions.CacheMismatchError
+        The group is not a patch cache, is of another format version, is incomplete, or some of
+        its chunk files are missing or cut short (the message names them).
+
     Examples
     --------
     >>> cache = open_patch_cache("patches.zarr", "C2")  # doctest: +SKIP
@@ -226,10 +236,14 @@ def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
             raise ValueError(f"key: the store holds {len(keys)} slides {keys}; pass one of them")
         key = keys[0]
     if key not in keys:
-        raise KeyError(f"{store}: no slide {key!r} in the cache (has {keys})")
+        raise ValueError(f"key: {store} has no slide {key!r} (it has {keys})")
     group = root[key]
+    if group.attrs.get("format") != FORMAT:
+        raise CacheMismatchError(
+            f"{store}/{key}: not a patch cache written by mclstexp (no format attribute {FORMAT!r})"
+        )
     version = group.attrs.get("format_version")
-    if group.attrs.get("format") == FORMAT and version != FORMAT_VERSION:
+    if version != FORMAT_VERSION:
         raise CacheMismatchError(
             f"{store}/{key}: a patch cache in format_version {version} (this mclstexp reads "
             f"{FORMAT_VERSION}); re-tile it (mclstexp-tile --overwrite)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -83,12 +84,11 @@ def tile_slide(
     """
     from mclstexp.io.slide import open_slide
 
-    slide_path = Path(slide_path)
+    slide_path, store = Path(slide_path), Path(store)
     centers, ids = _check_spots(centers, spot_ids)
-    if int(size) < 1:
-        raise ValueError(f"size: must be >= 1, got {size}")
-    if int(chunk_patches) < 1 or int(batch_chunks) < 1:
-        raise ValueError("chunk_patches and batch_chunks must be >= 1")
+    _check_sizes(int(size), int(level), int(chunk_patches), int(batch_chunks))
+    if store.exists() and not store.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the patch cache store is not a folder", str(store))
     slide = open_slide(slide_path, backend=backend)  # type: ignore[arg-type]
     if slide.mpp is None and slide_mpp is not None:
         slide = open_slide(slide_path, backend=backend, mpp=slide_mpp)  # type: ignore[arg-type]
@@ -112,7 +112,6 @@ def tile_slide(
         "spots_sha256": _coords_digest(centers, ids),
         "package_version": _version(),
     }
-    store = Path(store)
     group = _open_group(store, key, attrs, centers, ids, overwrite=overwrite)
     damaged = _damaged_done_chunks(group)
     if damaged or not group.attrs.get("complete", False):
@@ -139,6 +138,27 @@ def tile_slide(
         _fill(group, read, int(batch_chunks), progress, key, redo=damaged)
         group.attrs["complete"] = True
     return PatchCache(group, key)
+
+
+#: Largest patch side (the native reader's limit) and largest chunk of patches, in bytes.
+MAX_PATCH_SIZE = 1 << 14
+_MAX_CHUNK_BYTES = 1 << 30
+
+
+def _check_sizes(size: int, level: int, chunk_patches: int, batch_chunks: int) -> None:
+    """Refuse sizes the tiler cannot honour, before anything is allocated or written."""
+    if not 1 <= size <= MAX_PATCH_SIZE:
+        raise ValueError(f"size: must be in [1, {MAX_PATCH_SIZE}] pixels, got {size}")
+    if level < 0:
+        raise ValueError(f"level: must be >= 0, got {level}")
+    if chunk_patches < 1 or batch_chunks < 1:
+        raise ValueError("chunk_patches and batch_chunks must be >= 1")
+    chunk_bytes = chunk_patches * size * size * 3
+    if chunk_bytes > _MAX_CHUNK_BYTES:
+        raise ValueError(
+            f"chunk_patches: {chunk_patches} patches of {size} px make chunks of "
+            f"{chunk_bytes / 2**30:.1f} GiB (at most 1 GiB); use fewer patches per chunk"
+        )
 
 
 def _check_spots(centers: Any, spot_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
