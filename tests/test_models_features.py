@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 zarr = pytest.importorskip("zarr")
 
+from _cache_fixtures import mclstexp_cache  # noqa: E402
 from mclstexp.models import MclSTExp, ModelConfig  # noqa: E402
 from mclstexp.models.features import FeatureCache, feature_key  # noqa: E402
 from mclstexp.models.runtime import backbone_features  # noqa: E402
-from mclstexp.pp.patch_cache import FORMAT, FORMAT_VERSION  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -33,14 +33,8 @@ def patches(n: int = 5, seed: int = 0) -> np.ndarray:
 
 
 def patch_cache(tmp_path, x: np.ndarray, *, complete: bool = True, name: str = "c.zarr"):
-    """A complete patch cache group as extract_patches writes it (format attributes)."""
-    group = zarr.open_group(str(tmp_path / name), mode="w").create_group("A1")
-    arr = group.create_array("patches", shape=x.shape, chunks=(2, *x.shape[1:]), dtype="uint8")
-    arr[:] = x
-    group.attrs.update(
-        {"format": FORMAT, "format_version": FORMAT_VERSION, "spots": "xyz", "complete": complete}
-    )
-    return zarr.open_group(str(tmp_path / name), mode="r")["A1/patches"]
+    """A complete patch cache group as extract_patches writes it (attributes, chunk record)."""
+    return mclstexp_cache(tmp_path / name, x, attrs={"spots": "xyz", "complete": complete})
 
 
 def test_the_key_follows_weights_configuration_and_patches() -> None:

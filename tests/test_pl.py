@@ -79,6 +79,22 @@ def test_spatial_expression_rejects_bad_input() -> None:
         pl.spatial_expression(a, p, ["GRAD"], image=np.zeros((10, 10)))
 
 
+def test_unknown_genes_are_named_with_the_closest_and_the_others_plotted(tmp_path: Path) -> None:
+    """Regression (issue #18, item 12): the README's ``--plot-genes ERBB2 CD74`` raised after the
+    prediction was written, because ERBB2 is not in the her2st panel."""
+    _, p = _section()
+    out = tmp_path / "dense.png"
+    with pytest.warns(UserWarning, match=r"'GRAD2'.*closest.*'GRAD'.*'ERBB2'"):
+        fig = pl.spatial_prediction(p, ["GRAD2", "NOISE", "ERBB2"], path=out)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["NOISE: predicted"]
+    _check_png(out, min_side=200)
+    with pytest.raises(ValueError, match=r"none of the genes .*'GRAD2'.*closest.*'GRAD'"):
+        pl.spatial_prediction(p, ["GRAD2"])
+    a, p = _section()
+    with pytest.warns(UserWarning, match="NOPE"):
+        pl.spatial_expression(a, p, ["NOPE", "GRAD"])
+
+
 def test_pcc_distribution_handles_nan_and_all_nan(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     pcc = {

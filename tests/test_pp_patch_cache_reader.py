@@ -8,8 +8,9 @@ import pytest
 
 zarr = pytest.importorskip("zarr")
 
+from _cache_fixtures import mclstexp_cache  # noqa: E402
 from mclstexp.exceptions import CacheMismatchError  # noqa: E402
-from mclstexp.pp.patch_cache import FORMAT, FORMAT_VERSION, ChunkReader, cache_group  # noqa: E402
+from mclstexp.pp.patch_cache import FORMAT_VERSION, ChunkReader, cache_group  # noqa: E402
 
 
 def smooth_images(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -71,15 +72,11 @@ def test_chunk_reader_reads_like_zarr(tmp_path) -> None:
     assert ChunkReader.maybe(blosc) is None
 
 
-def _mclstexp_cache(tmp_path, x, *, version=FORMAT_VERSION, **kw):
-    """A group laid out like extract_patches writes it: <store>/<key>/patches + format attrs."""
-    group = zarr.open_group(str(tmp_path / "cache.zarr"), mode="w").create_group("A1")
-    group.attrs.update({"format": FORMAT, "format_version": version, "patch_size": x.shape[1]})
-    arr = group.create_array(
-        "patches", shape=x.shape, chunks=(2, *x.shape[1:]), dtype="uint8", **kw
-    )
-    arr[:] = x
-    return zarr.open_group(str(tmp_path / "cache.zarr"), mode="r")["A1/patches"]
+def _mclstexp_cache(tmp_path, x, *, version=FORMAT_VERSION, record=True, **kw):
+    """A group laid out like extract_patches writes it: <store>/<key>/patches + format attrs +
+    the record of each chunk file's size and CRC-32."""
+    attrs = {"format_version": version, "patch_size": x.shape[1]}
+    return mclstexp_cache(tmp_path / "cache.zarr", x, record=record, attrs=attrs, **kw)
 
 
 def test_an_mclstexp_cache_in_the_supported_layout_is_read_directly(tmp_path) -> None:
@@ -99,6 +96,12 @@ def test_an_mclstexp_cache_in_another_layout_raises_regression(tmp_path) -> None
     x = smooth_images(4, 8, 8, seed=2)
     arr = _mclstexp_cache(tmp_path, x, compressors=zarr.codecs.BloscCodec())
     with pytest.raises(CacheMismatchError, match=r"cache\.zarr/A1/patches.*codecs"):
+        ChunkReader.maybe(arr)
+
+
+def test_an_mclstexp_cache_without_its_chunk_record_raises(tmp_path) -> None:
+    arr = _mclstexp_cache(tmp_path, smooth_images(4, 8, 8), record=False)
+    with pytest.raises(CacheMismatchError, match="no record of the chunk files"):
         ChunkReader.maybe(arr)
 
 

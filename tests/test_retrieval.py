@@ -278,3 +278,36 @@ def test_gil_is_released_during_search() -> None:
     # With the GIL held during the search this loop could only run between bytecode switches.
     assert elapsed[0] > 0.02
     assert progress > 10_000
+
+
+def test_add_while_searching_waits_instead_of_failing() -> None:
+    """Regression (issue #18, item 10): ``add`` during a ``search`` on another thread (both
+    release the GIL) raised ``RuntimeError: Already borrowed``; now ``add`` waits for the
+    searches and searches run alongside each other."""
+    rng = np.random.default_rng(0)
+    ref = rng.random((100_000, 32), dtype=np.float32)
+    index = ExactIndex(ref)
+    errors: list[BaseException] = []
+    results: list[int] = []
+
+    def search() -> None:
+        try:
+            for _ in range(4):
+                _, idx = index.search(ref[:500], 5)
+                results.append(int(idx[0, 0]))
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=search) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(4):
+            index.add(ref[:1000])
+    except BaseException as err:
+        errors.append(err)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(index) == 104_000 and len(results) == 8
+    assert set(results) <= {0, 100_000, 101_000, 102_000, 103_000}  # row 0, or one of its copies

@@ -385,3 +385,32 @@ def test_read_thumbnail_gives_the_image_and_its_scale(tmp_path: Path) -> None:
     assert tuple(image[40, 120]) == (200, 100, 150) and tuple(image[40, 10]) == (0, 0, 0)
     with pytest.raises(FileNotFoundError):
         read_thumbnail(tmp_path / "none.png")
+
+
+BAD_CENTRES = {
+    "(n, 3)": np.zeros((4, 3)),
+    "(n,)": np.zeros(6),
+    "(n, 2, 1)": np.zeros((3, 2, 1)),
+    "(2, n)": np.zeros((2, 5)),
+    "bool": np.ones((3, 2), bool),
+    "complex": np.ones((3, 2), complex),
+    "str": np.array([["1", "2"]]),
+    "object": np.array([[1, None]], dtype=object),
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_CENTRES))
+def test_centres_must_be_n_by_2_real_numbers(what: str, tmp_path: Path) -> None:
+    """Regression (issue #18, item 4): centres of shape (n, 3) were reshaped into 1.5 n pairs."""
+    from mclstexp.pp import tile_slide
+
+    path = tmp_path / "x.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)
+    centres = BAD_CENTRES[what]
+    with pytest.raises(ValueError, match=r"^centers: .*\(n, 2\)"):
+        open_slide(path).read_patches(centres, size=4)
+    ids = [str(i) for i in range(len(centres))]
+    with pytest.raises(ValueError, match=r"^centers: .*\(n, 2\)"):
+        tile_slide(path, centres, ids, store=tmp_path / "p.zarr", size=4, progress=False)
+    # Integers and lists of numbers are real numbers.
+    assert open_slide(path).read_patches(np.array([[5, 6]], np.int32), size=4).shape == (1, 4, 4, 3)

@@ -396,6 +396,55 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
         StainNormalizer.load(path).transform(np.full((8, 8, 3), 100, np.uint8))
 
 
+_STAINS = np.array([[0.65, 0.07], [0.70, 0.99], [0.29, 0.11]])
+_MACENKO = {
+    "stain_matrix": (_STAINS / np.linalg.norm(_STAINS, axis=0)).tolist(),
+    "max_conc": [1.9, 1.1],
+}
+_REINHARD = {"lab_mean": [70.0, 15.0, -10.0], "lab_std": [15.0, 8.0, 6.0]}
+ABSURD = {
+    "huge LAB mean (all-black output)": ("reinhard", {"lab_mean": [1e6, 15.0, -10.0]}, "lab_mean"),
+    "LAB a out of range": ("reinhard", {"lab_mean": [70.0, 400.0, -10.0]}, "lab_mean"),
+    "huge LAB std": ("reinhard", {"lab_std": [1e5, 8.0, 6.0]}, "lab_std"),
+    "tiny LAB std": ("reinhard", {"lab_std": [1e-9, 8.0, 6.0]}, "lab_std"),
+    "tiny max_conc (all-240 output)": ("macenko", {"max_conc": [1e-9, 1e-9]}, "max_conc"),
+    "huge max_conc": ("macenko", {"max_conc": [1e4, 1.0]}, "max_conc"),
+    "stain vectors not unit": (
+        "macenko",
+        {"stain_matrix": [[6.5, 0.07], [7.0, 0.99], [2.9, 0.11]]},
+        "stain_matrix",
+    ),
+    "negative stain vector": (
+        "macenko",
+        {"stain_matrix": [[-0.65, 0.07], [-0.70, 0.99], [-0.29, 0.11]]},
+        "stain_matrix",
+    ),
+    "Io above 255": ("macenko", {"params": {"Io": 1e6}}, "Io"),
+    "beta above any OD": ("reinhard", {"params": {"beta": 100.0}}, "beta"),
+    "min_tissue above 1": ("reinhard", {"params": {"min_tissue": 2.0}}, "min_tissue"),
+    "alpha 50 or more": ("macenko", {"params": {"alpha": 80.0}}, "alpha"),
+}
+
+
+@pytest.mark.parametrize("case", list(ABSURD))
+def test_absurd_stain_json_is_refused_at_load_naming_the_file(case: str, tmp_path: Path) -> None:
+    """Regression (issue #18, item 9): a tampered stain JSON with absurd values was accepted (huge
+    LAB means gave all-black output, tiny maximum concentrations all-240)."""
+    method, change, field = ABSURD[case]
+    base = StainNormalizer(method).to_dict()
+    base["target"] = dict(_MACENKO if method == "macenko" else _REINHARD)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(base))
+    assert StainNormalizer.load(good).is_fitted  # the untampered values load
+    data = json.loads(json.dumps(base))
+    data["params"].update(change.get("params", {}))
+    data["target"].update({k: v for k, v in change.items() if k != "params"})
+    path = tmp_path / "tampered.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"tampered\.json: .*{field}"):
+        StainNormalizer.load(path)
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("method", ["macenko", "reinhard"])
 def test_single_patch_and_training_transform(method: str, target: np.ndarray) -> None:

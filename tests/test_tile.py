@@ -367,7 +367,7 @@ def test_dask_local_two_workers_two_slides(slide_path: Path, tmp_path: Path) -> 
 
 
 def test_read_spots_formats(slide_path: Path, tmp_path: Path) -> None:
-    from mclstexp.cli.tile import read_spots
+    from mclstexp.io import read_spots
 
     csv = tmp_path / "a.csv"
     csv.write_text("barcode,x,y\nA,1.5,2\nB,3,4\n")
@@ -398,10 +398,110 @@ def test_read_spots_formats(slide_path: Path, tmp_path: Path) -> None:
 
 
 def test_half_created_group_is_recreated(slide_path: Path, tmp_path: Path) -> None:
+    """A group the tiler marked as its own, killed before its arrays were made, starts afresh."""
     import zarr
 
+    from mclstexp.pp.patch_cache import FORMAT, FORMAT_VERSION
+
     store = tmp_path / "h.zarr"
-    zarr.open_group(str(store), mode="a").create_group("k")  # killed before its attributes
+    marker = {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
+    zarr.open_group(str(store), mode="a").create_group("k", attributes=marker)
     xy, ids = _spots(10)
     cache = tile_slide(slide_path, xy, ids, store=store, key="k", size=16, progress=False)
     assert cache.complete and len(cache) == 10
+
+
+def test_a_group_the_tiler_did_not_create_is_never_deleted(
+    slide_path: Path, tmp_path: Path
+) -> None:
+    """Regression (issue #18, item 3): a group named like the slide but without the cache's
+    attributes was taken for a half-created cache and deleted, without ``overwrite``."""
+    import zarr
+
+    store = tmp_path / "mine.zarr"
+    root = zarr.open_group(str(store), mode="a")
+    root.create_group("k").create_array("results", shape=(3,), dtype="f8")[:] = [1, 2, 3]
+    (tmp_path / "plain.zarr" / "k").mkdir(parents=True)  # a plain folder where the group goes
+    (tmp_path / "plain.zarr" / "k" / "notes.txt").write_text("keep me")
+    xy, ids = _spots(10)
+    for where in (store, tmp_path / "plain.zarr"):
+        before = _tree(where)
+        with pytest.raises(FileExistsError, match=rf"{where.name}/k.*--overwrite"):
+            tile_slide(slide_path, xy, ids, store=where, key="k", size=16, progress=False)
+        assert _tree(where) == before
+    # Asked to, the tiler replaces it.
+    cache = tile_slide(
+        slide_path, xy, ids, store=store, key="k", size=16, overwrite=True, progress=False
+    )
+    assert cache.complete and "results" not in zarr.open_group(str(store / "k"), mode="r")
+
+
+def _damage(store: Path, chunk: int, how: str) -> Path:
+    path = store / "k" / "patches" / "c" / str(chunk) / "0" / "0" / "0"
+    data = path.read_bytes()
+    if how == "delete":
+        path.unlink()
+    elif how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # same size, other bytes
+        mid = len(data) // 2
+        path.write_bytes(
+            data[:mid] + bytes(b ^ 0x5A for b in data[mid : mid + 64]) + data[mid + 64 :]
+        )
+    return path
+
+
+def test_a_damaged_complete_cache_is_repaired_on_rerun(slide_path: Path, tmp_path: Path) -> None:
+    """Regression (issue #18, item 7): with a chunk file deleted (or cut short), a rerun of the
+    tiler reused the complete cache and the patches read back as zeros (or failed to decode)."""
+    from mclstexp.exceptions import DataWarning
+
+    kw = {"size": 32, "chunk_patches": 8, "progress": False, "key": "k"}
+    clean = tmp_path / "clean.zarr"
+    tile_slide(slide_path, *_spots(100), store=clean, stain_normalizer=Invert(), **kw)
+    for how in ("delete", "truncate"):
+        store = tmp_path / f"{how}.zarr"
+        tile_slide(slide_path, *_spots(100), store=store, stain_normalizer=Invert(), **kw)
+        _damage(store, 3, how), _damage(store, 11, how)
+        with pytest.raises(CacheMismatchError, match=r"c/3/0/0/0.*re-run the tiler"):
+            open_patch_cache(store)
+        redo = Invert()
+        with pytest.warns(DataWarning, match=r"2 damaged chunks.*c/3/0/0/0.*c/11/0/0/0"):
+            tile_slide(slide_path, *_spots(100), store=store, stain_normalizer=redo, **kw)
+        assert redo.calls == 1  # both damaged chunks, in one batch; nothing else redone
+        assert _tree(store) == _tree(clean)
+
+
+def test_reads_name_a_chunk_whose_bytes_changed(slide_path: Path, tmp_path: Path) -> None:
+    from mclstexp.pp.patch_cache import ChunkReader
+
+    store = tmp_path / "p.zarr"
+    kw = {"size": 32, "chunk_patches": 8, "progress": False, "key": "k"}
+    cache = tile_slide(slide_path, *_spots(100), store=store, **kw)
+    path = _damage(store, 2, "flip")  # same size: only the checksum can tell
+    assert cache.verify() == [path]
+    reader = ChunkReader.maybe(cache.patches)
+    assert reader is not None
+    with pytest.raises(ValueError, match=r"c/2/0/0/0: .*checksum"):
+        reader.take(np.array([17]))
+    with pytest.raises(ValueError, match=r"c/2/0/0/0"):
+        cache[16:24]
+    np.testing.assert_array_equal(reader.take(np.array([40])), cache.patches[40:41])
+
+
+def test_a_cache_of_another_format_version_is_refused_clearly(
+    slide_path: Path, tmp_path: Path
+) -> None:
+    import json
+
+    store = tmp_path / "p.zarr"
+    kw = {"size": 32, "chunk_patches": 8, "progress": False, "key": "k"}
+    tile_slide(slide_path, *_spots(20), store=store, **kw)
+    meta_path = store / "k" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["format_version"] = 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CacheMismatchError, match=r"format_version 1 .*--overwrite"):
+        tile_slide(slide_path, *_spots(20), store=store, **kw)
+    with pytest.raises(CacheMismatchError, match=r"format_version 1"):
+        open_patch_cache(store)

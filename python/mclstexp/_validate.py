@@ -2,7 +2,8 @@
 
 ``check_n_threads`` is the thread-count argument of every native call (``pp`` layout and stain,
 ``retrieval``); ``dense_matrix`` is the dense ``float64`` (spots x genes) input of the statistics
-(``metrics``, ``baselines``).
+(``metrics``, ``baselines``); ``check_points`` is the float64 ``(n, 2)`` array of ``(x, y)`` points
+of every patch read (``io``, ``pp``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_n_threads", "dense_matrix"]
+__all__ = ["check_n_threads", "check_points", "dense_matrix"]
 
 
 def check_n_threads(n_threads: Any) -> int | None:
@@ -90,4 +91,50 @@ def dense_matrix(x: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D (n_spots, n_genes) matrix, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values; clean or impute them first")
+    return arr
+
+
+def check_points(points: Any, name: str) -> np.ndarray:
+    """Validate ``(x, y)`` points: an ``(n, 2)`` array of finite real numbers.
+
+    Parameters
+    ----------
+    points
+        Array-like of shape ``(n, 2)``; integers and floats are real numbers, booleans, complex
+        numbers, strings and other objects are not.
+    name
+        Argument name used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous float64 ``(n, 2)``.
+
+    Raises
+    ------
+    ValueError
+        Another shape, a dtype that is not a real number, or NaN / infinite values.
+
+    Examples
+    --------
+    >>> check_points([[1, 2], [3, 4]], "centers").dtype
+    dtype('float64')
+    >>> check_points(np.zeros((4, 3)), "centers")
+    Traceback (most recent call last):
+    ...
+    ValueError: centers: expected an (n, 2) array of (x, y) points, got shape (4, 3)
+    """
+    arr = np.asarray(points)
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(
+            f"{name}: expected an (n, 2) array of (x, y) points as real numbers, got dtype "
+            f"{arr.dtype}"
+        )
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(
+            f"{name}: expected an (n, 2) array of (x, y) points, got shape {arr.shape}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: must be finite")
     return arr

@@ -33,6 +33,11 @@ class CacheMismatchError(MclstexpError):
     """A patch cache exists but was made with other parameters; it is never silently reused."""
 
 
+class ReferenceMismatchError(MclstexpError):
+    """A retrieval reference does not belong to the model it is used with (other weights, genes
+    or embedding size): its predictions would be nonsense under the reference's gene names."""
+
+
 class DataWarning(UserWarning):
     """Input data needed a documented adjustment (zero-count spots set to zero, rows dropped, ...).
 

@@ -108,8 +108,22 @@ def main() -> None:
     sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, 65000, 65000, 3) + b"\x01\x11\x00" * 3
     files["jpeg_bomb.jpg"] = b"\xff\xd8" + sof + b"\xff\xd9"
     files["garbage.jpg"] = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 2
-    png = io.BytesIO()
     from PIL import Image
+
+    # Whole JPEG streams cut short (issue #18, item 2: the decoder padded them with grey).
+    yy, xx = np.mgrid[0:48, 0:64]
+    texture = np.stack([xx * 4, yy * 5, (xx + yy) * 2], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(texture).save(buf, format="JPEG", quality=95)
+    files["truncated_70pct.jpg"] = buf.getvalue()[: len(buf.getvalue()) * 7 // 10]
+    tif = bytearray(valid_tiff("jpeg"))
+    page = tifffile.TiffFile(io.BytesIO(bytes(tif))).pages[0]
+    counts = list(page.databytecounts)
+    counts[-1] = counts[-1] * 7 // 10  # the last tile's byte count cuts its stream
+    where = page.tags["TileByteCounts"].valueoffset
+    tif[where : where + 4 * len(counts)] = np.asarray(counts, "<u4").tobytes()
+    files["truncated_jpeg_tile.tif"] = bytes(tif)
+    png = io.BytesIO()
 
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(png, format="PNG")
     files["truncated.png"] = png.getvalue()[:60]

@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
     for name in ("n", "q"):
         if any(v < 1 for v in getattr(args, name)):
-            raise SystemExit(f"--{name}: values must be >= 1")
+            raise ValueError(f"--{name}: values must be >= 1")
     if args.k > min(args.n):
-        raise SystemExit(f"--k: must be <= the smallest --n ({min(args.n)})")
+        raise ValueError(f"--k: must be <= the smallest --n ({min(args.n)})")
     result = run_retrieval_bench(
         args.n,
         args.q,

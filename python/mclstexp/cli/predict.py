@@ -39,7 +39,11 @@ def register(subparsers: Any) -> None:
         default="inverse_l1",
         choices=["mean", "similarity", "inverse_l1", "inverse_l2"],
     )
-    parser.add_argument("--backend", default="native", help="retrieval backend (default native)")
+    from mclstexp.retrieval.backends import BACKENDS
+
+    parser.add_argument(
+        "--backend", default="native", choices=BACKENDS, help="retrieval backend (default native)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--plot-genes", nargs="*", help="also write a map of these genes (PNG)")
     parser.set_defaults(func=_predict)
@@ -81,26 +85,12 @@ def _predict(args: argparse.Namespace) -> int:
     from mclstexp import _keys
     from mclstexp.pp import extract_patches
     from mclstexp.tl import predict_expression
-    from mclstexp.tl.reference import Reference
-    from mclstexp.train import load_checkpoint
 
     started = time.perf_counter()
-    model_path, ref_path = _resolve_model(args.model, args.reference)
-    model, meta = load_checkpoint(model_path)
-    reference = Reference.load(ref_path)
+    model, meta, reference, model_path, ref_path = _checked_inputs(args)
+    plot_genes = _plot_genes(args.plot_genes, reference.genes) if args.plot_genes else []
     size = int(meta.get("train_config", {}).get("patch_size", 224))
-    if args.grid is not None:
-        adata = _grid_adata(args.grid, size, args.min_tissue)
-    elif args.her2st is not None:
-        if not args.section:
-            raise SystemExit("mclstexp predict: --her2st needs --section (e.g. --section C3)")
-        from mclstexp.io import read_her2st
-
-        adata = read_her2st(args.her2st, args.section)
-    else:
-        from mclstexp.io import read_h5ad
-
-        adata = read_h5ad(args.h5ad, slide=args.slide)
+    adata = _spots(args, size)
     cache = extract_patches(
         adata,
         store=args.cache or args.out.with_suffix(".zarr"),
@@ -122,14 +112,62 @@ def _predict(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pred.write_h5ad(args.out)
     print(f"predicted {pred.n_obs} spots x {pred.n_vars} genes -> {args.out}")
-    if args.plot_genes:
+    if plot_genes:
         from mclstexp.io import read_thumbnail
         from mclstexp.pl import spatial_prediction
 
         slide_path = adata.uns[_keys.UNS].get(_keys.UNS_SLIDE_PATH)
         image, scale = read_thumbnail(slide_path, 1024) if slide_path else (None, 1.0)
         png = args.out.with_suffix(".png")
-        spatial_prediction(pred, args.plot_genes, image=image, scale=scale, path=png)
-        print(f"map of {len(args.plot_genes)} gene(s) -> {png}")
+        spatial_prediction(pred, plot_genes, image=image, scale=scale, path=png)
+        print(f"map of {len(plot_genes)} gene(s) -> {png}")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _checked_inputs(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Path, Path]:
+    """The model, its metadata and its reference, once every argument and their pairing are
+    checked: whatever can be refused is refused before a patch is cut or embedded."""
+    from mclstexp.models.runtime import resolve_device
+    from mclstexp.tl.reference import Reference
+    from mclstexp.train import load_checkpoint
+
+    if args.k < 1:
+        raise ValueError(f"--k: must be >= 1, got {args.k}")
+    if not 0.0 <= args.min_tissue <= 1.0:
+        raise ValueError(f"--min-tissue: must be in [0, 1], got {args.min_tissue}")
+    if args.her2st is not None and not args.section:
+        raise ValueError("--her2st needs --section (e.g. --section C3)")
+    resolve_device(args.device)
+    model_path, ref_path = _resolve_model(args.model, args.reference)
+    model, meta = load_checkpoint(model_path)
+    reference = Reference.load(ref_path)
+    reference.check_model(model, model_name=str(model_path), reference_name=str(ref_path))
+    return model, meta, reference, model_path, ref_path
+
+
+def _plot_genes(asked: list[str], panel: list[str]) -> list[str]:
+    """The ``--plot-genes`` of the model's panel; a warning names the others (with the closest
+    panel names), and with none left no map is drawn."""
+    import warnings
+
+    from mclstexp.pl import plottable_genes
+
+    try:
+        return plottable_genes(asked, panel, where="the model's gene panel")
+    except ValueError as err:
+        warnings.warn(f"--plot-genes: {err}; no map is drawn", UserWarning, stacklevel=2)
+        return []
+
+
+def _spots(args: argparse.Namespace, size: int) -> Any:
+    """The spots to predict: a tissue grid (``--grid``), a her2st section or an ``.h5ad``."""
+    if args.grid is not None:
+        return _grid_adata(args.grid, size, args.min_tissue)
+    if args.her2st is not None:
+        from mclstexp.io import read_her2st
+
+        return read_her2st(args.her2st, args.section)
+    from mclstexp.io import read_h5ad
+
+    return read_h5ad(args.h5ad, slide=args.slide)

@@ -81,6 +81,8 @@ def _k_value(text: str) -> int | str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from mclstexp._validate import check_n_threads
+    from mclstexp.models.runtime import resolve_device
     from mclstexp.workflow import load_dataset, run_experiment
 
     started = time.perf_counter()
@@ -94,7 +96,9 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None
     ]
     if args.dataset != "synthetic" and given:
-        raise SystemExit(f"mclstexp run: {', '.join(given)} apply to the synthetic dataset only")
+        raise ValueError(f"{', '.join(given)}: apply to the synthetic dataset only")
+    resolve_device(args.device)  # an unknown device fails now, not after the tiling
+    check_n_threads(args.threads)
     dataset = load_dataset(
         args.dataset,
         root=args.root,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 import mclstexp
+from mclstexp.cli.main import add_debug_flag, run_handled
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mclstexp {mclstexp.__version__}")
     _add_arguments(parser)
+    add_debug_flag(parser)
     return parser
 
 
@@ -56,48 +58,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dask-workers", type=int, default=2, help="workers of --dask local")
     parser.add_argument("--chunk-patches", type=int, default=32, help="patches per Zarr chunk")
-    parser.add_argument("--overwrite", action="store_true", help="replace mismatching caches")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a mismatching cache, or a group the tiler did not create",
+    )
     parser.add_argument("--backend", choices=["auto", "native", "openslide"], default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def read_spots(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read spot centres and ids from a CSV/TSV (id, x, y), an .h5ad or a her2st spot file.
-
-    Examples
-    --------
-    >>> xy, ids = read_spots("C2_selection.tsv")  # doctest: +SKIP
-    """
-    import pandas as pd
-
-    from mclstexp import _keys
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(2, "spot file not found", str(path))
-    if path.suffix == ".h5ad":
-        import anndata
-
-        adata = anndata.read_h5ad(path)
-        if _keys.SPATIAL not in adata.obsm:
-            raise ValueError(f"{path}: obsm[{_keys.SPATIAL!r}] is missing")
-        return np.asarray(adata.obsm[_keys.SPATIAL], dtype=np.float64), list(
-            map(str, adata.obs_names)
-        )
-    sep = "\t" if path.suffix in (".tsv", ".txt") or path.name.endswith(".tsv.gz") else ","
-    df = pd.read_csv(path, sep=sep)
-    cols = {c.lower(): c for c in df.columns}
-    if {"pixel_x", "pixel_y", "x", "y"} <= set(cols):  # her2st *_selection.tsv
-        from mclstexp.io.her2st import read_her2st_spots
-
-        spots = read_her2st_spots(path, selected_only=True, sep=sep)
-        return spots[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64), list(spots.index)
-    id_col = next((cols[c] for c in ("id", "spot_id", "barcode", "spot") if c in cols), None)
-    if "x" not in cols or "y" not in cols:
-        raise ValueError(f"{path}: expected columns id, x, y (got {list(df.columns)})")
-    xy = df[[cols["x"], cols["y"]]].to_numpy(dtype=np.float64)
-    ids = list(map(str, df[id_col])) if id_col else [str(i) for i in range(len(df))]
-    return xy, ids
 
 
 def _fit_stain(method: str | None, target: str | None) -> Any:
@@ -118,7 +85,7 @@ def _fit_stain(method: str | None, target: str | None) -> Any:
 
 def _tile_one(job: dict[str, Any]) -> dict[str, Any]:
     """One slide: spots or grid -> cache group. Runs in-process or as a dask task."""
-    from mclstexp.io.slide import open_slide
+    from mclstexp.io import open_slide, read_spots
     from mclstexp.pp import grid_centers, tile_slide
 
     t0 = time.perf_counter()
@@ -258,12 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     --------
     >>> main(["C2.jpg", "--spots", "C2_selection.tsv", "--out", "p.zarr"])  # doctest: +SKIP
     """
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (FileNotFoundError, ValueError, mclstexp.MclstexpError) as err:
-        print(f"mclstexp-tile: error: {err}", file=sys.stderr)
-        return 2
+    return run_handled("mclstexp-tile", run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

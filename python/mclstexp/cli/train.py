@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def _dataset(args: argparse.Namespace, patch_size: int) -> Any:
     sizes = (("--n-sections", args.n_sections), ("--n-spots", args.n_spots))
     given = [flag for flag, value in sizes if value is not None]
     if given and (args.her2st is not None or args.h5ad):
-        raise SystemExit(f"mclstexp train: {', '.join(given)} apply to --synthetic only")
+        raise ValueError(f"{', '.join(given)}: apply to --synthetic only")
     if args.h5ad:
         from mclstexp.io import read_h5ad
 
@@ -101,7 +102,7 @@ def _dataset(args: argparse.Namespace, patch_size: int) -> Any:
         )
     elif args.her2st is not None:
         if not args.sections:
-            raise SystemExit("--her2st needs --sections (e.g. --sections C2 C3 C4)")
+            raise ValueError("--her2st needs --sections (e.g. --sections C2 C3 C4)")
         spec = load_dataset("her2st", root=args.her2st, sections=args.sections)
     else:
         spec = load_dataset(
@@ -112,7 +113,7 @@ def _dataset(args: argparse.Namespace, patch_size: int) -> Any:
         )
     if args.genes is not None:
         if not args.genes.is_file():
-            raise SystemExit(f"--genes file not found: {args.genes}")
+            raise FileNotFoundError(errno.ENOENT, "--genes: file not found", str(args.genes))
         spec = dataclasses.replace(spec, gene_method="panel", panel=str(args.genes), n_genes=None)
     return spec
 
@@ -124,19 +125,18 @@ def _training_sections(spec: Any, holdout: str | None) -> list[str]:
     ids = spec.section_names
     if holdout is None:
         return ids
-    try:
-        (fold,) = leave_one_section_out(ids, holdout=[holdout])
-    except ValueError as err:
-        raise SystemExit(f"mclstexp train: --holdout: {err}") from err
+    (fold,) = leave_one_section_out(ids, holdout=[holdout])  # an unknown one: ValueError
     return list(fold.train)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mclstexp train``."""
+    from mclstexp.models.runtime import resolve_device
     from mclstexp.train import distributed
     from mclstexp.workflow.experiment import tile_dataset
     from mclstexp.workflow.fold import train_fold
 
+    resolve_device(args.device)  # an unknown device fails now, not after the tiling
     spec = _dataset(args, _preset(args, None).train.patch_size)
     preset = _preset(args, spec.patch_size)
     train_ids = _training_sections(spec, args.holdout)

@@ -13,6 +13,8 @@ _EXPORTS = {
     "read_her2st_spots": "her2st",
     "read_visium": "visium",
     "read_h5ad": "h5ad",
+    "read_anndata": "h5ad",
+    "read_spots": "spots",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -125,7 +125,7 @@ def read_h5ad(
     'hest/wsis/TENX95.tif'
     """
     p = Path(path).expanduser()
-    src = _read_file(p)
+    src = read_anndata(p)
     xy = _spatial(src, p)
     check_unique(list(src.obs_names), "spot ids (obs_names)", str(p), "make them unique")
     check_unique(
@@ -190,9 +190,38 @@ def read_h5ad(
     return adata
 
 
-def _read_file(p: Path) -> AnnData:
+def read_anndata(path: str | os.PathLike[str]) -> AnnData:
+    """Read any ``.h5ad`` file as it is (no contract applied), with errors that name the file.
+
+    Parameters
+    ----------
+    path
+        The file.
+
+    Returns
+    -------
+    AnnData
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not a readable ``.h5ad`` file (what h5py or anndata said is kept in the message).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "x.h5ad"
+    >>> _ = p.write_text("not hdf5")
+    >>> read_anndata(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../x.h5ad: not a readable .h5ad file (OSError: ...)
+    """
     import anndata
 
+    p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: file not found; pass the path of an .h5ad file")
     try:
@@ -200,7 +229,8 @@ def _read_file(p: Path) -> AnnData:
             warnings.simplefilter("ignore", FutureWarning)
             return anndata.read_h5ad(p)
     except Exception as err:  # h5py/anndata raise a variety of errors on bad files
-        raise ValueError(f"{p}: not a readable .h5ad file ({type(err).__name__}: {err})") from err
+        msg = " ".join(str(err).split())
+        raise ValueError(f"{p}: not a readable .h5ad file ({type(err).__name__}: {msg})") from err
 
 
 def _spatial(src: AnnData, p: Path) -> np.ndarray:
@@ -217,8 +247,12 @@ def _spatial(src: AnnData, p: Path) -> np.ndarray:
     if xy.dtype.kind not in "iuf":
         raise ValueError(f"{p}: obsm['spatial'] is not numeric ({xy.dtype})")
     xy = xy[:, :2].astype(np.float64)
-    if not np.isfinite(xy).all():
-        raise ValueError(f"{p}: obsm['spatial'] has NaN or infinite coordinates")
+    bad = np.flatnonzero(~np.isfinite(xy).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{p}: obsm['spatial'] has NaN or infinite coordinates in {bad.size} row(s), the "
+            f"first row {bad[0] + 1} (spot {str(src.obs_names[bad[0]])!r}): {xy[bad[0]].tolist()}"
+        )
     return xy
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mclstexp._validate import check_points
 from mclstexp.exceptions import SlideFormatError
 
 Backend = Literal["auto", "native", "openslide"]
@@ -301,7 +302,8 @@ class Slide:
         Parameters
         ----------
         centers
-            ``(n, 2)`` level-0 pixel centres, x (column) then y (row).
+            ``(n, 2)`` level-0 pixel centres, x (column) then y (row): finite real numbers
+            (any other shape or dtype raises ``ValueError`` naming ``centers``).
         size
             Side of the output patches in pixels.
         mpp
@@ -327,11 +329,11 @@ class Slide:
         ...     [[500, 600]], size=224, return_mask=True
         ... )
         """
-        pts = np.ascontiguousarray(np.asarray(centers, dtype=np.float64).reshape(-1, 2))
-        if not np.isfinite(pts).all():
-            raise ValueError("centers: must be finite")
+        pts = check_points(centers, "centers")
         if int(size) < 1:
             raise ValueError(f"size: must be >= 1, got {size}")
+        if int(level) < 0:
+            raise ValueError(f"level: must be >= 0, got {level}")
         if out is not None and (
             out.dtype != np.uint8
             or out.shape != (len(pts), int(size), int(size), 3)
@@ -418,6 +420,8 @@ def open_slide(
         raise ValueError(f"mpp: must be a positive number, got {mpp}")
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "slide not found", str(path))
+    if path.is_dir() and path.suffix.lower() not in _OPENSLIDE_SUFFIXES:
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a slide file", str(path))
     if backend == "openslide" or (
         backend == "auto" and path.suffix.lower() in _OPENSLIDE_SUFFIXES and _openslide_available()
     ):

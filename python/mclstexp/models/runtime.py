@@ -35,7 +35,12 @@ def resolve_device(device: Any = "auto") -> Any:
         return device
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device: {device!r} is not a device (auto, cpu, cuda, cuda:1, mps, ...): {err}"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
     return dev

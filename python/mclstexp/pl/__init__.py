@@ -11,6 +11,7 @@ from mclstexp._lazy import lazy_exports
 _EXPORTS = {
     "spatial_expression": "spatial",
     "spatial_prediction": "spatial",
+    "plottable_genes": "spatial",
     "pcc_distribution": "summary",
     "fold_summary": "summary",
     "retrieval_throughput": "bench",

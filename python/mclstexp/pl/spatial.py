@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,68 @@ def _gene_column(adata: Any, gene: str, which: str) -> np.ndarray:
     if hasattr(col, "toarray"):
         col = col.toarray()
     return np.asarray(col, dtype=np.float64).ravel()
+
+
+def plottable_genes(
+    genes: str | Sequence[str], available: Sequence[str], *, where: str = "the predictions"
+) -> list[str]:
+    """The requested genes that ``available`` has, in request order; a warning names the others
+    with the closest available names (``difflib``).
+
+    Parameters
+    ----------
+    genes
+        Gene name(s) asked for (e.g. ``--plot-genes``).
+    available
+        The gene names there are (``var_names``, a reference's genes).
+    where
+        What ``available`` belongs to, for the messages.
+
+    Returns
+    -------
+    list of str
+        The known genes, without repeats.
+
+    Raises
+    ------
+    ValueError
+        None of ``genes`` is available (the message names the closest names), or none asked.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     warnings.simplefilter("always")
+    ...     plottable_genes(["ERBB2", "CD74"], ["CD74", "ERBB3", "EPCAM"])
+    ['CD74']
+    >>> print(seen[0].message)
+    1 gene not in the predictions, not plotted: 'ERBB2' (closest: 'ERBB3')
+    """
+    asked = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+    if not asked:
+        raise ValueError("genes is empty; pass at least one gene name")
+    names = [str(g) for g in available]
+    have = set(names)
+    known = list(dict.fromkeys(g for g in asked if g in have))
+    unknown = list(dict.fromkeys(g for g in asked if g not in have))
+
+    def described(gene: str) -> str:
+        close = difflib.get_close_matches(gene, names, n=3, cutoff=0.6)
+        hint = ", ".join(map(repr, close)) if close else "no similar name"
+        return f"{gene!r} (closest: {hint})"
+
+    if not known:
+        raise ValueError(
+            f"none of the genes {asked} is in {where}: {'; '.join(map(described, unknown))}"
+        )
+    if unknown:
+        warnings.warn(
+            f"{len(unknown)} gene{'s' if len(unknown) > 1 else ''} not in {where}, not plotted: "
+            + "; ".join(map(described, unknown)),
+            UserWarning,
+            stacklevel=2,
+        )
+    return known
 
 
 def _spot_diameter(xy: np.ndarray) -> float:
@@ -61,7 +125,8 @@ def spatial_expression(
         Predicted expression; its ``obs_names`` must cover ``adata_true``'s (rows are aligned
         by name).
     genes
-        One gene name or a list of them (present in both ``var_names``).
+        One gene name or a list of them (present in both ``var_names``; others are left out with
+        a warning naming the closest names, see :func:`plottable_genes`).
     image
         Optional ``(h, w, 3)`` thumbnail of the section drawn underneath (uint8 or float in
         [0, 1]); ``scale`` maps full-resolution pixels to its pixels.
@@ -88,6 +153,8 @@ def spatial_expression(
     """
     from matplotlib.colors import Normalize
 
+    both = [g for g in adata_true.var_names if g in set(adata_pred.var_names)]
+    genes = plottable_genes(genes, both, where="both adata_true and adata_pred")
     gene_list, xy, diam, (x0, x1, y0, y1) = _map_inputs(adata_true, "adata_true", genes, scale)
     missing = adata_true.obs_names.difference(adata_pred.obs_names)
     if len(missing):
@@ -220,7 +287,8 @@ def spatial_prediction(
     adata_pred
         Predictions with ``obsm["spatial"]`` (full-resolution pixel centres).
     genes
-        Gene name(s) to draw.
+        Gene name(s) to draw; unknown ones are left out with a warning naming the closest names
+        (:func:`plottable_genes`).
     image, scale
         Optional RGB thumbnail and its scale relative to full resolution.
     path
@@ -236,6 +304,7 @@ def spatial_prediction(
     """
     from matplotlib.colors import Normalize
 
+    genes = plottable_genes(genes, adata_pred.var_names, where="adata_pred")
     gene_list, xy, diam, limits = _map_inputs(adata_pred, "adata_pred", genes, scale)
     aspect = (limits[3] - limits[2]) / max(limits[1] - limits[0], 1e-9)
     ncols = min(len(gene_list), 3)

@@ -63,7 +63,8 @@ def extract_patches(
     chunk_patches
         Patches per Zarr chunk (also the unit of resumption).
     overwrite
-        Replace a cache made with other parameters instead of raising.
+        Replace a cache made with other parameters, or anything else at ``store/key`` that the
+        tiler did not create, instead of raising.
     backend
         Slide backend (see :func:`mclstexp.io.open_slide`).
     progress
@@ -78,6 +79,9 @@ def extract_patches(
     ------
     mclstexp.exceptions.CacheMismatchError
         A cache made with other parameters exists and ``overwrite`` is False.
+    FileExistsError
+        Something the tiler did not create (another group, a folder) is at ``store/key`` and
+        ``overwrite`` is False; it is left untouched.
 
     Examples
     --------

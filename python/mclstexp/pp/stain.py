@@ -34,6 +34,35 @@ _DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
+#: The optical density of the darkest pixel (0) under the brightest light (255): no threshold and
+#: no stain concentration above it can come from an 8-bit image.
+_MAX_OD = math.log(256.0)
+#: Allowed ranges ``(low, high, low included, high included)``, checked when a normaliser is
+#: made, fitted or loaded, so a tampered file cannot turn every patch black or white.
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "Io": (1.0, 255.0, False, True),  # background brightness, a pixel value
+    "beta": (0.0, _MAX_OD, True, True),  # an optical density
+    "min_tissue": (0.0, 1.0, True, True),  # a fraction
+    "alpha": (0.0, 50.0, True, False),  # a percentile below the median
+    # 99th-percentile H and E concentrations: real H&E targets give 0.4-3.1
+    "max_conc": (0.05, 30.0, True, True),
+    "lab_L": (0.0, 100.0, True, True),
+    "lab_ab": (-128.0, 128.0, True, True),
+    "lab_std_L": (1e-3, 50.0, True, True),  # 50: the largest std of values in [0, 100]
+    "lab_std_ab": (1e-3, 128.0, True, True),
+}
+
+
+def _check_range(name: str, values: Any, key: str | None = None) -> None:
+    """Raise ``ValueError`` naming ``name`` when a value is outside ``_RANGES[key or name]``."""
+    lo, hi, lo_in, hi_in = _RANGES[key or name]
+    for v in np.atleast_1d(np.asarray(values, dtype=np.float64)):
+        inside = (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+        if not inside:
+            bounds = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+            raise ValueError(f"{name}: {v:g} is outside the plausible range {bounds}")
+
+
 class StainNormalizationWarning(UserWarning):
     """Some patches could not be normalised (too little tissue or one colour) and were returned
     unchanged."""
@@ -116,6 +145,7 @@ class StainNormalizer:
                 raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
             if not math.isfinite(float(value)):
                 raise ValueError(f"{name}: must be finite, got {value}")
+            _check_range(name, value)
         self.method: str = method
         self.params: dict[str, float] = {k: float(v) for k, v in params.items()}
         self.n_threads = check_n_threads(n_threads)
@@ -200,7 +230,32 @@ class StainNormalizer:
             mean, std = _native.stain_reinhard_fit(pixels, **self._native_kwargs())
             self.lab_mean_ = np.asarray(mean, dtype=np.float64)
             self.lab_std_ = np.asarray(std, dtype=np.float64)
+        try:
+            self._check_target()
+        except ValueError as err:
+            self.stain_matrix_ = self.max_conc_ = self.lab_mean_ = self.lab_std_ = None
+            raise ValueError(
+                f"image: not a usable H&E target, its fit is implausible ({err})"
+            ) from err
         return self
+
+    def _check_target(self) -> None:
+        """Raise ``ValueError`` naming the field when the fitted target is out of range: stain
+        vectors of unit length with no negative absorbance, concentrations and LAB statistics
+        within :data:`_RANGES` (what an 8-bit H&E image can give)."""
+        if self.stain_matrix_ is not None and self.max_conc_ is not None:
+            norms = np.linalg.norm(self.stain_matrix_, axis=0)
+            if np.any(np.abs(norms - 1.0) > 1e-3) or np.any(self.stain_matrix_ < -0.05):
+                raise ValueError(
+                    "stain_matrix: its columns must be unit optical-density vectors with no "
+                    f"negative component, got {self.stain_matrix_.tolist()}"
+                )
+            _check_range("max_conc", self.max_conc_)
+        if self.lab_mean_ is not None and self.lab_std_ is not None:
+            _check_range("lab_mean", self.lab_mean_[0], "lab_L")
+            _check_range("lab_mean", self.lab_mean_[1:], "lab_ab")
+            _check_range("lab_std", self.lab_std_[0], "lab_std_L")
+            _check_range("lab_std", self.lab_std_[1:], "lab_std_ab")
 
     # -- transforming -------------------------------------------------------------------------
     def _record_skipped(self, skipped: np.ndarray) -> None:
@@ -429,13 +484,13 @@ class StainNormalizer:
         if method == "macenko":
             norm.stain_matrix_ = vector("stain_matrix", (3, 2))
             norm.max_conc_ = vector("max_conc", (2,))
-            if np.any(norm.max_conc_ <= 0):
-                raise ValueError("data: target['max_conc'] must be > 0")
         else:
             norm.lab_mean_ = vector("lab_mean", (3,))
             norm.lab_std_ = vector("lab_std", (3,))
-            if np.any(norm.lab_std_ <= 0):
-                raise ValueError("data: target['lab_std'] must be > 0")
+        try:
+            norm._check_target()
+        except ValueError as err:
+            raise ValueError(f"data: target {err}") from None
         return norm
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -126,7 +126,8 @@ def predict_expression(
         The normalisation put in ``X`` (default: ``reference.meta["default_target"]`` or the first);
         every other target of the reference goes to ``layers[target]``.
     query_embeddings
-        Precomputed image embeddings (skips the model).
+        Precomputed image embeddings (skips the model, and the check below: the caller vouches
+        that they come from the reference's model).
 
     Returns
     -------
@@ -134,11 +135,20 @@ def predict_expression(
         Same ``obs_names``/``obs``/``obsm["spatial"]``, ``var_names`` = reference genes, predicted
         values in ``X`` and ``layers``, neighbours in ``obsm``, provenance in ``uns["mclstexp"]``.
 
+    Raises
+    ------
+    mclstexp.exceptions.ReferenceMismatchError
+        ``reference`` was not built with ``model`` (:meth:`Reference.check_model`), checked before
+        any patch is embedded.
+
     Examples
     --------
     >>> pred = predict_expression(adata, model, ref, patches=cache.patches)  # doctest: +SKIP
     """
+    if k < 1:
+        raise ValueError(f"k: must be >= 1, got {k}")
     if query_embeddings is None:
+        reference.check_model(model)
         from mclstexp.tl.embed import embed_patches
 
         query_embeddings = embed_patches(model, patches, batch_size=batch_size, device=device)

@@ -3,11 +3,20 @@
 A :class:`Reference` is saved beside the model checkpoint, so prediction needs no training data at
 hand. It holds one embedding per training spot (the keys of the top-k search) and, per expression
 normalisation ("target"), the spots' normalised expression (the values that are aggregated).
+
+A reference is only meaningful with the model that embedded its spots: :func:`build_reference`
+records that model's identity (:func:`model_identity`: a content hash of its weights, its genes,
+its embedding size) in ``meta["model"]``, and :meth:`Reference.check_model` refuses any other
+model with :class:`~mclstexp.exceptions.ReferenceMismatchError`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
+import weakref
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +24,66 @@ from typing import Any
 
 import numpy as np
 
+from mclstexp.exceptions import ReferenceMismatchError
+
 _FORMAT = "mclstexp-reference/1"
+
+
+#: model -> (what its tensors were when hashed, the hash): hashing a large model's weights takes
+#: seconds, and a prediction checks the same model more than once.
+_HASHED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def _weights_sha256(model: Any) -> str:
+    """sha256 over the state dict (name, dtype, shape, bytes of each tensor, in name order),
+    remembered until a tensor is replaced or modified in place (its version counter moves)."""
+    import torch
+
+    state = sorted(model.state_dict().items())
+    key = tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in state)
+    hit = _HASHED.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    h = hashlib.sha256()
+    for name, tensor in state:
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}\0{t.dtype}\0{tuple(tensor.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy())
+    _HASHED[model] = (key, h.hexdigest())
+    return _HASHED[model][1]
+
+
+def model_identity(model: Any, genes: Sequence[str] | None = None) -> dict[str, Any]:
+    """What binds a reference to a model: a content hash of the weights, the genes, the embedding
+    size.
+
+    Parameters
+    ----------
+    model
+        A :class:`~mclstexp.models.MclSTExp` (any ``torch.nn.Module`` with ``config.embed_dim``).
+    genes
+        The model's genes when it does not carry them (``model.genes``, set by training and
+        :func:`mclstexp.train.load_checkpoint`, wins).
+
+    Returns
+    -------
+    dict
+        ``weights_sha256`` (sha256 over every tensor of the state dict: name, dtype, shape,
+        bytes, in name order; the same before and after a save/load round trip), ``genes``
+        (list or ``None``) and ``embedding_dim``.
+
+    Examples
+    --------
+    >>> model_identity(model)["embedding_dim"]  # doctest: +SKIP
+    256
+    """
+    own = getattr(model, "genes", None)
+    chosen = own if own is not None else genes
+    return {
+        "weights_sha256": _weights_sha256(model),
+        "genes": None if chosen is None else [str(g) for g in chosen],
+        "embedding_dim": int(model.config.embed_dim),
+    }
 
 
 @dataclass
@@ -104,23 +172,76 @@ class Reference:
         tmp.replace(path)
         return path
 
+    def check_model(
+        self, model: Any, *, model_name: str = "the model", reference_name: str = "the reference"
+    ) -> None:
+        """Refuse a model this reference was not built with (before any patch is embedded).
+
+        Compares the model's :func:`model_identity` with the one recorded in ``meta["model"]``:
+        the weights' hash, the genes (names and order) and the embedding size. A reference
+        written before references recorded their model is checked on genes and embedding size
+        only, with a warning.
+
+        Raises
+        ------
+        mclstexp.exceptions.ReferenceMismatchError
+            What differs, naming ``reference_name`` and ``model_name``.
+
+        Examples
+        --------
+        >>> ref.check_model(model, model_name="model.pt")  # doctest: +SKIP
+        """
+        own = model_identity(model)
+        problems = []
+        if self.embeddings.shape[1] != own["embedding_dim"]:
+            problems.append(
+                f"embedding size {self.embeddings.shape[1]} (the model's is {own['embedding_dim']})"
+            )
+        if own["genes"] is not None and list(self.genes) != own["genes"]:
+            problems.append(_gene_difference(list(self.genes), own["genes"]))
+        recorded = self.meta.get("model")
+        if not isinstance(recorded, Mapping) or "weights_sha256" not in recorded:
+            warnings.warn(
+                f"{reference_name} records no model identity (written by an older mclstexp), so "
+                f"it cannot be checked to belong to {model_name}; rebuild it to be sure",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif recorded["weights_sha256"] != own["weights_sha256"]:
+            theirs, ours = str(recorded["weights_sha256"])[:12], own["weights_sha256"][:12]
+            problems.append(
+                f"weights: it was built with another model (weights sha256 {theirs}..., "
+                f"this model's {ours}...)"
+            )
+        if problems:
+            raise ReferenceMismatchError(
+                f"{reference_name} does not belong to {model_name}: {'; '.join(problems)}. Use the "
+                "reference.npz written beside that model.pt (mclstexp train and mclstexp run write "
+                "both), or rebuild it with that model"
+            )
+
     @classmethod
     def load(cls, path: str | Path) -> Reference:
         """Read a reference written by :meth:`save` (``allow_pickle=False``)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(2, "reference file not found", str(path))
-        with np.load(path, allow_pickle=False) as data:
-            try:
-                header = json.loads(str(data["header"]))
-                if header.get("format") != _FORMAT:
-                    raise ValueError(
-                        f"{path}: not a {_FORMAT} file (format={header.get('format')})"
-                    )
-                values = {name: data[f"values__{name}"] for name in header["targets"]}
-                embeddings = data["embeddings"]
-            except KeyError as err:
-                raise ValueError(f"{path}: incomplete reference file, missing {err}") from None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                try:
+                    header = json.loads(str(data["header"]))
+                    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+                        format_ = header.get("format") if isinstance(header, dict) else None
+                        raise ValueError(f"{path}: not a {_FORMAT} file (format={format_})")
+                    values = {name: data[f"values__{name}"] for name in header["targets"]}
+                    embeddings = data["embeddings"]
+                except KeyError as err:
+                    raise ValueError(f"{path}: incomplete reference file, missing {err}") from None
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
+            if str(err).startswith(str(path)):
+                raise
+            msg = " ".join(str(err).split())
+            raise ValueError(f"{path}: not a readable reference file ({msg})") from err
         return cls(
             embeddings=embeddings,
             values=values,
@@ -129,6 +250,14 @@ class Reference:
             sections=header["sections"],
             meta=header.get("meta", {}),
         )
+
+
+def _gene_difference(reference: list[str], model: list[str]) -> str:
+    """One line saying how two gene lists differ."""
+    if len(reference) != len(model):
+        return f"genes: {len(reference)} in the reference, {len(model)} in the model"
+    i = next(i for i, (a, b) in enumerate(zip(reference, model, strict=True)) if a != b)
+    return f"genes: gene {i} is {reference[i]!r} in the reference, {model[i]!r} in the model"
 
 
 def concatenate_references(
@@ -207,4 +336,7 @@ def build_reference(
         )
     from mclstexp import __version__
 
-    return concatenate_references(parts, meta={"package_version": __version__, **(meta or {})})
+    identity = model_identity(model, genes=parts[0].genes if parts else None)
+    return concatenate_references(
+        parts, meta={"package_version": __version__, "model": identity, **(meta or {})}
+    )

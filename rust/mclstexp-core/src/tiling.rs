@@ -7,6 +7,8 @@
 //! coarsest level that is still at least as fine as the target and resampled (antialiased
 //! bilinear, the same filter as Pillow's `Image.resize(..., BILINEAR)`).
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -149,12 +151,13 @@ fn taps(x0: f64, scale: f64, out: usize) -> Taps {
 }
 
 impl Taps {
-    fn span(&self) -> (i64, i64) {
-        let lo = self.start.iter().copied().min().unwrap_or(0);
-        let hi = self
-            .start
+    /// The source pixels `[lo, hi)` that the output pixels `outputs` read.
+    fn span(&self, outputs: Range<usize>) -> (i64, i64) {
+        let (start, weights) = (&self.start[outputs.clone()], &self.weights[outputs]);
+        let lo = start.iter().copied().min().unwrap_or(0);
+        let hi = start
             .iter()
-            .zip(&self.weights)
+            .zip(weights)
             .map(|(s, w)| s + w.len() as i64)
             .max()
             .unwrap_or(0);
@@ -178,11 +181,21 @@ fn resample_from<F>(at: Sampling, size: Size, out: &mut [u8], read: F) -> Result
 where
     F: FnOnce(Window, &mut [u8]) -> Result<()>,
 {
-    let (ow, oh) = (size.width, size.height);
-    let tx = taps(at.x, at.scale_x, ow);
-    let ty = taps(at.y, at.scale_y, oh);
-    let (x_lo, x_hi) = tx.span();
-    let (y_lo, y_hi) = ty.span();
+    let tx = taps(at.x, at.scale_x, size.width);
+    let ty = taps(at.y, at.scale_y, size.height);
+    resample_rows(&tx, &ty, 0..size.height, out, read)
+}
+
+/// The output rows `rows` of a resample with taps `tx` (columns) and `ty` (rows) into `out`
+/// (`rows.len() * width * 3`), reading only the source rows they need: a whole image can be
+/// resampled band by band, with the same result as in one piece.
+fn resample_rows<F>(tx: &Taps, ty: &Taps, rows: Range<usize>, out: &mut [u8], read: F) -> Result<()>
+where
+    F: FnOnce(Window, &mut [u8]) -> Result<()>,
+{
+    let ow = tx.start.len();
+    let (x_lo, x_hi) = tx.span(0..ow);
+    let (y_lo, y_hi) = ty.span(rows.clone());
     let (sw, sh) = ((x_hi - x_lo) as usize, (y_hi - y_lo) as usize);
     let mut src = vec![255u8; sw * sh * 3];
     let window = Window {
@@ -210,7 +223,8 @@ where
         }
     }
     // Vertical pass.
-    for (j, (s, w)) in ty.start.iter().zip(&ty.weights).enumerate() {
+    let (starts, weights) = (&ty.start[rows.clone()], &ty.weights[rows]);
+    for (j, (s, w)) in starts.iter().zip(weights).enumerate() {
         let base = (s - y_lo) as usize;
         for i in 0..ow {
             let mut acc = [0f32; 3];
@@ -470,14 +484,31 @@ fn tile_order(
     Ok(order)
 }
 
+/// Bytes of source pixels a thumbnail reads at a time: the thumbnail is resampled band by band of
+/// output rows, so its memory stays bounded (this, the bands' filter state and the slide's tile
+/// cache) whatever the size of the level it is made from.
+pub const THUMBNAIL_BAND_BYTES: usize = 64 << 20;
+
 /// A thumbnail of the whole slide whose longer side is at most `max_size` pixels.
 ///
 /// Returns `(pixels, width, height)`; the thumbnail's pixel `(i, j)` covers level-0 pixels
-/// `[i * W0 / width, (i + 1) * W0 / width)` (and likewise for rows).
+/// `[i * W0 / width, (i + 1) * W0 / width)` (and likewise for rows). It is resampled (Pillow's
+/// antialiased bilinear, edge pixels replicated) from the coarsest level at least as fine as it,
+/// in bands of [`THUMBNAIL_BAND_BYTES`] of that level: a single-level slide of any size is never
+/// decoded whole.
 pub fn thumbnail(
     slide: &Slide,
     max_size: usize,
     n_threads: Option<usize>,
+) -> Result<(Vec<u8>, usize, usize)> {
+    thumbnail_in_bands(slide, max_size, n_threads, THUMBNAIL_BAND_BYTES)
+}
+
+fn thumbnail_in_bands(
+    slide: &Slide,
+    max_size: usize,
+    n_threads: Option<usize>,
+    band_bytes: usize,
 ) -> Result<(Vec<u8>, usize, usize)> {
     if max_size == 0 {
         return Err(Error::invalid("max_size", "must be >= 1"));
@@ -492,23 +523,44 @@ pub fn thumbnail(
     );
     let lv = slide.levels()[level];
     let (lw, lh) = (lv.width as usize, lv.height as usize);
-    let full = slide.read_region(level, 0, 0, lw, lh, n_threads)?;
     if (lw, lh) == (tw, th) {
-        return Ok((full, tw, th));
+        return Ok((slide.read_region(level, 0, 0, lw, lh, n_threads)?, tw, th));
     }
-    let image = RgbImage::new(
-        "image",
-        &full,
-        Size {
-            width: lw,
-            height: lh,
-        },
-    )?;
-    let size = Size {
-        width: tw,
-        height: th,
-    };
-    Ok((resize(image, size)?, tw, th))
+    let tx = taps(0.0, lw as f64 / tw as f64, tw);
+    let ty = taps(0.0, lh as f64 / th as f64, th);
+    let mut out = vec![0u8; tw * th * 3];
+    let row_bytes = lw * 3;
+    let mut first = 0;
+    while first < th {
+        // As many output rows as fit in the budget (at least one).
+        let mut end = first + 1;
+        while end < th {
+            let (lo, hi) = ty.span(first..end + 1);
+            if (hi - lo) as usize * row_bytes > band_bytes {
+                break;
+            }
+            end += 1;
+        }
+        let band = &mut out[first * tw * 3..end * tw * 3];
+        resample_rows(&tx, &ty, first..end, band, |window, buf| {
+            // The level's rows of the window (clamped to the image), then edge replication.
+            let ya = window.y.clamp(0, lh as i64 - 1);
+            let yb = (window.y + window.height as i64).clamp(ya + 1, lh as i64);
+            let rows = slide.read_region(level, 0, ya, lw, (yb - ya) as usize, n_threads)?;
+            let size = Size {
+                width: lw,
+                height: (yb - ya) as usize,
+            };
+            let shifted = Window {
+                y: window.y - ya,
+                ..window
+            };
+            copy_clamped(RgbImage::new("image", &rows, size)?, shifted, buf);
+            Ok(())
+        })?;
+        first = end;
+    }
+    Ok((out, tw, th))
 }
 
 /// Centres (level-0 `(x, y)`) of a regular grid of `fov`-pixel cells over a slide of `slide`
@@ -672,6 +724,64 @@ mod tests {
         let out = resized(&src, size(4, 1), size(2, 1)).unwrap_or_default();
         // Output 0 centred at source 1.0: taps j=0 (w .75) and 1 (w .75) and -1/2 (0.25, clamped)
         assert!(out[0] < out[3]);
+    }
+
+    /// A textured `w x h` PNG slide in a temporary file.
+    fn png_slide(w: usize, h: usize) -> (std::path::PathBuf, Vec<u8>) {
+        let pixels: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [
+                    (x * 7 + y) as u8,
+                    (x ^ (y * 3)) as u8,
+                    (y * 5 + x / 3) as u8,
+                ]
+            })
+            .collect();
+        let path =
+            std::env::temp_dir().join(format!("mclstexp-thumb-{}-{w}.png", std::process::id()));
+        let mut bytes = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut bytes, w as u32, h as u32);
+            enc.set_color(png::ColorType::Rgb);
+            let written = enc
+                .write_header()
+                .and_then(|mut wr| wr.write_image_data(&pixels));
+            assert!(written.is_ok());
+        }
+        assert!(std::fs::write(&path, bytes).is_ok());
+        (path, pixels)
+    }
+
+    #[test]
+    fn a_thumbnail_made_in_bands_equals_one_made_in_one_piece() {
+        let (w, h) = (301, 187);
+        let (path, pixels) = png_slide(w, h);
+        let slide = Slide::open(&path);
+        let _ = std::fs::remove_file(&path);
+        let Ok(slide) = slide else {
+            panic!("the test slide does not open")
+        };
+        for max_size in [64, 100, 301] {
+            let f = (max_size as f64 / w as f64).min(1.0);
+            let (tw, th) = (
+                (w as f64 * f).round() as usize,
+                (h as f64 * f).round() as usize,
+            );
+            // The previous implementation: the whole level, resized in one piece.
+            let whole = resized(&pixels, size(w, h), size(tw, th)).unwrap_or_default();
+            for band_bytes in [1, 3 * w * 10, usize::MAX] {
+                let banded = thumbnail_in_bands(&slide, max_size, Some(2), band_bytes);
+                let Ok((px, got_w, got_h)) = banded else {
+                    panic!("max_size {max_size}, bands of {band_bytes} bytes: {banded:?}")
+                };
+                assert_eq!((got_w, got_h), (tw, th));
+                assert!(
+                    px == whole,
+                    "max_size {max_size}, bands of {band_bytes} bytes"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Bindings for exact top-k cosine retrieval: numpy <-> slices, GIL release, error mapping.
 
 use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use mclstexp_core::retrieval::{self, ExactIndex, Neighbours};
 use numpy::{PyArray2, PyReadonlyArray2};
@@ -21,9 +22,28 @@ fn to_arrays<'py>(py: Python<'py>, found: Neighbours) -> PyResult<Pair<'py>> {
 }
 
 /// Native exact cosine index (wrapped by `mclstexp.retrieval.ExactIndex`).
-#[pyclass(module = "mclstexp._native", name = "_ExactIndex")]
+///
+/// Every method releases the GIL, so threads can call them at once: the index sits behind a
+/// read-write lock (taken with the GIL released) under which searches run together and `add`
+/// waits for them, where PyO3's borrow flag made `add` during a `search` fail with
+/// "Already borrowed".
+#[pyclass(module = "mclstexp._native", name = "_ExactIndex", frozen)]
 pub struct PyExactIndex {
-    inner: ExactIndex,
+    inner: RwLock<ExactIndex>,
+}
+
+impl PyExactIndex {
+    fn wrap(inner: ExactIndex) -> Self {
+        PyExactIndex {
+            inner: RwLock::new(inner),
+        }
+    }
+
+    /// The index for reading (a panic elsewhere cannot leave it half-written: `add` only
+    /// appends after checking its input).
+    fn read(&self) -> RwLockReadGuard<'_, ExactIndex> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[pymethods]
@@ -31,19 +51,22 @@ impl PyExactIndex {
     #[new]
     fn new(py: Python<'_>, dim: usize) -> PyResult<Self> {
         let inner = detached(py, || ExactIndex::new(dim))?;
-        Ok(PyExactIndex { inner })
+        Ok(PyExactIndex::wrap(inner))
     }
 
     #[pyo3(signature = (rows, *, n_threads=None))]
     fn add(
-        &mut self,
+        &self,
         py: Python<'_>,
         rows: PyReadonlyArray2<'_, f32>,
         n_threads: Option<usize>,
     ) -> PyResult<()> {
         let rows = matrix("reference", &rows)?;
-        let inner = &mut self.inner;
-        detached(py, || inner.add(rows, n_threads))
+        let lock = &self.inner;
+        detached(py, || {
+            let mut inner = lock.write().unwrap_or_else(PoisonError::into_inner);
+            inner.add(rows, n_threads)
+        })
     }
 
     #[pyo3(signature = (queries, k, *, n_threads=None))]
@@ -55,40 +78,40 @@ impl PyExactIndex {
         n_threads: Option<usize>,
     ) -> PyResult<Pair<'py>> {
         let queries = matrix("queries", &queries)?;
-        let inner = &self.inner;
-        let found = detached(py, || inner.search(queries, k, n_threads))?;
+        let found = detached(py, || self.read().search(queries, k, n_threads))?;
         to_arrays(py, found)
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        let inner = &self.inner;
-        detached(py, || inner.save(&path))
+        detached(py, || self.read().save(&path))
     }
 
     #[staticmethod]
     #[pyo3(signature = (path, *, n_threads=None))]
     fn load(py: Python<'_>, path: PathBuf, n_threads: Option<usize>) -> PyResult<Self> {
         let inner = detached(py, || ExactIndex::load(&path, n_threads))?;
-        Ok(PyExactIndex { inner })
+        Ok(PyExactIndex::wrap(inner))
     }
 
+    // The getters take the lock with the GIL held; they wait at most for an `add` in progress,
+    // which never needs the GIL, so they cannot deadlock.
     fn __len__(&self) -> usize {
-        self.inner.len()
+        self.read().len()
     }
 
     #[getter]
     fn dim(&self) -> usize {
-        self.inner.dim()
+        self.read().dim()
     }
 
     #[getter]
     fn nbytes(&self) -> usize {
-        self.inner.nbytes()
+        self.read().nbytes()
     }
 
     #[getter]
     fn kernel(&self) -> &'static str {
-        self.inner.kernel_name()
+        self.read().kernel_name()
     }
 }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,19 @@ __all__ = [
     "CacheGroup",
     "PatchCache",
     "cache_group",
+    "chunk_file",
+    "damaged_chunks",
     "open_patch_cache",
     "slide_checksum",
 ]
 
 #: The ``format`` attribute of a patch-cache group written by mclstexp.
 FORMAT = "mclstexp-patch-cache"
-#: Version of the layout, recorded as ``format_version`` in every group's attributes.
-FORMAT_VERSION = 1
+#: Version of the layout, recorded as ``format_version`` in every group's attributes. 2: every
+#: chunk file is written (even one equal to the fill value) and its size and CRC-32 are recorded.
+FORMAT_VERSION = 2
+#: The arrays that record each chunk file's size in bytes and CRC-32 as written.
+CHUNK_BYTES, CHUNK_CRC32 = "chunk_bytes", "chunk_crc32"
 _FULL_HASH_LIMIT = 256 << 20  # hash whole slides up to this size; sample larger ones
 _SAMPLE = 4 << 20
 
@@ -89,7 +96,19 @@ class PatchCache:
         return f"PatchCache(key={self.key!r}, n={len(self)}, size={self.attrs.get('patch_size')})"
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        return np.asarray(self.patches[index])
+        """Patches ``index`` (an int, a slice or an array of ints); read through
+        :class:`~mclstexp.pp.patch_cache.ChunkReader` (which checks every chunk against its
+        recorded checksum and names a damaged chunk's file) where it can."""
+        from mclstexp.pp.patch_cache.read import ChunkReader
+
+        if not hasattr(self, "_reader"):
+            self._reader = ChunkReader.maybe(self.patches)
+        rows = np.arange(len(self))[index] if self._reader is not None else None
+        if rows is None:
+            return np.asarray(self.patches[index])
+        return self._reader.take(np.atleast_1d(rows)).reshape(
+            *np.shape(rows), *self.patches.shape[1:]
+        )
 
     @property
     def spot_ids(self) -> np.ndarray:
@@ -111,6 +130,75 @@ class PatchCache:
     def complete(self) -> bool:
         return bool(self._group.attrs.get("complete", False))
 
+    def verify(self, *, checksum: bool = True) -> list[Path]:
+        """The chunk files of ``patches`` that are missing or differ from what was written.
+
+        Parameters
+        ----------
+        checksum
+            Compare every file's CRC-32 (reads the whole cache); ``False`` compares existence and
+            sizes only (what a rerun of the tiler checks before it reuses a cache).
+
+        Examples
+        --------
+        >>> open_patch_cache("patches.zarr").verify()  # doctest: +SKIP
+        []
+        """
+        folder = _array_folder(self.patches)
+        try:
+            sizes = np.asarray(self._group[CHUNK_BYTES][:], dtype=np.int64)
+            crcs = np.asarray(self._group[CHUNK_CRC32][:], dtype=np.uint32) if checksum else None
+        except KeyError:
+            raise CacheMismatchError(
+                f"{folder.parent}: the patch cache has no record of its chunk files "
+                f"({CHUNK_BYTES}, {CHUNK_CRC32}); re-tile it (mclstexp-tile --overwrite)"
+            ) from None
+        bad = damaged_chunks(folder, self.patches.metadata.encode_chunk_key, sizes, crcs)
+        return [chunk_file(folder, self.patches.metadata.encode_chunk_key, c) for c in bad]
+
+
+def _array_folder(arr: Any) -> Path:
+    root = Path(arr.store.root)
+    return root / arr.path if arr.path else root
+
+
+def chunk_file(folder: Path, encode_key: Callable[[tuple[int, ...]], str], c: int) -> Path:
+    """The file of chunk ``c`` (over the first axis) of the 4-d array stored in ``folder``."""
+    return folder / encode_key((c, 0, 0, 0))
+
+
+def damaged_chunks(
+    folder: Path,
+    encode_key: Callable[[tuple[int, ...]], str],
+    sizes: np.ndarray,
+    crcs: np.ndarray | None = None,
+    chunks: Iterable[int] | None = None,
+) -> list[int]:
+    """The chunks (of ``chunks``, default all) whose file is missing, or whose size (and, with
+    ``crcs``, CRC-32) differs from the one recorded when it was written.
+
+    Examples
+    --------
+    >>> import tempfile, zlib
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "c0").write_bytes(b"abc")
+    >>> key = lambda idx: f"c{idx[0]}"
+    >>> damaged_chunks(folder, key, np.array([3, 3]), np.array([zlib.crc32(b"abc"), 0]))
+    [1]
+    """
+    bad = []
+    for c in range(len(sizes)) if chunks is None else chunks:
+        path = chunk_file(folder, encode_key, c)
+        try:
+            wrong = path.stat().st_size != sizes[c] or (
+                crcs is not None and zlib.crc32(path.read_bytes()) != int(crcs[c])
+            )
+        except OSError:
+            wrong = True
+        if wrong:
+            bad.append(c)
+    return bad
+
 
 def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
     """Open a complete patch cache written by :func:`extract_patches` or ``mclstexp-tile``.
@@ -121,6 +209,16 @@ def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
         The Zarr store (a directory).
     key
         The slide's group; may be omitted when the store holds one slide.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such store.
+    ValueError
+        ``key`` is not in the store (or is needed and missing).
+    mclstexp.exceptions.CacheMismatchError
+        The group is not a patch cache, is of another format version, is incomplete, or some of
+        its chunk files are missing or cut short (the message names them).
 
     Examples
     --------
@@ -138,13 +236,31 @@ def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
             raise ValueError(f"key: the store holds {len(keys)} slides {keys}; pass one of them")
         key = keys[0]
     if key not in keys:
-        raise KeyError(f"{store}: no slide {key!r} in the cache (has {keys})")
+        raise ValueError(f"key: {store} has no slide {key!r} (it has {keys})")
     group = root[key]
+    if group.attrs.get("format") != FORMAT:
+        raise CacheMismatchError(
+            f"{store}/{key}: not a patch cache written by mclstexp (no format attribute {FORMAT!r})"
+        )
+    version = group.attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CacheMismatchError(
+            f"{store}/{key}: a patch cache in format_version {version} (this mclstexp reads "
+            f"{FORMAT_VERSION}); re-tile it (mclstexp-tile --overwrite)"
+        )
     if not group.attrs.get("complete", False):
         raise CacheMismatchError(
             f"{store}/{key}: the cache is incomplete (an interrupted run); re-run the tiler"
         )
-    return PatchCache(group, key)
+    cache = PatchCache(group, key)
+    damaged = cache.verify(checksum=False)
+    if damaged:
+        raise CacheMismatchError(
+            f"{store}/{key}: {len(damaged)} chunk file(s) of the cache are missing or cut short "
+            f"({', '.join(map(str, damaged[:3]))}{', ...' if len(damaged) > 3 else ''}); "
+            "re-run the tiler to repair them"
+        )
+    return cache
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Any
 
 import numpy as np
 
 from mclstexp.exceptions import CacheMismatchError
-from mclstexp.pp.patch_cache.layout import FORMAT_VERSION, _local_zarr_array, cache_group
+from mclstexp.pp.patch_cache.layout import (
+    CHUNK_BYTES,
+    CHUNK_CRC32,
+    FORMAT_VERSION,
+    _local_zarr_array,
+    cache_group,
+)
 
 __all__ = ["ChunkReader", "read_all", "take_rows"]
 
@@ -43,8 +50,11 @@ class ChunkReader:
     regular chunks over the first axis only, codecs ``bytes`` + ``zstd``, no sharding); for
     other arrays :meth:`maybe` returns ``None`` and reads go through zarr, except for a cache
     written by mclstexp in another format version or layout, which raises
-    :class:`~mclstexp.exceptions.CacheMismatchError`. A missing chunk reads as the fill value; a
-    chunk that does not decode to exactly its size raises ``ValueError`` naming the file.
+    :class:`~mclstexp.exceptions.CacheMismatchError`. In a cache written by mclstexp every chunk
+    is checked, on its first read by this reader, against the size and CRC-32 recorded when it
+    was written: a missing or changed chunk raises ``ValueError`` naming the file. Elsewhere a
+    missing chunk reads as the fill value. A chunk that does not decode to exactly its size
+    raises ``ValueError`` naming the file.
 
     Examples
     --------
@@ -55,7 +65,15 @@ class ChunkReader:
     (2, 8, 8, 3)
     """
 
-    def __init__(self, root: Any, shape: tuple[int, ...], chunk: int, fill: int, key: Any) -> None:
+    def __init__(
+        self,
+        root: Any,
+        shape: tuple[int, ...],
+        chunk: int,
+        fill: int,
+        key: Any,
+        written: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         from numcodecs import Zstd
 
         self.root = root
@@ -64,6 +82,8 @@ class ChunkReader:
         self.fill = fill
         self.key = key
         self.codec = Zstd()
+        self.written = written  # (sizes, CRC-32s) of the chunk files as written, if recorded
+        self._verified: set[int] = set()
 
     @classmethod
     def maybe(cls, arr: Any) -> ChunkReader | None:
@@ -82,12 +102,18 @@ class ChunkReader:
         _, root = local
         problems = _layout_problems(arr)
         group = cache_group(arr)
+        written = None
         if group is not None:
             version = group.attrs.get("format_version")
             if version != FORMAT_VERSION:
                 problems.insert(
                     0, f"format_version {version} (this mclstexp reads {FORMAT_VERSION})"
                 )
+            else:
+                try:
+                    written = _written(group.path)
+                except (KeyError, OSError, ValueError, RuntimeError):
+                    problems.append(f"no record of the chunk files ({CHUNK_BYTES}, {CHUNK_CRC32})")
             if problems:
                 raise CacheMismatchError(
                     f"{root}: a patch cache written by mclstexp in a format this reader does not "
@@ -103,6 +129,7 @@ class ChunkReader:
             int(meta.chunk_grid.chunk_shape[0]),
             int(meta.fill_value or 0),
             meta.encode_chunk_key,
+            written,
         )
 
     def _chunk(self, c: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -113,8 +140,21 @@ class ChunkReader:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
+            if self.written is not None:
+                raise ValueError(
+                    f"{path}: chunk file of the patch cache is missing; re-run the tiler to "
+                    "repair the cache"
+                ) from None
             out[...] = self.fill
             return out
+        if self.written is not None and c not in self._verified:
+            sizes, crcs = self.written
+            if len(raw) != sizes[c] or zlib.crc32(raw) != int(crcs[c]):
+                raise ValueError(
+                    f"{path}: damaged patch cache chunk (its size or checksum differs from the "
+                    "one recorded when it was written); re-run the tiler to repair the cache"
+                )
+            self._verified.add(c)
         try:
             self.codec.decode(raw, out=out.reshape(-1))
         except Exception as e:
@@ -160,6 +200,17 @@ class ChunkReader:
             self._pool = ThreadPoolExecutor(n_threads, thread_name_prefix="mclstexp-read")
             self._pool_key = key
         return self._pool
+
+
+def _written(group: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The recorded sizes and CRC-32s of the chunk files of the cache group in folder ``group``."""
+    import zarr
+
+    g = zarr.open_group(str(group), mode="r")
+    return (
+        np.asarray(g[CHUNK_BYTES][:], dtype=np.int64),
+        np.asarray(g[CHUNK_CRC32][:], dtype=np.uint32),
+    )
 
 
 def read_all(arr: Any, block: int = 256) -> np.ndarray:

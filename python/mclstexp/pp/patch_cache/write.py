@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import re
 import shutil
+import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,8 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from mclstexp.exceptions import CacheMismatchError
-from mclstexp.pp.patch_cache.layout import FORMAT, FORMAT_VERSION, PatchCache, slide_checksum
+from mclstexp._validate import check_points
+from mclstexp.exceptions import CacheMismatchError, DataWarning
+from mclstexp.pp.patch_cache.layout import (
+    CHUNK_BYTES,
+    CHUNK_CRC32,
+    FORMAT,
+    FORMAT_VERSION,
+    PatchCache,
+    _group_attrs,
+    chunk_file,
+    damaged_chunks,
+    slide_checksum,
+)
 
 __all__ = ["tile_slide"]
 
@@ -70,12 +84,11 @@ def tile_slide(
     """
     from mclstexp.io.slide import open_slide
 
-    slide_path = Path(slide_path)
+    slide_path, store = Path(slide_path), Path(store)
     centers, ids = _check_spots(centers, spot_ids)
-    if int(size) < 1:
-        raise ValueError(f"size: must be >= 1, got {size}")
-    if int(chunk_patches) < 1 or int(batch_chunks) < 1:
-        raise ValueError("chunk_patches and batch_chunks must be >= 1")
+    _check_sizes(int(size), int(level), int(chunk_patches), int(batch_chunks))
+    if store.exists() and not store.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the patch cache store is not a folder", str(store))
     slide = open_slide(slide_path, backend=backend)  # type: ignore[arg-type]
     if slide.mpp is None and slide_mpp is not None:
         slide = open_slide(slide_path, backend=backend, mpp=slide_mpp)  # type: ignore[arg-type]
@@ -99,9 +112,10 @@ def tile_slide(
         "spots_sha256": _coords_digest(centers, ids),
         "package_version": _version(),
     }
-    store = Path(store)
     group = _open_group(store, key, attrs, centers, ids, overwrite=overwrite)
-    if not group.attrs.get("complete", False):
+    damaged = _damaged_done_chunks(group)
+    if damaged or not group.attrs.get("complete", False):
+        group.attrs["complete"] = False  # a kill during a repair leaves the cache incomplete
         # Resuming: a kill can land inside a chunk write. zarr writes "<chunk>.<hex>.partial"
         # and renames it, so the chunk itself is whole (or absent, and not marked done) but the
         # temp file stays behind; remove it so the resumed store equals a clean one.
@@ -121,17 +135,34 @@ def tile_slide(
                 patches = np.asarray(stain_normalizer.transform(patches), dtype=np.uint8)
             return patches, inside
 
-        _fill(group, read, int(batch_chunks), progress, key)
+        _fill(group, read, int(batch_chunks), progress, key, redo=damaged)
         group.attrs["complete"] = True
     return PatchCache(group, key)
 
 
+#: Largest patch side (the native reader's limit) and largest chunk of patches, in bytes.
+MAX_PATCH_SIZE = 1 << 14
+_MAX_CHUNK_BYTES = 1 << 30
+
+
+def _check_sizes(size: int, level: int, chunk_patches: int, batch_chunks: int) -> None:
+    """Refuse sizes the tiler cannot honour, before anything is allocated or written."""
+    if not 1 <= size <= MAX_PATCH_SIZE:
+        raise ValueError(f"size: must be in [1, {MAX_PATCH_SIZE}] pixels, got {size}")
+    if level < 0:
+        raise ValueError(f"level: must be >= 0, got {level}")
+    if chunk_patches < 1 or batch_chunks < 1:
+        raise ValueError("chunk_patches and batch_chunks must be >= 1")
+    chunk_bytes = chunk_patches * size * size * 3
+    if chunk_bytes > _MAX_CHUNK_BYTES:
+        raise ValueError(
+            f"chunk_patches: {chunk_patches} patches of {size} px make chunks of "
+            f"{chunk_bytes / 2**30:.1f} GiB (at most 1 GiB); use fewer patches per chunk"
+        )
+
+
 def _check_spots(centers: Any, spot_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    centers = np.ascontiguousarray(np.asarray(centers, dtype=np.float64))
-    if centers.ndim != 2 or centers.shape[1] != 2:
-        raise ValueError(f"centers: expected shape (n, 2), got {centers.shape}")
-    if not np.isfinite(centers).all():
-        raise ValueError("centers: must be finite")
+    centers = check_points(centers, "centers")
     ids = [str(s) for s in spot_ids]
     if len(ids) != len(centers):
         raise ValueError(f"spot_ids: {len(ids)} ids for {len(centers)} centres")
@@ -149,42 +180,102 @@ def _open_group(
     *,
     overwrite: bool,
 ) -> Any:
-    """The slide's group: reused when made with ``attrs``, else created (empty, not complete)."""
+    """The slide's group: reused when made with ``attrs``, else created (empty, not complete).
+
+    The group carries the format's marker (:data:`_MARKER`) from the moment it is created, before
+    anything is written into it; a group with the marker only was cut short while being created
+    and starts afresh. Anything else at ``store/key`` that lacks the marker (another group, a
+    folder) was not made by the tiler: it is refused, never deleted, unless ``overwrite``.
+    """
     import zarr
 
-    root = zarr.open_group(str(store), mode="a")
-    if key in root and "format" not in dict(root[key].attrs):
-        # Killed while the group was being created (before its attributes): start it afresh.
-        shutil.rmtree(store / key)
-        root = zarr.open_group(str(store), mode="a")
-    if key in root:
-        group = root[key]
-        old = {k: v for k, v in dict(group.attrs).items() if k != "complete"}
-        if old == attrs:
-            return group
-        if not overwrite:
-            diff = sorted(k for k in set(old) | set(attrs) if old.get(k) != attrs.get(k))
-            raise CacheMismatchError(
-                f"{store}/{key}: a patch cache made with other parameters exists "
-                f"(differs in {diff}); pass overwrite=True (--overwrite) or another store"
+    path = store / key
+    if path.exists() or path.is_symlink():
+        old = _ours(path)
+        if old is not None and set(old) <= set(_MARKER):
+            shutil.rmtree(path)  # ours, killed before its arrays were made
+        elif old is not None:
+            old = {k: v for k, v in old.items() if k != "complete"}
+            if old == attrs:
+                return zarr.open_group(str(store), mode="a")[key]
+            if not overwrite and old.get("format_version") != FORMAT_VERSION:
+                raise CacheMismatchError(
+                    f"{path}: a patch cache in format_version {old.get('format_version')} (this "
+                    f"mclstexp writes {FORMAT_VERSION}); re-tile it: pass overwrite=True "
+                    "(--overwrite) or another store"
+                )
+            if not overwrite:
+                diff = sorted(k for k in set(old) | set(attrs) if old.get(k) != attrs.get(k))
+                raise CacheMismatchError(
+                    f"{path}: a patch cache made with other parameters exists "
+                    f"(differs in {diff}); pass overwrite=True (--overwrite) or another store"
+                )
+            shutil.rmtree(path)
+        elif not overwrite:
+            raise FileExistsError(
+                f"{path}: exists and is not a patch cache written by mclstexp, so the tiler "
+                "leaves it alone; choose another store or key, or pass overwrite=True "
+                "(--overwrite) to replace it"
             )
-        shutil.rmtree(store / key)
-        root = zarr.open_group(str(store), mode="a")
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    root = zarr.open_group(str(store), mode="a")
     n, side, chunk = len(centers), attrs["patch_size"], attrs["chunk_patches"]
     n_chunks = math.ceil(n / chunk) if n else 0
-    group = root.create_group(key)
+    group = root.create_group(key, attributes=dict(_MARKER))
     group.create_array(
-        "patches", shape=(n, side, side, 3), dtype="uint8", chunks=(chunk, side, side, 3)
+        "patches",
+        shape=(n, side, side, 3),
+        dtype="uint8",
+        chunks=(chunk, side, side, 3),
+        config={"write_empty_chunks": True},  # every chunk has a file, whose size is recorded
     )
     group.create_array("coords", shape=(n, 2), dtype="float64", chunks=(max(n, 1), 2))
     ids_arr = group.create_array("spot_ids", shape=(n,), dtype=str, chunks=(max(n, 1),))
     group.create_array("in_bounds", shape=(n,), dtype="bool", chunks=(max(n, 1),))
     group.create_array("done", shape=(n_chunks,), dtype="bool", chunks=(max(n_chunks, 1),))
+    for name, dtype in ((CHUNK_BYTES, "int64"), (CHUNK_CRC32, "uint32")):
+        group.create_array(name, shape=(n_chunks,), dtype=dtype, chunks=(max(n_chunks, 1),))
     if n:
         group["coords"][:] = centers
         ids_arr[:] = np.array(ids, dtype=str)
     group.attrs.update({**attrs, "complete": False})
     return root[key]
+
+
+#: The attributes a cache group is created with, before anything is written into it.
+_MARKER = {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
+
+
+def _ours(path: Path) -> dict[str, Any] | None:
+    """The attributes of the group at ``path`` when it carries the cache's marker, else ``None``."""
+    try:
+        attrs = _group_attrs(path) if path.is_dir() else {}
+    except (OSError, ValueError):  # unreadable or not JSON: not recognisably ours
+        return None
+    return attrs if attrs.get("format") == FORMAT else None
+
+
+def _damaged_done_chunks(group: Any) -> list[int]:
+    """The chunks marked done whose file is missing or not the size it was written with (a
+    rerun repairs them; a warning names their files)."""
+    n, chunk = int(group.attrs["n_patches"]), int(group.attrs["chunk_patches"])
+    n_chunks = math.ceil(n / chunk) if n else 0
+    done, _, sizes, _ = _read_bookkeeping(group, n, n_chunks)
+    arr = group["patches"]
+    folder = Path(arr.store.root) / arr.path
+    bad = damaged_chunks(folder, arr.metadata.encode_chunk_key, sizes, None, np.flatnonzero(done))
+    if bad:
+        files = [str(chunk_file(folder, arr.metadata.encode_chunk_key, c)) for c in bad]
+        warnings.warn(
+            f"{folder.parent}: {len(bad)} damaged chunks of a patch cache (missing or cut short: "
+            f"{', '.join(files[:3])}{', ...' if len(files) > 3 else ''}) are cut again",
+            DataWarning,
+            stacklevel=3,
+        )
+    return bad
 
 
 def _fill(
@@ -193,13 +284,19 @@ def _fill(
     batch_chunks: int,
     progress: bool | Callable[[int], None],
     desc: str,
+    *,
+    redo: Sequence[int] = (),
 ) -> None:
-    """Write every chunk not marked done, reading batch i+1 while batch i is written."""
+    """Write every chunk not marked done (and those in ``redo``), reading batch i+1 while batch
+    i is written; record each chunk file's size and CRC-32 before marking it done."""
     n, chunk = int(group.attrs["n_patches"]), int(group.attrs["chunk_patches"])
     size = int(group.attrs["patch_size"])
     n_chunks = math.ceil(n / chunk) if n else 0
-    done, in_bounds = _read_bookkeeping(group, n, n_chunks)
+    done, in_bounds, sizes, crcs = _read_bookkeeping(group, n, n_chunks)
+    done[list(redo)] = False
     todo = [c for c in range(n_chunks) if not done[c]]
+    arr = group["patches"]
+    folder, encode_key = Path(arr.store.root) / arr.path, arr.metadata.encode_chunk_key
     bar = _progress_bar(progress, n, initial=n - _count(todo, chunk, n), desc=desc)
     batches = [todo[i : i + batch_chunks] for i in range(0, len(todo), batch_chunks)]
 
@@ -221,6 +318,10 @@ def _fill(
             in_bounds[a:b] = inside[pos : pos + (b - a)]
             pos += b - a
         group["in_bounds"][:] = in_bounds
+        for c in batch:
+            data = chunk_file(folder, encode_key, c).read_bytes()
+            sizes[c], crcs[c] = len(data), zlib.crc32(data)
+        group[CHUNK_BYTES][:], group[CHUNK_CRC32][:] = sizes, crcs
         # Mark the chunks done only after their data is written: a kill before this line
         # means they are rewritten on resume.
         done[batch] = True
@@ -253,20 +354,29 @@ def _remove_partial_writes(group_dir: Path) -> int:
     return removed
 
 
-def _read_bookkeeping(group: Any, n: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``done`` flags and ``in_bounds`` mask of a (possibly interrupted) cache group.
+def _read_bookkeeping(
+    group: Any, n: int, n_chunks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``done`` flags, ``in_bounds`` mask and recorded chunk sizes and CRC-32s of a (possibly
+    interrupted) cache group.
 
     A store that writes in place can be killed half-way through one of these small arrays; then
     nothing is known to be written and every chunk is redone.
     """
+    fresh = (np.zeros(n_chunks, bool), np.zeros(n, bool))
+    fresh += (np.zeros(n_chunks, np.int64), np.zeros(n_chunks, np.uint32))
     try:
-        done = np.asarray(group["done"][:], dtype=bool) if n_chunks else np.zeros(0, bool)
-        in_bounds = np.asarray(group["in_bounds"][:], dtype=bool)
+        arrays = (
+            np.asarray(group["done"][:], dtype=bool) if n_chunks else fresh[0],
+            np.asarray(group["in_bounds"][:], dtype=bool),
+            np.asarray(group[CHUNK_BYTES][:], dtype=np.int64) if n_chunks else fresh[2],
+            np.asarray(group[CHUNK_CRC32][:], dtype=np.uint32) if n_chunks else fresh[3],
+        )
     except (RuntimeError, ValueError, OSError):  # zarr/numcodecs decode errors are RuntimeError
-        done, in_bounds = np.zeros(n_chunks, bool), np.zeros(n, bool)
-    if done.shape != (n_chunks,) or in_bounds.shape != (n,):
-        done, in_bounds = np.zeros(n_chunks, bool), np.zeros(n, bool)
-    return done, in_bounds
+        return fresh
+    if any(a.shape != f.shape for a, f in zip(arrays, fresh, strict=True)):
+        return fresh
+    return arrays
 
 
 def _json_default(o: Any) -> Any:

@@ -212,11 +212,82 @@ fn decode_jpeg_tile(image: &TiffImage, raw: &[u8], w: usize, h: usize) -> Result
     Ok(out)
 }
 
+/// Checks that a JPEG stream is whole: walks its markers from SOI, skipping each segment by its
+/// length and each scan by its entropy-coded data, and requires the EOI marker. A stream cut
+/// anywhere (even inside the last MCU row, where the decoder would pad silently) ends before it.
+/// Extraneous bytes between segments are skipped, as libjpeg does.
+fn check_complete(stream: &[u8]) -> Result<(), String> {
+    let truncated = || {
+        format!(
+            "truncated JPEG data: the stream ends after {} bytes, before its end-of-image marker",
+            stream.len()
+        )
+    };
+    if !stream.starts_with(&[0xFF, 0xD8]) {
+        return Err("corrupt JPEG data: no start-of-image marker".into());
+    }
+    let mut i = 2;
+    loop {
+        // The next marker: 0xFF (any fill bytes) then a code other than 0x00 and 0xFF.
+        let at = next_marker(stream, i).ok_or_else(truncated)?;
+        let code = stream[at + 1];
+        i = at + 2;
+        match code {
+            0xD9 => return Ok(()),
+            0xD0..=0xD7 | 0x01 => {} // RSTn and TEM carry no segment
+            _ => {
+                let len = stream
+                    .get(i..i + 2)
+                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                    .ok_or_else(truncated)?;
+                if len < 2 {
+                    return Err(format!(
+                        "corrupt JPEG data: marker 0xFF{code:02X} has length {len}"
+                    ));
+                }
+                i += len;
+                if i > stream.len() {
+                    return Err(truncated());
+                }
+                if code == 0xDA {
+                    // The entropy-coded data of the scan: up to the next marker that is not a
+                    // stuffed 0xFF00 or a restart marker.
+                    loop {
+                        let at = next_marker(stream, i).ok_or_else(truncated)?;
+                        if (0xD0..=0xD7).contains(&stream[at + 1]) {
+                            i = at + 2;
+                        } else {
+                            i = at;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The position of the next marker at or after `from`: a 0xFF (after any fill 0xFF bytes)
+/// followed by a byte other than 0x00 (a stuffed data byte) and 0xFF.
+fn next_marker(stream: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        i += stream.get(i..)?.iter().position(|&b| b == 0xFF)?;
+        match *stream.get(i + 1)? {
+            0x00 => i += 2,
+            0xFF => i += 1,
+            _ => return Some(i),
+        }
+    }
+}
+
 /// Decodes a JPEG stream to packed RGB; returns `(pixels, width, height)`.
 ///
 /// `raw_rgb`: the three components are already R, G, B (no YCbCr transform), unless the stream
 /// itself says otherwise. A frame wider than `max_w` or taller than `max_h` is an error, raised
-/// from the header before decoding.
+/// from the header before decoding. A truncated stream (see [`check_complete`]) or corrupt
+/// entropy-coded data is an error too: the decoder runs in strict mode, where it would otherwise
+/// fill what it cannot decode with grey.
 pub fn decode_jpeg(
     stream: &[u8],
     raw_rgb: bool,
@@ -233,6 +304,10 @@ pub fn decode_jpeg(
     let (w, h) = dec
         .dimensions()
         .ok_or_else(|| "corrupt JPEG data: no frame header".to_string())?;
+    check_complete(stream)?;
+    // Headers are parsed leniently (as libjpeg does); the pixel data is decoded strictly.
+    let options = options.set_strict_mode(true);
+    dec.set_options(options);
     let input = dec.input_colorspace().unwrap_or(ColorSpace::YCbCr);
     let grey = input == ColorSpace::Luma;
     if grey {
@@ -361,6 +436,32 @@ mod tests {
         let z = enc.encode(&data).unwrap_or_default();
         assert_eq!(decode_lzw(&z, data.len()).ok(), Some(data.clone()));
         assert!(decode_lzw(&z[..z.len() / 3], data.len()).is_err());
+    }
+
+    /// The marker structure of a JPEG (not decodable, but whole): SOI, an APP0 segment holding
+    /// bytes that look like markers, a scan whose data has a stuffed 0xFF00, fill bytes and a
+    /// restart marker, extraneous bytes, then EOI.
+    fn skeleton() -> Vec<u8> {
+        let mut s = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x06, 0xFF, 0xD9, 0xFF, 0xDA];
+        s.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x03, 0x01]); // SOS header
+        s.extend_from_slice(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xFF, 0xD0, 0x56, 0x78]);
+        s.extend_from_slice(&[0xFF, 0xC4, 0x00, 0x02, 0xAA, 0xBB, 0xFF, 0xD9]);
+        s
+    }
+
+    #[test]
+    fn a_whole_stream_is_complete_and_every_prefix_is_truncated() {
+        let s = skeleton();
+        assert_eq!(check_complete(&s), Ok(()));
+        for cut in 0..s.len() {
+            let err = check_complete(&s[..cut]).err().unwrap_or_default();
+            assert!(
+                err.contains("truncated") || (cut < 2 && err.contains("start-of-image")),
+                "cut at {cut}: {err:?}"
+            );
+        }
+        // A segment length below 2 is corrupt, not an endless loop.
+        assert!(check_complete(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x01, 0xFF, 0xD9]).is_err());
     }
 
     #[test]
