@@ -98,6 +98,14 @@ def tiny_encoder(seed: int = 0) -> torch.nn.Module:
     ).eval()
 
 
+def plain_tiny(seed: int = 0) -> torch.nn.Module:
+    """A tiny ViT whose config.json says everything (no card kwargs): for ``hf-hub:`` names."""
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model("test_vit", num_classes=0, **TINY_ARGS).eval()
+
+
 def register_tiny(monkeypatch: Any, cache: Path, *, name: str = "tiny-fm", **changes: Any) -> Any:
     """Write the tiny encoder to the fake hub as ``fake/<name>`` and register it as ``name``
     (a copy of the ``h-optimus-0`` entry pointed at it). Returns ``(entry, saved model)``."""

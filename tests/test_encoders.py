@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mclstexp
-from _fake_hub import TINY_ARGS, TINY_MEAN, register_tiny, use_hub, write_model
+from _fake_hub import TINY_ARGS, TINY_MEAN, plain_tiny, register_tiny, use_hub, write_model
 from mclstexp.models import (
     EncoderInfo,
     ImageEncoder,
@@ -73,11 +73,9 @@ def test_every_entry_gives_dim_features_on_the_meta_device(name: str) -> None:
 
 
 def test_pretrained_from_a_fake_offline_hub_equals_the_saved_model(tmp_path, monkeypatch) -> None:
-    import timm
 
     cache = use_hub(monkeypatch, tmp_path / "hf")
-    torch.manual_seed(3)
-    saved = timm.create_model("test_vit", num_classes=0, **TINY_ARGS).eval()
+    saved = plain_tiny(seed=3)
     write_model(cache, "org/tiny", saved, architecture="test_vit", model_args=TINY_ARGS)
     x = torch.rand(2, 3, 32, 32)
     torch.manual_seed(99)  # another random init: only the cached weights make them equal

@@ -14,7 +14,15 @@ from importlib import import_module
 import mclstexp
 
 # Modules that define subcommands, in the order --help lists them.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("run", "train", "predict", "evaluate", "tile", "bench")
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "run",
+    "train",
+    "predict",
+    "evaluate",
+    "tile",
+    "embed",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,7 +55,7 @@ def _resolve_model(path: Path, reference: Path | None) -> tuple[Path, Path]:
     return model, ref
 
 
-def _grid_adata(slide_path: Path, size: int, min_tissue: float) -> Any:
+def _grid_adata(slide_path: Path, size: int, min_tissue: float, mpp: float | None = None) -> Any:
     import anndata as ad
     import pandas as pd
 
@@ -64,15 +64,15 @@ def _grid_adata(slide_path: Path, size: int, min_tissue: float) -> Any:
     from mclstexp.pp import grid_centers
 
     with open_slide(slide_path) as slide:
-        centers = grid_centers(slide, size=size, min_tissue=min_tissue)
-        mpp = slide.mpp
+        centers = grid_centers(slide, size=size, mpp=mpp, min_tissue=min_tissue)
+        slide_mpp = slide.mpp
     obs = pd.DataFrame(index=[f"grid{i}" for i in range(len(centers))])
     adata = ad.AnnData(obs=obs)
     adata.obsm[_keys.SPATIAL] = np.asarray(centers, dtype=np.float64)
     adata.uns[_keys.UNS] = {
         _keys.UNS_SLIDE_PATH: str(slide_path),
         _keys.UNS_SECTION: slide_path.stem,
-        _keys.UNS_MPP: mpp,
+        _keys.UNS_MPP: slide_mpp,
     }
     return adata
 
@@ -89,8 +89,9 @@ def _predict(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(model_path)
     reference = Reference.load(ref_path)
     size = int(meta.get("train_config", {}).get("patch_size", 224))
+    mpp = meta.get("train_config", {}).get("patch_mpp")  # cut as in training
     if args.grid is not None:
-        adata = _grid_adata(args.grid, size, args.min_tissue)
+        adata = _grid_adata(args.grid, size, args.min_tissue, mpp)
     elif args.her2st is not None:
         if not args.section:
             raise SystemExit("mclstexp predict: --her2st needs --section (e.g. --section C3)")
@@ -105,6 +106,7 @@ def _predict(args: argparse.Namespace) -> int:
         adata,
         store=args.cache or args.out.with_suffix(".zarr"),
         size=size,
+        mpp=mpp,
         slide_path=args.slide,
     )
     pred = predict_expression(

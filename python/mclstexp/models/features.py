@@ -38,6 +38,7 @@ import json
 import os
 import sys
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,8 +78,18 @@ class FeatureKey:
     parts: dict[str, Any] = field(compare=False, hash=False)
 
 
+#: The last digest of each module, with the (storage, version) of every tensor it hashed: an
+#: in-place update (an optimiser step) or a replaced tensor invalidates it.
+_DIGESTS: weakref.WeakKeyDictionary[Any, tuple[tuple[tuple[int, int], ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def backbone_digest(backbone: Any) -> str:
     """sha256 over a module's ``state_dict`` tensors: names, dtypes, shapes and bytes.
+
+    Remembered per module until one of its tensors changes (a frozen foundation model of a few
+    GB is hashed once per process, not once per patch cache).
 
     Examples
     --------
@@ -88,12 +99,19 @@ def backbone_digest(backbone: Any) -> str:
     """
     import torch
 
+    state = backbone.state_dict()
+    stamp = tuple((t.data_ptr(), t._version) for t in state.values())
+    known = _DIGESTS.get(backbone)
+    if known is not None and known[0] == stamp:
+        return known[1]
     h = hashlib.sha256()
-    for name, tensor in backbone.state_dict().items():
+    for name, tensor in state.items():
         t = tensor.detach().cpu().contiguous().reshape(-1)
         h.update(f"{name}\0{t.dtype}\0{tuple(tensor.shape)}\0".encode())
         h.update(t.view(torch.uint8).numpy())
-    return h.hexdigest()
+    digest = h.hexdigest()
+    _DIGESTS[backbone] = (stamp, digest)
+    return digest
 
 
 def _array_digest(patches: Any, block: int = 256) -> str:
