@@ -73,13 +73,27 @@ def test_fm_preset_end_to_end_computes_features_once(tmp_path, monkeypatch) -> N
     assert patches.patches.shape[1:] == (32, 32, 3) and patches.attrs["mpp"] == 2.0
     copies = [p for p in (group / first / "features").iterdir() if p.is_dir()]
     assert len(copies) == 1  # one encoder, one copy
-    # another process finds them on disk
+    # the checkpoints do not copy the frozen published backbone; loading reads it again
+    from mclstexp.exceptions import WeightsError
+    from mclstexp.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+
+    fold = tmp_path / "run" / "fm" / "seed0" / first
+    data = read_checkpoint(fold / "model.pt")
+    assert data["backbone"]["weights"] == "pretrained"
+    assert not any(k.startswith("image_encoder.backbone.") for k in data["model"])
+    model, _ = load_checkpoint(fold / "model.pt")
+    assert model.image_encoder.backbone.num_features == info.dim
+    data["backbone"]["sha256"] = "0" * 64  # as if the hub's weights had changed since
+    save_checkpoint(tmp_path / "other.pt", {k: v for k, v in data.items() if k != "format"})
+    with pytest.raises(WeightsError, match="changed"):
+        load_checkpoint(tmp_path / "other.pt")
+    # another process finds the features on disk (and resumes the finished fold's checkpoint,
+    # whose backbone it reloads and checks)
     fresh = FeatureCache()
     monkeypatch.setattr(features_module, "DEFAULT_CACHE", fresh)
     run_experiment(
         dataset,
-        out_dir=tmp_path / "run2",
-        patch_dir=tmp_path / "run" / "patches",
+        out_dir=tmp_path / "run",
         presets=[str(_fm_preset(tmp_path / "presets", info.name))],
         holdout=[first],
         epochs=1,
