@@ -168,3 +168,13 @@ def test_an_image_encoder_alone_has_the_key_of_its_model() -> None:
 
     assert encoder_identity("test_resnet") is None and "encoder" not in feature_key(m, x).parts
     assert encoder_identity("uni")["architecture"] == "vit_large_patch16_224"
+
+
+def test_a_long_extraction_prints_an_estimate_first(tmp_path, monkeypatch, capsys) -> None:
+    from mclstexp.models import features as F
+
+    monkeypatch.setattr(F, "_ESTIMATE_AFTER_S", 0.0)  # any extraction counts as long
+    arr = patch_cache(tmp_path, patches(n=12))
+    FeatureCache().features(model(), [arr], device="cpu", batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "frozen features of test_resnet on cpu: about" in err and "8 more patches" in err

@@ -155,9 +155,14 @@ def run(args: argparse.Namespace) -> int:
         results = [r for rs in done for r in rs]
     for r in results:
         state = "computed" if r["computed"] else "found on disk"
+        where = (
+            f"features/{r['feature_key'][:12]}..."
+            if r["stored"]
+            else "NOT stored: the patch cache is not writable"
+        )
         print(
             f"{r['store']}/{r['key']}: {r['n']} patches x {r['dim']} features {state} in "
-            f"{r['seconds']:.1f} s (features/{r['feature_key'][:12]}...)"
+            f"{r['seconds']:.1f} s ({where})"
         )
     seconds = time.perf_counter() - started
     n = sum(r["n"] for r in results)

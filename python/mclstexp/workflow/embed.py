@@ -91,22 +91,31 @@ def embed_cache(
     -------
     dict
         ``key`` (the slide's group), ``n`` patches, ``dim``, ``feature_key`` (the digest the
-        features are stored under), ``computed`` (False: found complete on disk) and
-        ``seconds``.
+        features are stored under), ``computed`` (False: found complete on disk), ``stored``
+        (False: the patch cache is not writable, the features were not kept) and ``seconds``.
     """
+    import zarr
+
     from mclstexp.models.features import FeatureCache, feature_key
+    from mclstexp.pp.patch_cache import cache_group
 
     started = time.perf_counter()
     features = FeatureCache(max_items=1)
     (feats,) = features.features(
         encoder, [cache.patches], device=device, progress=progress, batch_size=batch_size
     )
+    digest = feature_key(encoder, cache.patches, device=device).digest
+    group = cache_group(cache.patches)
+    copy = None if group is None else group.path / "features" / digest
+    stored = copy is not None and (copy / "zarr.json").is_file()
+    stored = stored and zarr.open_array(str(copy), mode="r").attrs.get("complete") is True
     return {
         "key": cache.key,
         "n": int(feats.shape[0]),
         "dim": int(feats.shape[1]),
-        "feature_key": feature_key(encoder, cache.patches, device=device).digest,
+        "feature_key": digest,
         "computed": features.stats["computed"] > 0,
+        "stored": bool(stored),
         "seconds": time.perf_counter() - started,
     }
 
