@@ -179,6 +179,12 @@ def test_linear_probe_is_hests_pipeline_at_the_chosen_alpha() -> None:
     # fewer spots or features than 256 components: as many as there are
     small = LinearProbeBaseline("enc").fit(x[:40, :8], y[:40], groups=groups[:40])
     assert small.predict(x[:3, :8]).shape == (3, 6)
+    # a nearly dead feature (tiny spread in training) that wakes up in the held-out section is
+    # treated as constant instead of dominating the standardised features
+    dead = np.column_stack([x, 1e-9 * rng.normal(size=180)])
+    awake = np.column_stack([xt, rng.normal(size=25)])
+    guarded = LinearProbeBaseline("enc", n_components=12).fit(dead, y, groups=groups)
+    np.testing.assert_allclose(guarded.predict(awake), probe.predict(xt), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="encoder features"):
         probe.predict(np.zeros((2, 3, 4, 5)))
     with pytest.raises(ValueError, match="30"):
