@@ -12,6 +12,7 @@ from mclstexp.baselines import (
     COLOUR_FEATURE_NAMES,
     ColourRidgeBaseline,
     LibrarySizeBaseline,
+    LinearProbeBaseline,
     TrainingMeanBaseline,
     patch_colour_features,
     reference_baselines,
@@ -151,6 +152,43 @@ def test_colour_ridge_cv_picks_the_penalty_from_training_data_only() -> None:
     assert np.isfinite(b.alpha_)
     with pytest.raises(ValueError, match="groups"):
         ColourRidgeBaseline().fit(x, x[:, :2], groups=groups[:10])
+
+
+def test_linear_probe_is_hests_pipeline_at_the_chosen_alpha() -> None:
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(180, 4))
+    x = z @ rng.normal(size=(4, 30)) * rng.uniform(0.1, 10, 30) + rng.normal(size=(180, 30))
+    y = z @ rng.normal(size=(4, 6)) + rng.normal(scale=0.5, size=(180, 6))
+    groups = np.repeat(["A", "B", "C"], 60)
+    probe = LinearProbeBaseline("enc", n_components=12).fit(x, y, groups=groups)
+    assert probe.name == "probe[enc]" and probe.alpha_ in probe._ridge.alphas
+    # StandardScaler -> PCA(12) fitted on the training spots -> ridge (with intercept)
+    ref = make_pipeline(
+        StandardScaler(), PCA(12, svd_solver="full"), Ridge(alpha=probe.alpha_)
+    ).fit(x, y)
+    xt = rng.normal(size=(25, 30))
+    np.testing.assert_allclose(probe.predict(xt), ref.predict(xt), rtol=1e-6, atol=1e-6)
+    # the penalty's CV holds out whole training sections, with the PCA refitted in each fold
+    for tr, va in probe._ridge._folds(180, groups):
+        assert not set(groups[tr]) & set(groups[va])
+    # fewer spots or features than 256 components: as many as there are
+    small = LinearProbeBaseline("enc").fit(x[:40, :8], y[:40], groups=groups[:40])
+    assert small.predict(x[:3, :8]).shape == (3, 6)
+    # a nearly dead feature (tiny spread in training) that wakes up in the held-out section is
+    # treated as constant instead of dominating the standardised features
+    dead = np.column_stack([x, 1e-9 * rng.normal(size=180)])
+    awake = np.column_stack([xt, rng.normal(size=25)])
+    guarded = LinearProbeBaseline("enc", n_components=12).fit(dead, y, groups=groups)
+    np.testing.assert_allclose(guarded.predict(awake), probe.predict(xt), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="encoder features"):
+        probe.predict(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(ValueError, match="30"):
+        probe.predict(np.zeros((2, 31)))
 
 
 def test_colour_ridge_accepts_patches() -> None:

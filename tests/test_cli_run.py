@@ -54,6 +54,8 @@ def test_run_writes_every_output(tiny_run) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     methods = {r["method"] for r in metrics["records"]}
     assert {"mclstexp[cpu]", "training_mean", "colour_ridge", "library_size"} <= methods
+    # the cpu preset's encoder is frozen: the linear probe on its features is a reference row
+    assert "probe[resnet18]" in methods and "probe[resnet18]" in (out / "results.txt").read_text()
     assert {r["target"] for r in metrics["records"]} == {"legacy_gene", "default"}
     assert all(r["scope"] == "per-section" for r in metrics["records"])
     table = pd.read_csv(out / "metrics.csv")

@@ -117,3 +117,58 @@ def test_an_incomplete_patch_cache_is_keyed_by_its_bytes(tmp_path) -> None:
     arr = patch_cache(tmp_path, x, complete=False)
     key = feature_key(model(), arr)
     assert key.parts["patches"]["kind"] == "array" and key == feature_key(model(), x)
+
+
+def test_an_interrupted_extraction_resumes_where_it_stopped(tmp_path, monkeypatch) -> None:
+    from mclstexp.models import features as F
+
+    monkeypatch.setattr(F, "_ROWS_PER_BLOCK", 8)  # blocks: one batch, then chunks of 8 rows
+    x = patches(n=40)
+    arr = patch_cache(tmp_path, x)
+    m = model()
+    want = backbone_features(m, x, device="cpu", batch_size=4)
+    rows: list[int] = []
+
+    def dies_after_three_blocks(model, p, **kw):
+        if len(rows) == 3:
+            raise KeyboardInterrupt  # a kill, as far as the copy on disk can tell
+        rows.append(p.shape[0])
+        return backbone_features(model, p, **kw)
+
+    with pytest.raises(KeyboardInterrupt):
+        FeatureCache().features(
+            m, [arr], device="cpu", batch_size=4, compute=dies_after_three_blocks
+        )
+    stored = tmp_path / "c.zarr" / "A1" / "features" / feature_key(m, arr).digest
+    attrs = zarr.open_array(str(stored)).attrs
+    assert rows == [4, 4, 8] and attrs["rows_done"] == 16 and attrs["complete"] is False
+    rows.clear()
+
+    def counting(model, p, **kw):
+        rows.append(p.shape[0])
+        return backbone_features(model, p, **kw)
+
+    cache = FeatureCache()
+    (feats,) = cache.features(m, [arr], device="cpu", batch_size=4, compute=counting)
+    assert sum(rows) == 40 - 16  # only the rows not written before
+    np.testing.assert_array_equal(feats, want)  # the same as one uninterrupted extraction
+    assert zarr.open_array(str(stored)).attrs["complete"] is True
+
+
+def test_an_image_encoder_alone_has_the_key_of_its_model() -> None:
+    m, x = model(), patches()
+    assert feature_key(m.image_encoder, x) == feature_key(m, x)
+    from mclstexp.models.features import encoder_identity
+
+    assert encoder_identity("test_resnet") is None and "encoder" not in feature_key(m, x).parts
+    assert encoder_identity("uni")["architecture"] == "vit_large_patch16_224"
+
+
+def test_a_long_extraction_prints_an_estimate_first(tmp_path, monkeypatch, capsys) -> None:
+    from mclstexp.models import features as F
+
+    monkeypatch.setattr(F, "_ESTIMATE_AFTER_S", 0.0)  # any extraction counts as long
+    arr = patch_cache(tmp_path, patches(n=12))
+    FeatureCache().features(model(), [arr], device="cpu", batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "frozen features of test_resnet on cpu: about" in err and "8 more patches" in err

@@ -20,7 +20,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from mclstexp.exceptions import MclstexpError, NoTissueError, SlideFormatError
+from mclstexp.exceptions import MclstexpError, NoTissueError, SlideFormatError, WeightsError
 
 try:
     __version__ = version("mclstexp")
@@ -45,6 +45,7 @@ __all__ = [
     "MclstexpError",
     "NoTissueError",
     "SlideFormatError",
+    "WeightsError",
     "__version__",
     *sorted(_SUBMODULES),
 ]

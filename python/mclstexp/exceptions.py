@@ -38,6 +38,18 @@ class ReferenceMismatchError(MclstexpError):
     or embedding size): its predictions would be nonsense under the reference's gene names."""
 
 
+class WeightsError(MclstexpError, ValueError):
+    """The weights of an image encoder cannot be had: an unknown encoder name, a gated model
+    without access or token, offline mode with nothing cached, or weights whose tensors do not
+    match the architecture.
+
+    The message names what a person can do: the hub id and its model page (where access is
+    requested), ``HF_TOKEN`` / ``hf auth login``, the cache folder, and the ``weights=PATH``
+    alternative. It is also a ``ValueError``: every case starts from a ``backbone``/``weights``
+    argument that cannot be satisfied.
+    """
+
+
 class DataWarning(UserWarning):
     """Input data needed a documented adjustment (zero-count spots set to zero, rows dropped, ...).
 

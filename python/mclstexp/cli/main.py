@@ -29,7 +29,15 @@ USAGE_ERROR = 2
 _DEBUG_HELP = "on an error, show the full traceback (also MCLSTEXP_DEBUG=1)"
 
 # Modules that define subcommands, in the order --help lists them.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("run", "train", "predict", "evaluate", "tile", "bench")
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "run",
+    "train",
+    "predict",
+    "evaluate",
+    "tile",
+    "embed",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,7 +59,7 @@ def _resolve_model(path: Path, reference: Path | None) -> tuple[Path, Path]:
     return model, ref
 
 
-def _grid_adata(slide_path: Path, size: int, min_tissue: float) -> Any:
+def _grid_adata(slide_path: Path, size: int, min_tissue: float, mpp: float | None = None) -> Any:
     import anndata as ad
     import pandas as pd
 
@@ -68,15 +68,15 @@ def _grid_adata(slide_path: Path, size: int, min_tissue: float) -> Any:
     from mclstexp.pp import grid_centers
 
     with open_slide(slide_path) as slide:
-        centers = grid_centers(slide, size=size, min_tissue=min_tissue)
-        mpp = slide.mpp
+        centers = grid_centers(slide, size=size, mpp=mpp, min_tissue=min_tissue)
+        slide_mpp = slide.mpp
     obs = pd.DataFrame(index=[f"grid{i}" for i in range(len(centers))])
     adata = ad.AnnData(obs=obs)
     adata.obsm[_keys.SPATIAL] = np.asarray(centers, dtype=np.float64)
     adata.uns[_keys.UNS] = {
         _keys.UNS_SLIDE_PATH: str(slide_path),
         _keys.UNS_SECTION: slide_path.stem,
-        _keys.UNS_MPP: mpp,
+        _keys.UNS_MPP: slide_mpp,
     }
     return adata
 
@@ -90,11 +90,13 @@ def _predict(args: argparse.Namespace) -> int:
     model, meta, reference, model_path, ref_path = _checked_inputs(args)
     plot_genes = _plot_genes(args.plot_genes, reference.genes) if args.plot_genes else []
     size = int(meta.get("train_config", {}).get("patch_size", 224))
-    adata = _spots(args, size)
+    mpp = meta.get("train_config", {}).get("patch_mpp")  # cut as in training
+    adata = _spots(args, size, mpp)
     cache = extract_patches(
         adata,
         store=args.cache or args.out.with_suffix(".zarr"),
         size=size,
+        mpp=mpp,
         slide_path=args.slide,
     )
     pred = predict_expression(
@@ -160,10 +162,10 @@ def _plot_genes(asked: list[str], panel: list[str]) -> list[str]:
         return []
 
 
-def _spots(args: argparse.Namespace, size: int) -> Any:
+def _spots(args: argparse.Namespace, size: int, mpp: float | None) -> Any:
     """The spots to predict: a tissue grid (``--grid``), a her2st section or an ``.h5ad``."""
     if args.grid is not None:
-        return _grid_adata(args.grid, size, args.min_tissue)
+        return _grid_adata(args.grid, size, args.min_tissue, mpp)
     if args.her2st is not None:
         from mclstexp.io import read_her2st
 

@@ -61,6 +61,18 @@ def register(subparsers: Any) -> None:
         choices=["mean", "similarity", "inverse_l1", "inverse_l2"],
         help="how neighbours are weighted (default: inverse_l1, the original's)",
     )
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        help="patch side in px for every preset (default: a foundation encoder's own, 224, else "
+        "the dataset's)",
+    )
+    parser.add_argument(
+        "--mpp",
+        type=float,
+        help="microns per pixel patches are cut at (default: a foundation encoder's own, 0.5, "
+        "else the slide's resolution)",
+    )
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     parser.add_argument("--threads", type=int, help="native threads (default: all CPUs)")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<dataset>)")
@@ -125,6 +137,8 @@ def _run(args: argparse.Namespace) -> int:
         aggregation=args.aggregation,
         n_threads=args.threads,
         plots=not args.no_plots,
+        patch_size=args.patch_size,
+        patch_mpp=args.mpp,
     )
     print()
     print(result.table)

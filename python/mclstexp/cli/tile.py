@@ -83,8 +83,9 @@ def _fit_stain(method: str | None, target: str | None) -> Any:
     return normalizer
 
 
-def _tile_one(job: dict[str, Any]) -> dict[str, Any]:
-    """One slide: spots or grid -> cache group. Runs in-process or as a dask task."""
+def tile_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One slide: spots or grid -> cache group. Runs in-process or as a dask task (also the
+    first half of an ``mclstexp embed`` task)."""
     from mclstexp.io import open_slide, read_spots
     from mclstexp.pp import grid_centers, tile_slide
 
@@ -163,7 +164,17 @@ def run(args: argparse.Namespace) -> int:
         for s, sp, k in zip(slides, spots, keys, strict=True)
     ]
     t0 = time.perf_counter()
-    results = [_tile_one(j) for j in jobs] if args.dask is None else _run_dask(jobs, args)
+    if args.dask is None:
+        results = [tile_job(j) for j in jobs]
+    else:
+        results = run_dask(
+            tile_job,
+            jobs,
+            address=args.dask,
+            workers=args.dask_workers,
+            quiet=args.quiet,
+            store=args.out,
+        )
     seconds = time.perf_counter() - t0
     n = sum(r["patches"] for r in results)
     oob = sum(r["out_of_bounds"] for r in results)
@@ -175,7 +186,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_dask(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+def run_dask(
+    fn: Any,
+    jobs: list[dict[str, Any]],
+    *,
+    address: str,
+    workers: int,
+    quiet: bool,
+    store: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """``fn(job)`` for every job, one dask task each (``address="local"``: a local cluster of
+    ``workers`` processes); ``store`` (the Zarr store the tasks write groups into) is created
+    first so they do not race on it. Results in completion order."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -183,24 +205,24 @@ def _run_dask(jobs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
     from mclstexp._progress import progress_bar
 
     cluster = None
-    if args.dask == "local":
+    if address == "local":
         cluster = LocalCluster(
-            n_workers=args.dask_workers,
+            n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
         )
         client = Client(cluster)
     else:
-        client = Client(args.dask)
+        client = Client(address)
     try:
-        # Groups are created by the tasks; create the store first so they do not race on it.
-        import zarr
+        if store is not None:
+            import zarr
 
-        zarr.open_group(str(args.out), mode="a")
-        futures = client.map(_tile_one, jobs, pure=False)
+            zarr.open_group(str(store), mode="a")
+        futures = client.map(fn, jobs, pure=False)
         results = []
-        for fut in progress_bar(as_completed(futures), total=len(futures), disable=args.quiet):
+        for fut in progress_bar(as_completed(futures), total=len(futures), disable=quiet):
             results.append(fut.result())
         return results
     finally:

@@ -61,7 +61,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _preset(args: argparse.Namespace, patch_size: int | None) -> Any:
+def _preset(
+    args: argparse.Namespace, patch_size: int | None, patch_mpp: float | None = None
+) -> Any:
     from mclstexp.models.config import load_preset
 
     overrides: dict[str, Any] = {}
@@ -79,6 +81,7 @@ def _preset(args: argparse.Namespace, patch_size: int | None) -> Any:
         overrides["train__freeze_backbone"] = True
     if patch_size is not None:  # recorded in the checkpoint: `mclstexp predict` cuts alike
         overrides["train__patch_size"] = int(patch_size)
+        overrides["train__patch_mpp"] = patch_mpp
     return load_preset(args.preset, **overrides)
 
 
@@ -133,12 +136,14 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mclstexp train``."""
     from mclstexp.models.runtime import resolve_device
     from mclstexp.train import distributed
-    from mclstexp.workflow.experiment import tile_dataset
+    from mclstexp.workflow.experiment import preset_geometry, tile_dataset
     from mclstexp.workflow.fold import train_fold
 
     resolve_device(args.device)  # an unknown device fails now, not after the tiling
-    spec = _dataset(args, _preset(args, None).train.patch_size)
-    preset = _preset(args, spec.patch_size)
+    base = _preset(args, None)
+    spec = _dataset(args, base.train.patch_size)
+    size, mpp = preset_geometry(base, spec)  # a foundation encoder's, else the dataset's
+    preset = _preset(args, size, mpp)
     train_ids = _training_sections(spec, args.holdout)
     train_spec = dataclasses.replace(
         spec, sections=[a for a in spec.sections if _keys.section_id(a) in set(train_ids)]
@@ -147,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     info = distributed.init_from_env(args.device)
     if info.rank != 0:
         distributed.barrier()
-    caches = tile_dataset(train_spec, args.run_dir / "patches", progress=not args.no_progress)
+    caches = tile_dataset(
+        train_spec, args.run_dir / "patches", progress=not args.no_progress, size=size, mpp=mpp
+    )
     if info.rank == 0:
         distributed.barrier()
     trained = train_fold(

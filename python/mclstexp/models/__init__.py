@@ -2,6 +2,8 @@
 
 - ``config``: configs and JSON presets; ``image_encoder``, ``spot_encoder``, ``heads``, ``clip``:
   the model, which returns features; ``loss``: the contrastive losses and their all-gather;
+- ``encoders``: the registry of named image encoders (hub id, architecture, geometry);
+  ``hub``: published weights through timm / ``huggingface_hub`` and their errors;
 - ``inputs``: spot arrays from an AnnData, attention sequences, the batch plan (no torch);
 - ``runtime``: device, autocast, pooled backbone features;
 - ``features``: frozen-encoder features cached by content, in memory and beside patch caches.
@@ -19,6 +21,10 @@ _EXPORTS = {
     "load_preset": "config",
     "MclSTExp": "clip",
     "ImageEncoder": "image_encoder",
+    "build_backbone": "image_encoder",
+    "EncoderInfo": "encoders",
+    "list_encoders": "encoders",
+    "encoder_info": "encoders",
     "SpotEncoder": "spot_encoder",
     "ProjectionHead": "heads",
     "clip_loss": "loss",

@@ -3,13 +3,15 @@
 A preset is a JSON file ``{"model": {...}, "train": {...}}`` in ``mclstexp/models/presets``:
 
 ``paper``
-    The original's settings, unchanged: DenseNet-121 (final ReLU dropped), batch 128, Adam with
+    The original's settings, unchanged: ImageNet DenseNet-121 (``weights="pretrained"``: the
+    torchvision weights from the Hugging Face hub; final ReLU dropped), batch 128, Adam with
     coupled weight decay (lr 1e-4, wd 1e-3), 90 epochs, fp32, the batch is the attention sequence,
     65,536-row position tables, images in [0, 1] without mean/std.
 ``legacy``
     The original's behaviour where it matters for comparing with the paper (method.md §7), with
-    our engineering (AMP on CUDA): batch-as-sequence, 65,536-row position tables indexed by array
-    coordinates, no ImageNet normalisation, legacy expression normalisation.
+    our engineering (AMP on CUDA): ImageNet DenseNet-121, batch-as-sequence, 65,536-row position
+    tables indexed by array coordinates, no ImageNet normalisation, legacy expression
+    normalisation.
 ``default``
     The fixed method: one expression normalisation, ImageNet mean/std, position tables sized from
     the data, attention sequences built from spatial neighbourhoods within a section (identical in
@@ -17,7 +19,18 @@ A preset is a JSON file ``{"model": {...}, "train": {...}}`` in ``mclstexp/model
 ``cpu``
     Small and fast for a CPU: a frozen ResNet-18 backbone (features computed once per patch,
     pooled over every stage and averaged over the patch's 8 rotations and flips), the ``default``
-    spot encoder, 15 epochs. Frozen features are standardised on the training spots.
+    spot encoder, 15 epochs. Frozen features are standardised on the training spots. Random
+    initialisation: it never downloads anything.
+``fm``
+    Frozen foundation-model features: H-optimus-0's published weights (the best-ranked encoder
+    of HEST-Benchmark that asks for no access request, see
+    :func:`mclstexp.models.encoders.default_foundation_encoder`), patches at its geometry (224 px
+    at 0.5 um/px), features computed once per patch and stored beside the patch cache; the
+    spot encoder and both heads train on top.
+
+``paper`` and ``legacy`` download DenseNet-121's ImageNet weights once (the Hugging Face cache;
+offline: ``HF_HUB_OFFLINE=1`` with the cache filled, or ``model__weights=PATH``); ``fm`` its
+encoder's (see :mod:`mclstexp.models.hub`).
 
 Examples
 --------
@@ -48,9 +61,13 @@ class ModelConfig:
     Parameters
     ----------
     backbone
-        Any timm model name (``timm.list_models()``); built with ``num_classes=0``.
+        A registry encoder (:func:`mclstexp.models.list_encoders`: ``"uni"``,
+        ``"h-optimus-0"``, ...), ``"hf-hub:ORG/NAME"`` or any timm model name
+        (``timm.list_models()``); built with ``num_classes=0``.
     weights
-        Local file (safetensors or a torch state dict) with backbone weights; never downloaded.
+        ``None`` (random initialisation), ``"pretrained"`` (the encoder's published weights from
+        the Hugging Face hub, downloaded once into its cache; ``HF_HOME``, ``HF_HUB_OFFLINE``
+        and ``HF_TOKEN`` apply) or a local file (safetensors or a torch state dict).
     drop_final_activation
         Drop the backbone's last activation before pooling (the original does for DenseNet-121).
     pooling
@@ -192,6 +209,9 @@ class TrainConfig:
         augmentation) and cached in the run directory; only the spot encoder and both heads train.
     num_workers
         DataLoader worker processes (0 = load in the main process).
+    patch_size, patch_mpp
+        The patches' side in pixels and microns per pixel (``None``: the slide's own
+        resolution); recorded so inference cuts patches as training did.
     """
 
     epochs: int = 90
@@ -210,6 +230,7 @@ class TrainConfig:
     num_workers: int = 0
     expression_normalization: Literal["default", "legacy_spot"] = "default"
     patch_size: int = 224
+    patch_mpp: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -275,7 +296,8 @@ def load_preset(name: str | Path, **overrides: Any) -> Preset:
     Parameters
     ----------
     name
-        ``"paper"``, ``"legacy"``, ``"default"``, ``"cpu"`` (see :func:`list_presets`) or the path
+        ``"paper"``, ``"legacy"``, ``"default"``, ``"cpu"``, ``"fm"`` (see :func:`list_presets`) or
+        the path
         of a JSON file ``{"model": {...}, "train": {...}}``.
     **overrides
         Field overrides, ``model__<field>=...`` or ``train__<field>=...``.

@@ -1,7 +1,18 @@
-"""The image encoder: any timm backbone (``num_classes=0``, global average pool) + projection head.
+"""The image encoder: a backbone (timm model, ``hf-hub:`` model or registry encoder) + head.
 
-Pretrained weights are never downloaded: pass ``weights=PATH`` (a safetensors file or a torch
-state dict, read with ``torch.load(weights_only=True)``) to start from a local copy.
+Backbones are built with ``num_classes=0`` (the pooled feature, no classifier). Their weights:
+
+- ``weights=None``: random initialisation (nothing is read or downloaded);
+- ``weights="pretrained"``: the published weights through timm and ``huggingface_hub`` (the
+  standard Hugging Face cache, ``HF_HOME``, ``HF_HUB_OFFLINE``, ``HF_TOKEN``; see
+  :mod:`mclstexp.models.hub`);
+- ``weights=PATH``: a local safetensors file or torch state dict, read with
+  ``torch.load(weights_only=True)``.
+
+A registry name (:mod:`mclstexp.models.encoders`) builds the architecture with the keyword
+arguments its card prescribes, forms the output as the card says (class token, class token ++
+patch mean, or a stage's spatial mean) and carries the card's mean/std as
+``pretrained_cfg["mean"/"std"]`` (``image_normalization="backbone"`` uses them).
 """
 
 from __future__ import annotations
@@ -13,12 +24,90 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from mclstexp.exceptions import WeightsError
+from mclstexp.models import encoders, hub
 from mclstexp.models.heads import ProjectionHead
 
-__all__ = ["ImageEncoder", "MultiScalePool", "build_backbone", "load_backbone_weights"]
+__all__ = [
+    "ClsMeanPool",
+    "ImageEncoder",
+    "MultiScalePool",
+    "StagePool",
+    "build_backbone",
+    "load_backbone_weights",
+]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN = encoders.IMAGENET_MEAN
+IMAGENET_STD = encoders.IMAGENET_STD
+_HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+
+
+def timm_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A registry entry's JSON-able keyword arguments with named layers resolved for timm.
+
+    Examples
+    --------
+    >>> import timm.layers
+    >>> timm_kwargs({"mlp_layer": "SwiGLUPacked"})["mlp_layer"] is timm.layers.SwiGLUPacked
+    True
+    """
+    import timm.layers
+
+    out = dict(kwargs)
+    if isinstance(out.get("mlp_layer"), str):
+        out["mlp_layer"] = getattr(timm.layers, out["mlp_layer"])
+    return out
+
+
+def _create(name: str, weights: str | Path | None) -> tuple[nn.Module, Any]:
+    """The timm model for ``name`` (with published weights when ``weights == "pretrained"``)
+    and its registry entry (``None`` for timm and ``hf-hub:`` names)."""
+    import timm
+
+    pretrained = isinstance(weights, str) and weights == "pretrained"
+    if encoders.is_registered(name):
+        info = encoders.encoder_info(name)
+        if pretrained:  # as the card does; the rest of the architecture comes from config.json
+            model = hub.create_timm_model(
+                f"hf-hub:{info.hub_id}",
+                pretrained=True,
+                label=name,
+                architecture=info.architecture,
+                **timm_kwargs(info.hub_kwargs),
+            )
+        else:
+            kwargs = timm_kwargs(info.kwargs)
+            model = timm.create_model(info.architecture, pretrained=False, num_classes=0, **kwargs)
+        return model, info
+    if name.startswith(
+        _HUB_PREFIXES
+    ):  # config.json comes from the hub (cache) even without weights
+        return hub.create_timm_model(name, pretrained=pretrained), None
+    if not timm.is_model(name):
+        raise WeightsError(
+            f"unknown backbone {name!r}: not a registered encoder ({encoders.list_encoders()}), "
+            "not 'hf-hub:ORG/NAME' and not a timm model name. List timm names with "
+            "`python -c \"import timm; print(timm.list_models('*resnet*'))\"` (any pattern)."
+        )
+    if pretrained:
+        return hub.create_timm_model(name, pretrained=True), None
+    return timm.create_model(name, pretrained=False, num_classes=0), None
+
+
+def _with_output(model: nn.Module, info: Any, name: str, pooling: str) -> nn.Module:
+    """Wrap ``model`` so its output is the registry entry's feature, or the multiscale pool."""
+    if pooling not in ("global", "multiscale"):
+        raise ValueError(f"pooling must be 'global' or 'multiscale', got {pooling!r}")
+    output = "pooled" if info is None else info.output
+    if pooling == "multiscale":
+        if output != "pooled":
+            raise ValueError(f"pooling='multiscale' is not defined for encoder {name!r}")
+        return MultiScalePool(model, name)
+    if output == "cls+mean":
+        return ClsMeanPool(model)
+    if output == "stage":
+        return StagePool(model, int(info.stage))
+    return model
 
 
 def build_backbone(
@@ -28,22 +117,33 @@ def build_backbone(
     drop_final_activation: bool = False,
     pooling: str = "global",
 ) -> nn.Module:
-    """Create a timm backbone without classifier (``num_classes=0``), never downloading weights.
+    """Create a backbone without classifier: a timm model, ``hf-hub:ORG/NAME`` or a registry
+    encoder (:func:`mclstexp.models.list_encoders`).
 
     Parameters
     ----------
     name
-        A timm model name, e.g. ``"densenet121"``, ``"resnet18"``, ``"vit_base_patch32_224"``.
+        A registry name (``"uni"``, ``"h-optimus-0"``, ...), ``"hf-hub:ORG/NAME"`` or a timm
+        model name (``"resnet18"``, ``"vit_base_patch32_224"``, ...).
     weights
-        Optional local weights file for the backbone.
+        ``None`` (random initialisation), ``"pretrained"`` (the published weights from the
+        Hugging Face hub or its local cache; never downloaded offline) or a local weights file.
     drop_final_activation
         Replace the activation of DenseNet's final ``norm5`` by identity (the original feeds the
         pre-ReLU features to the pooling).
     pooling
-        ``"global"``: the backbone's own pooled output (its last stage; the method).
-        ``"multiscale"``: the spatial mean of every stage's feature map, concatenated
-        (:class:`MultiScalePool`); for frozen backbones without pretrained weights, whose last
-        stage alone keeps little of the colour and texture a spot's expression depends on.
+        ``"global"``: the backbone's own pooled output (its last stage; the method), or the
+        registry entry's output. ``"multiscale"``: the spatial mean of every stage's feature
+        map, concatenated (:class:`MultiScalePool`); for frozen backbones without pretrained
+        weights, whose last stage alone keeps little of the colour and texture a spot's
+        expression depends on.
+
+    Raises
+    ------
+    mclstexp.WeightsError
+        Unknown name; weights that cannot be downloaded or read from the cache (gated model,
+        no token, offline); weights that do not fit the architecture. The message says what
+        to do.
 
     Examples
     --------
@@ -51,15 +151,11 @@ def build_backbone(
     512
     >>> build_backbone("resnet18", pooling="multiscale").num_features
     1024
+    >>> with torch.device("meta"):
+    ...     build_backbone("uni")(torch.zeros(1, 3, 224, 224)).shape
+    torch.Size([1, 1024])
     """
-    import timm
-
-    if not timm.is_model(name):
-        raise ValueError(
-            f"unknown backbone {name!r}: not a timm model name. List valid names with "
-            "`python -c \"import timm; print(timm.list_models('*resnet*'))\"` (any pattern)."
-        )
-    model = timm.create_model(name, pretrained=False, num_classes=0)
+    model, info = _create(name, weights)
     if drop_final_activation:
         norm5 = getattr(getattr(model, "features", None), "norm5", None)
         if norm5 is None or not hasattr(norm5, "act"):
@@ -67,12 +163,20 @@ def build_backbone(
                 f"drop_final_activation is only defined for DenseNet backbones, not {name!r}"
             )
         norm5.act = nn.Identity()
-    if weights is not None:
+    if weights is not None and not (isinstance(weights, str) and weights == "pretrained"):
         load_backbone_weights(model, weights)
-    if pooling == "multiscale":
-        return MultiScalePool(model, name)
-    if pooling != "global":
-        raise ValueError(f"pooling must be 'global' or 'multiscale', got {pooling!r}")
+    if info is not None:  # the card's normalisation, whatever source the weights came from
+        model.pretrained_cfg = {
+            **dict(getattr(model, "pretrained_cfg", {}) or {}),
+            "mean": tuple(info.mean),
+            "std": tuple(info.std),
+        }
+    model = _with_output(model, info, name, pooling)
+    if info is not None and pooling == "global" and int(model.num_features) != info.dim:
+        raise WeightsError(
+            f"encoder {name!r} gives {model.num_features}-d features, the registry says "
+            f"{info.dim}: the hub's config.json or this timm version builds another architecture"
+        )
     return model
 
 
@@ -115,6 +219,79 @@ class MultiScalePool(nn.Module):
         return torch.cat([f.float().mean(dim=(2, 3)) for f in stages], dim=1)
 
 
+class ClsMeanPool(nn.Module):
+    """A timm ViT whose output is its class token concatenated with the mean of its patch
+    tokens (registers excluded): ``2 * embed_dim`` features (Virchow2's card).
+
+    Examples
+    --------
+    >>> import timm
+    >>> vit = timm.create_model("test_vit", num_classes=0, global_pool="")
+    >>> ClsMeanPool(vit)(torch.zeros(2, 3, 160, 160)).shape[1] == 2 * vit.num_features
+    True
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(model, "forward_features") or not hasattr(model, "num_prefix_tokens"):
+            raise ValueError("output 'cls+mean' needs a timm vision transformer")
+        self.model = model
+        self.num_features = 2 * int(cast(int, model.num_features))
+        self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.model.forward_features(x)  # (B, prefix + patches, C), final norm applied
+        prefix = int(cast(int, self.model.num_prefix_tokens))
+        return torch.cat([tokens[:, 0], tokens[:, prefix:].mean(dim=1)], dim=1)  # (B, 2C)
+
+
+class StagePool(nn.Module):
+    """A timm CNN whose output is the spatial mean of one stage's feature map (timm's
+    ``features_only`` index ``stage``); later stages are not computed (HEST's ResNet-50).
+
+    Examples
+    --------
+    >>> m = StagePool(build_backbone("resnet18"), 3)
+    >>> m.num_features, m(torch.zeros(1, 3, 64, 64)).shape[1]
+    (256, 256)
+    """
+
+    def __init__(self, model: nn.Module, stage: int) -> None:
+        super().__init__()
+        info = getattr(model, "feature_info", None)
+        if not hasattr(model, "forward_intermediates") or not info or stage >= len(info):
+            raise ValueError(f"output 'stage' {stage} needs a timm CNN with that many stages")
+        self.model = model
+        self.stage = int(stage)
+        self.num_features = int(info[stage]["num_chs"])
+        self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (feats,) = self.model.forward_intermediates(
+            x, indices=[self.stage], intermediates_only=True, stop_early=True
+        )
+        return feats.float().mean(dim=(2, 3))  # (B, C)
+
+
+def fixed_input_size(backbone: nn.Module) -> int | None:
+    """The input side a vision transformer was built for when it accepts no other (timm
+    ``strict_img_size`` without ``dynamic_img_size``), else ``None`` (CNNs, dynamic ViTs).
+
+    Examples
+    --------
+    >>> fixed_input_size(build_backbone("resnet18")) is None
+    True
+    """
+    inner = getattr(backbone, "model", backbone)
+    embed = getattr(inner, "patch_embed", None)
+    if embed is None or getattr(inner, "dynamic_img_size", False):
+        return None
+    size = getattr(embed, "img_size", None)
+    if not getattr(embed, "strict_img_size", False) or not size:
+        return None
+    return int(size[0])
+
+
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights file not found: {path}")
@@ -150,7 +327,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
 
     Classifier weights in the file (the model's ``pretrained_cfg["classifier"]``) are ignored; a
     ``module.`` prefix (DDP) is stripped. Missing or unexpected keys, or shape mismatches, raise
-    ``ValueError`` naming them.
+    :class:`mclstexp.WeightsError` (a ``ValueError``) naming them.
 
     Examples
     --------
@@ -170,7 +347,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(
+        raise WeightsError(
             f"backbone weights {path} do not match the backbone: missing keys {missing[:10]}"
             f"{' ...' if len(missing) > 10 else ''} ({len(missing)}), unexpected keys "
             f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''} ({len(unexpected)}). "
@@ -178,7 +355,7 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
         )
     bad = [k for k in own if own[k].shape != state[k].shape]
     if bad:
-        raise ValueError(
+        raise WeightsError(
             f"backbone weights {path}: shape mismatch for {bad[:10]} (e.g. {bad[0]}: file "
             f"{tuple(state[bad[0]].shape)} vs model {tuple(own[bad[0]].shape)})"
         )
@@ -201,7 +378,7 @@ class ImageEncoder(nn.Module):
     Parameters
     ----------
     backbone
-        timm model name.
+        A registry name, ``"hf-hub:ORG/NAME"`` or a timm model name.
     embed_dim
         D.
     weights, drop_final_activation
@@ -215,6 +392,15 @@ class ImageEncoder(nn.Module):
     feature_views
         ``"single"`` or ``"dihedral"`` (features averaged over the 8 rotations and flips of the
         patch; see :class:`mclstexp.models.ModelConfig`).
+
+    Attributes
+    ----------
+    settings
+        The arguments that determine the backbone features (name, pooling, views,
+        normalisation, ``drop_final_activation``): part of the frozen-feature cache key.
+    input_size
+        The side patches are resized to (bilinear, antialiased) when it differs from theirs:
+        the input size of a vision transformer that accepts no other, else ``None``.
 
     Examples
     --------
@@ -244,6 +430,13 @@ class ImageEncoder(nn.Module):
         if feature_views not in ("single", "dihedral"):
             raise ValueError(f"feature_views must be 'single' or 'dihedral', got {feature_views!r}")
         self.feature_views = feature_views
+        self.settings = {
+            "backbone": backbone,
+            "pooling": pooling,
+            "feature_views": feature_views,
+            "image_normalization": normalization,
+            "drop_final_activation": drop_final_activation,
+        }
         self.backbone = build_backbone(
             backbone,
             weights=weights,
@@ -251,6 +444,7 @@ class ImageEncoder(nn.Module):
             pooling=pooling,
         )
         self.num_features = int(cast(int, self.backbone.num_features))
+        self.input_size = fixed_input_size(self.backbone)
         if normalization == "none":
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         elif normalization == "imagenet":
@@ -331,6 +525,11 @@ class ImageEncoder(nn.Module):
             images = images.permute(0, 3, 1, 2)  # (B, 3, H, W)
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
+        size = self.input_size
+        if size is not None and tuple(images.shape[2:]) != (size, size):
+            images = nn.functional.interpolate(
+                images.float(), size=(size, size), mode="bilinear", antialias=True
+            )
         return (images - self.mean) / self.std
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -109,8 +109,9 @@ def backbone_features(
 ) -> np.ndarray:
     """Pooled backbone features ``[N, F]`` float32 of every patch (eval mode, no augmentation).
 
-    This is what frozen-encoder mode computes once per patch. Patches are read in contiguous
-    slices of ``batch_size`` (numpy or zarr), under :func:`autocast` on CUDA.
+    This is what frozen-encoder mode computes once per patch. ``model`` is an ``MclSTExp`` or
+    its ``ImageEncoder``. Patches are read in contiguous slices of ``batch_size`` (numpy or
+    zarr), under :func:`autocast` on CUDA.
 
     Examples
     --------
@@ -124,7 +125,7 @@ def backbone_features(
 
     check_patches(patches)
     dev = resolve_device(device)
-    enc = model.image_encoder
+    enc = getattr(model, "image_encoder", model)
     was_training = enc.training
     enc.eval().to(dev)
     n = patches.shape[0]

@@ -7,9 +7,15 @@ A checkpoint is a dict::
      "seed": int, "epoch": int (epochs completed), "history": [dict], "model": state_dict,
      "optimizer": state_dict | None, "scheduler": state_dict | None, "scaler": state_dict | None,
      "rng": {"python": ..., "numpy": ..., "torch": tensor, "cuda": [tensor]} | None,
-     "extra": dict}
+     "backbone": {"weights": str, "sha256": str} | absent, "extra": dict}
 
 Nothing in it needs pickle of arbitrary classes: numpy RNG state is stored as lists.
+
+A frozen backbone whose weights can be loaded again (``weights="pretrained"`` or a file) is not
+copied into the checkpoint (a foundation model is gigabytes, and every fold writes two files):
+``"backbone"`` records where its weights come from and the sha256 of its tensors
+(:func:`mclstexp.models.features.backbone_digest`), and loading reads them again (the Hugging
+Face cache, or the file) and refuses other weights (:class:`mclstexp.WeightsError`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ __all__ = [
     "FORMAT",
     "checkpoint_payload",
     "load_checkpoint",
+    "model_state",
     "read_checkpoint",
+    "restore_model",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
@@ -39,6 +47,8 @@ __all__ = [
 
 FORMAT = "mclstexp-checkpoint"
 FORMAT_VERSION = 1
+#: Where the backbone's tensors sit in ``MclSTExp.state_dict()``.
+BACKBONE_PREFIX = "image_encoder.backbone."
 
 
 def rng_state() -> dict[str, Any]:
@@ -81,6 +91,46 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def model_state(model: Any, train_config: Any) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The tensors of ``model`` to save, and the record of a frozen backbone left out of them
+    (``None`` when the backbone is saved: trained, or randomly initialised)."""
+    state = model.state_dict()
+    weights = model.config.weights
+    if not train_config.freeze_backbone or weights is None:
+        return state, None
+    from mclstexp.models.features import backbone_digest
+
+    record = {"weights": str(weights), "sha256": backbone_digest(model.image_encoder.backbone)}
+    return {k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)}, record
+
+
+def restore_model(model: Any, data: dict[str, Any]) -> None:
+    """Load a checkpoint's ``"model"`` tensors into ``model``; a backbone left out of them must be
+    the one ``model`` was built with (same sha256), else :class:`mclstexp.WeightsError`."""
+    record = data.get("backbone")
+    if record is None:
+        model.load_state_dict(data["model"])
+        return
+    from mclstexp.exceptions import WeightsError
+    from mclstexp.models.features import backbone_digest
+
+    digest = backbone_digest(model.image_encoder.backbone)
+    if digest != record["sha256"]:
+        raise WeightsError(
+            f"the checkpoint was trained on frozen backbone weights {record['weights']!r} with "
+            f"sha256 {record['sha256'][:16]}..., but those loaded now hash to {digest[:16]}...: "
+            "the weights at that source changed (another hub revision or file); load the ones "
+            "used in training (ModelConfig.weights=PATH)"
+        )
+    missing, unexpected = model.load_state_dict(data["model"], strict=False)
+    missing = [k for k in missing if not k.startswith(BACKBONE_PREFIX)]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint does not fit the model: missing {missing[:5]}, unexpected "
+            f"{list(unexpected)[:5]}"
+        )
+
+
 def checkpoint_payload(run: TrainingRun, epoch: int, *, final: bool = False) -> dict[str, Any]:
     """What a checkpoint of ``run`` after ``epoch`` completed epochs holds (see module docstring).
 
@@ -88,6 +138,7 @@ def checkpoint_payload(run: TrainingRun, epoch: int, *, final: bool = False) -> 
     and the RNG states of this moment. ``final=True`` (``model.pt``, for prediction): the model
     and its metadata only.
     """
+    state, backbone = model_state(run.model, run.train_config)
     data: dict[str, Any] = {
         "package_version": __version__,
         "model_config": run.model_config.to_dict(),
@@ -97,8 +148,10 @@ def checkpoint_payload(run: TrainingRun, epoch: int, *, final: bool = False) -> 
         "seed": run.seed,
         "epoch": epoch,
         "history": run.history,
-        "model": run.model.state_dict(),
+        "model": state,
     }
+    if backbone is not None:
+        data["backbone"] = backbone
     if not final:
         data.update(
             optimizer=run.optimizer.state_dict(),
@@ -174,9 +227,11 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[Any
 
     data = read_checkpoint(path, map_location=map_location)
     cfg = ModelConfig.from_dict(dict(data["model_config"]))
-    cfg.weights = None  # the checkpoint holds the backbone weights
+    # the checkpoint holds the backbone's tensors, unless it records frozen weights to reload
+    record = data.get("backbone")
+    cfg.weights = None if record is None else record["weights"]
     model = MclSTExp(cfg)
-    model.load_state_dict(data["model"])
+    restore_model(model, data)
     model.config.weights = data["model_config"].get("weights")
     if data.get("train_config", {}).get("freeze_backbone"):
         model.freeze_backbone()

@@ -31,7 +31,7 @@ from mclstexp.models.features import frozen_features
 from mclstexp.models.loss import is_distributed
 from mclstexp.models.runtime import resolve_device
 from mclstexp.train import distributed as D
-from mclstexp.train.checkpoint import read_checkpoint, set_rng_state
+from mclstexp.train.checkpoint import read_checkpoint, restore_model, set_rng_state
 from mclstexp.train.sections import TrainingSection
 
 __all__ = [
@@ -241,7 +241,7 @@ def _given_features(
 
 def _restore(run: TrainingRun, state: dict[str, Any]) -> None:
     """Continue from a checkpoint: weights, optimiser, schedule, scaler, history, RNG states."""
-    run.model.load_state_dict(state["model"])
+    restore_model(run.model, state)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):

@@ -31,23 +31,69 @@ class ExperimentResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def preset_geometry(
+    preset: Any,
+    dataset: DatasetSpec,
+    *,
+    patch_size: int | None = None,
+    mpp: float | None = None,
+) -> tuple[int, float | None]:
+    """``(patch side in px, microns per pixel)`` the patches of ``preset`` are cut at.
+
+    The user's ``patch_size`` / ``mpp`` win; else a registry encoder trained at a known
+    magnification gives its own (foundation models: 224 px at 0.5 um/px,
+    :func:`mclstexp.models.encoders.encoder_geometry`); else the dataset's patch size at the
+    slide's resolution (``mpp=None``), as the method does.
+
+    Examples
+    --------
+    >>> from mclstexp.models import load_preset
+    >>> spec = DatasetSpec(name="demo", sections=[], patch_size=64)
+    >>> preset_geometry(load_preset("cpu"), spec), preset_geometry(load_preset("fm"), spec)
+    ((64, None), (224, 0.5))
+    >>> preset_geometry(load_preset("fm"), spec, mpp=1.0)
+    (224, 1.0)
+    """
+    from mclstexp.models.encoders import encoder_geometry
+
+    geometry = encoder_geometry(preset.model.backbone)
+    size, um = (int(dataset.patch_size), None) if geometry is None else geometry
+    if patch_size is not None:
+        size = int(patch_size)
+    if mpp is not None:
+        um = float(mpp)
+    return size, um
+
+
 def tile_dataset(
     dataset: DatasetSpec,
     cache_dir: str | Path,
     *,
     n_threads: int | None = None,
     progress: bool = True,
+    size: int | None = None,
+    mpp: float | None = None,
 ) -> dict[str, Any]:
-    """Cut every section's spot patches once into a Zarr cache (reused when complete)."""
+    """Cut every section's spot patches once into a Zarr cache (reused when complete).
+
+    At the dataset's geometry (``size=None``: its patch size; ``mpp=None``: the slide's
+    resolution) the caches are ``cache_dir/<section>.zarr``; another geometry (an encoder's,
+    :func:`preset_geometry`) gets its own folder ``cache_dir/<size>px_<mpp>mpp/``, since a cache
+    made at one geometry is never reused at another (``CacheMismatchError``).
+    """
     from mclstexp.pp import extract_patches
 
+    size = int(dataset.patch_size) if size is None else int(size)
     cache_dir = Path(cache_dir)
+    if (size, mpp) != (int(dataset.patch_size), None):
+        cache_dir = cache_dir / f"{size}px_{'native' if mpp is None else f'{mpp:g}'}mpp"
     cache_dir.mkdir(parents=True, exist_ok=True)
     return {
         section_id(adata): extract_patches(
             adata,
             store=cache_dir / f"{section_id(adata)}.zarr",
-            size=dataset.patch_size,
+            size=size,
+            mpp=mpp,
             n_threads=n_threads,
             progress=progress,
         )
@@ -80,6 +126,8 @@ def run_experiment(
     log: Any = print,
     patch_dir: str | Path | None = None,
     baselines: bool = True,
+    patch_size: int | None = None,
+    patch_mpp: float | None = None,
 ) -> ExperimentResult:
     """Tile, then train/predict/evaluate every preset x seed x held-out fold.
 
@@ -105,6 +153,9 @@ def run_experiment(
         Where the patch caches live (default ``out_dir / "patches"``); share it between runs.
     baselines
         Fit and score the reference rows (deterministic; computed once per fold is enough).
+    patch_size, patch_mpp
+        Cut every preset's patches at this side (px) / resolution (um/px) instead of its own
+        geometry (:func:`preset_geometry`: a foundation encoder's, else the dataset's).
 
     Returns
     -------
@@ -116,7 +167,6 @@ def run_experiment(
     >>> res = run_experiment(load_dataset("synthetic"), out_dir="runs/demo")  # doctest: +SKIP
     >>> print(res.table)  # doctest: +SKIP
     """
-    from mclstexp.models import load_preset
     from mclstexp.train.folds import leave_one_section_out
     from mclstexp.workflow.report import format_table, summary_frame
 
@@ -125,26 +175,22 @@ def run_experiment(
     folds = leave_one_section_out(dataset.section_names, holdout=holdout)
     settings = {"device": device, "k": k, "aggregation": aggregation, "backend": backend}
     config = _experiment_config(dataset, presets, seeds, folds, epochs=epochs, **settings)
+    loaded = _load_presets(presets, dataset, epochs, patch_size, patch_mpp)
+    config["patch_geometry"] = {n: {"patch_size": g[0], "mpp": g[1]} for _, n, _, g in loaded}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-
-    started = time.perf_counter()
-    caches = tile_dataset(
-        dataset, patch_dir or out_dir / "patches", n_threads=n_threads, progress=progress
-    )
-    log(f"tiled {len(caches)} section(s) in {time.perf_counter() - started:.1f} s")
 
     records: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     last: FoldOutcome | None = None
+    tiles: dict[tuple[int, float | None], dict[str, Any]] = {}
     # colour features depend on the patches only (frozen-backbone features are cached by content)
-    feature_cache: dict[str, Any] = {"colour": {}}
-    for preset_name in presets:
-        # The checkpoint records the patch size, so `mclstexp predict` cuts patches like training.
-        epochs_override = {} if epochs is None else {"train__epochs": int(epochs)}
-        preset = load_preset(
-            preset_name, train__patch_size=int(dataset.patch_size), **epochs_override
-        )
-        name = Path(preset_name).stem
+    feature_caches: dict[tuple[int, float | None], dict[str, Any]] = {}
+    for preset_name, name, preset, geometry in loaded:
+        if geometry not in tiles:
+            where = patch_dir or out_dir / "patches"
+            tiles[geometry] = _tile(dataset, where, geometry, n_threads, progress, log)
+        caches = tiles[geometry]
+        feature_cache = feature_caches.setdefault(geometry, {"colour": {}})
         for seed in seeds:
             for fold in folds:
                 label = "+".join(fold.test)
@@ -178,6 +224,48 @@ def run_experiment(
     (out_dir / "results.txt").write_text(result.table + "\n")
     result.files["results"] = out_dir / "results.txt"
     return result
+
+
+def _tile(
+    dataset: DatasetSpec,
+    where: str | Path,
+    geometry: tuple[int, float | None],
+    n_threads: int | None,
+    progress: bool,
+    log: Any,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    size, mpp = geometry
+    caches = tile_dataset(
+        dataset, where, n_threads=n_threads, progress=progress, size=size, mpp=mpp
+    )
+    at = "" if mpp is None else f" at {size} px, {mpp:g} um/px"
+    log(f"tiled {len(caches)} section(s){at} in {time.perf_counter() - started:.1f} s")
+    return caches
+
+
+def _load_presets(
+    presets: Sequence[str],
+    dataset: DatasetSpec,
+    epochs: int | None,
+    patch_size: int | None,
+    patch_mpp: float | None,
+) -> list[tuple[str, str, Any, tuple[int, float | None]]]:
+    """``(preset name, label, preset, geometry)`` per preset; the checkpoint records the patch
+    geometry, so ``mclstexp predict`` cuts patches as training did."""
+    from mclstexp.models import load_preset
+
+    out = []
+    for preset_name in presets:
+        epochs_override = {} if epochs is None else {"train__epochs": int(epochs)}
+        size, mpp = preset_geometry(
+            load_preset(preset_name), dataset, patch_size=patch_size, mpp=patch_mpp
+        )
+        preset = load_preset(
+            preset_name, train__patch_size=size, train__patch_mpp=mpp, **epochs_override
+        )
+        out.append((preset_name, Path(preset_name).stem, preset, (size, mpp)))
+    return out
 
 
 def _experiment_config(

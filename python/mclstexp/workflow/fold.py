@@ -254,6 +254,18 @@ def predict_held_out(
     return predictions
 
 
+def _encoder_features(
+    trained: TrainedFold, dataset: DatasetSpec, caches: Mapping[str, Any], device: str
+) -> dict[str, np.ndarray]:
+    """Each section's frozen-encoder features, from the feature cache (computed by training and
+    prediction already): what the linear probe reads."""
+    from mclstexp.models.features import frozen_features
+
+    names = dataset.section_names
+    feats = frozen_features(trained.model, [caches[n].patches for n in names], device=device)
+    return dict(zip(names, feats, strict=True))
+
+
 def baseline_rows(
     dataset: DatasetSpec,
     caches: Mapping[str, Any],
@@ -263,13 +275,18 @@ def baseline_rows(
     *,
     seed: int = 0,
     colour: dict[str, np.ndarray] | None = None,
+    encoder_features: Mapping[str, np.ndarray] | None = None,
+    encoder: str = "encoder",
 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """The reference rows' predictions: section -> baseline name -> target -> ``[n, G]``.
 
     Baselines are fit on the training sections' colour features (``colour``: section id ->
-    features, filled for sections not in it yet) and expression in each target.
+    features, filled for sections not in it yet) and expression in each target. With
+    ``encoder_features`` (section id -> a frozen encoder's features) the linear probe
+    ``probe[<encoder>]`` is fit on the same training sections
+    (:class:`mclstexp.baselines.LinearProbeBaseline`).
     """
-    from mclstexp.baselines import patch_colour_features, reference_baselines
+    from mclstexp.baselines import LinearProbeBaseline, patch_colour_features, reference_baselines
 
     colour = {} if colour is None else colour
     for a in dataset.sections:
@@ -279,6 +296,7 @@ def baseline_rows(
     train_depth = np.concatenate([_log_library_size(a) for a in train])
     groups = np.concatenate([[i] * a.n_obs for i, a in enumerate(train)])
     rows: dict[str, dict[str, dict[str, np.ndarray]]] = {section_id(a): {} for a in test}
+    probe = None
     for target in TARGETS:
         train_values = np.concatenate(
             [dense_float32(normalized(a, genes, target).X) for a in train]
@@ -289,6 +307,18 @@ def baseline_rows(
                 name = section_id(adata)
                 rows[name].setdefault(baseline.name, {})[target] = baseline.predict(
                     colour[name], log_library_size=_log_library_size(adata)
+                )
+        if encoder_features is not None:
+            probe = probe or LinearProbeBaseline(encoder, seed=seed)  # one PCA per training set
+            probe.fit(
+                np.concatenate([encoder_features[section_id(a)] for a in train]),
+                train_values,
+                groups=groups,
+            )
+            for adata in test:
+                name = section_id(adata)
+                rows[name].setdefault(probe.name, {})[target] = probe.predict(
+                    encoder_features[name]
                 )
     return rows
 
@@ -367,7 +397,9 @@ def run_fold(
         each training section queries a reference of the others); the choice and its inner-CV
         scores go to ``FoldOutcome.k_selection`` and every record's ``"k"``.
     baselines
-        Also fit and score the reference rows (training mean, colour ridge, library size).
+        Also fit and score the reference rows (training mean, colour ridge, library size) and,
+        in frozen-encoder mode, the linear probe on the encoder's features
+        (``probe[<backbone>]``, HEST's protocol).
     feature_cache
         A dict kept across folds: each section's colour features (of the baselines) are
         computed once instead of once per fold. Frozen-backbone features need nothing here:
@@ -416,8 +448,17 @@ def run_fold(
     }
     if baselines:
         colour = feature_cache.setdefault("colour", {}) if feature_cache is not None else None
+        frozen = _encoder_features(trained, dataset, caches, device) if trained.frozen else None
         for name, by_method in baseline_rows(
-            dataset, caches, train, test, genes, seed=seed, colour=colour
+            dataset,
+            caches,
+            train,
+            test,
+            genes,
+            seed=seed,
+            colour=colour,
+            encoder_features=frozen,
+            encoder=trained.model.config.backbone,
         ).items():
             rows[name].update(by_method)
     records = score_rows(test, rows, truths, genes, seed=seed, k_by_method={model_name: k})

@@ -171,6 +171,7 @@ def _preset(name: str, sizes: Sizes, **overrides: Any) -> Any:
     extra = dict(overrides)
     extra.setdefault("train__batch_size", sizes.batch)
     extra.setdefault("train__patch_size", sizes.patch)
+    extra.setdefault("model__weights", None)  # throughput only; the device has no network
     if sizes.backbone is not None:  # smoke: a tiny timm network, data-sized tables
         extra.update(
             model__backbone=sizes.backbone,
