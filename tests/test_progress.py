@@ -49,7 +49,6 @@ def test_the_training_bar_does_not_flood_a_log_file(tmp_path, capsys) -> None:  
 
     pytest.importorskip("torch")
     from _model_fixtures import make_sections
-
     from mclstexp.models import load_preset
     from mclstexp.train import train_model
 

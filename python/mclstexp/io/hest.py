@@ -276,7 +276,12 @@ class HestPatches:
 
         with h5py.File(self.path, "r") as f:
             img = f["img"]
-            return np.asarray(img[:] if rows is None else img[np.asarray(rows)], dtype=np.uint8)
+            if rows is None:
+                return np.asarray(img[:], dtype=np.uint8)
+            idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+            if idx.size and np.all(np.diff(idx) == 1):  # a run: one slice, not fancy indexing
+                return np.asarray(img[int(idx[0]) : int(idx[-1]) + 1], dtype=np.uint8)
+            return np.asarray(img[idx], dtype=np.uint8)
 
 
 def _decode(values: np.ndarray) -> np.ndarray:
