@@ -117,10 +117,16 @@ def _check_against_independent(table: pd.DataFrame, task_dir: Path, work: Path) 
         assert row["sd"] == pytest.approx(ref["std"], abs=1e-6)
 
 
-def test_bench_hest_on_the_tiny_fixture(tmp_path: Path, capsys) -> None:
+def test_bench_hest_on_the_tiny_fixture(tmp_path: Path, capsys, monkeypatch) -> None:
+    import mclstexp.models.features as features_module
+
+    cache = features_module.FeatureCache()
+    monkeypatch.setattr(features_module, "DEFAULT_CACHE", cache)
     _, bench_root = tiny_hest(tmp_path / "data")
     out = tmp_path / "out"
     table = _bench(bench_root, "TINY", out, capsys, "--budget-epochs", "1", "--k", "8")
+    # features once per sample and encoder; the probes and mclSTExp's three trainings reuse them
+    assert cache.stats["computed"] == 3 * len(ENCODERS)
     methods = set(table.method)
     for encoder in ENCODERS:
         assert {f"hest-probe[{encoder}]", f"mclstexp[{encoder}]"} <= methods

@@ -162,9 +162,9 @@ def _probe_rows(
             for s in test:
                 rows[s].setdefault(label, {})[target] = probe.predict(feats[s])
             info[f"{label}/{target}"] = {
-                k: float(v) if isinstance(v, int | float | np.number) else v
-                for k, v in vars(probe).items()
-                if k in ("alpha_", "pca_components_")
+                k: float(getattr(probe, k))
+                for k in ("alpha_", "pca_components_")
+                if hasattr(probe, k)
             }
     return rows, info
 
