@@ -172,17 +172,11 @@ def read_hest_sample(
     >>> list(adata.obs_names) == list(patches.barcodes)  # doctest: +SKIP
     True
     """
-    import warnings
-
-    from mclstexp.exceptions import DataWarning
     from mclstexp.io.h5ad import read_h5ad
 
     if sample_id not in task.expr_path:
         raise ValueError(f"sample_id: {sample_id!r} is not in task {task.name} ({task.samples})")
-    with warnings.catch_warnings():
-        # HEST's aligned h5ad files have no slide beside them: nothing to warn about
-        warnings.simplefilter("ignore", DataWarning)
-        adata = read_h5ad(task.expr_path[sample_id], section=sample_id)
+    adata = read_h5ad(task.expr_path[sample_id], section=sample_id)
     patches = read_hest_patches(task.patches_path[sample_id])
     if check:
         check_hest_patches(patches, adata)
