@@ -69,7 +69,7 @@ def _load_task(root: Path, name: str, store: Path, log: Any) -> _Task:
         caches[sid] = store_patches(
             patches.path,
             patches.images,
-            patches.centres,
+            np.asarray(adata.obsm["spatial"]),  # the spots' centres (checked against the patches)
             patches.barcodes,
             store=store,
             key=f"{name}-{sid}",
