@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from _hest_hub import REVISION, FakeHub, write_offline_cache
 from _hest_fixture import tiny_hest
+from _hest_hub import REVISION, FakeHub, write_offline_cache
 from mclstexp.datasets import hest, hest_bench
 from mclstexp.exceptions import DatasetAccessError
 
