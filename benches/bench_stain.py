@@ -2,8 +2,10 @@
 
 Run: ``python -m pytest benches/bench_stain.py --benchmark-only -s`` from the activated virtual
 environment (a summary table of patches/s and ratios is printed at the end, with the path of the
-mclstexp build it measured). ``python -m`` matters: a bare ``pytest`` can be another interpreter's
-entry point (a pyenv shim, say), which then imports another installed build of mclstexp.
+mclstexp build it measured and the instruction set its kernels ran: ``MCLSTEXP_NO_AVX512=1`` runs
+the AVX2 + FMA kernels on an AVX-512 machine). ``python -m`` matters: a bare ``pytest`` can be
+another interpreter's entry point (a pyenv shim, say), which then imports another installed build
+of mclstexp.
 1,000 patches of 224 x 224 cut from real H&E (``../shared/data``; synthetic H&E when absent),
 2 threads for everything that can use them.
 
@@ -25,6 +27,7 @@ import numpy as np
 import pytest
 
 import mclstexp
+from mclstexp import _native
 from mclstexp.pp import StainNormalizer, to_tensor_layout
 from mclstexp.pp.layout import IMAGENET_MEAN, IMAGENET_STD
 
@@ -94,6 +97,7 @@ def _summary(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         f"stain/layout summary ({N_PATCHES} patches {SIZE}x{SIZE}, {THREADS} threads, best round)"
     )
     write(f"  mclstexp build: {Path(mclstexp.__file__).parent}")
+    write(f"  native SIMD level: {_native.simd_level()} (MCLSTEXP_NO_AVX512 caps it at avx2+fma)")
     for task in ("macenko", "reinhard", "layout"):
         rows = {impl: v for (t, impl), v in _results.items() if t == task}
         if not rows:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from mclstexp import _native
 from mclstexp.cli.main import main
 
 
@@ -39,7 +40,11 @@ def test_bench_retrieval_prints_a_table_and_writes_a_plot(tmp_path, capsys) -> N
     text = capsys.readouterr().out
     assert "GFLOP/s" in text and "x faiss" in text and "recall@k" in text
     assert "numpy BLAS:" in text
-    records = json.loads((out / "results.json").read_text())["records"]
+    # Which instruction set the native kernels ran is in the output and in the JSON.
+    stored = json.loads((out / "results.json").read_text())
+    assert f"native SIMD level: {_native.simd_level()}" in text
+    assert stored["simd_level"] == _native.simd_level()
+    records = stored["records"]
     assert {r["backend"] for r in records} >= {"native", "numpy"}
     assert len({(r["N"], r["Q"]) for r in records}) == 4
     assert all(r["recall"] == 1.0 for r in records if r["backend"] in ("native", "numpy"))

@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(result["table"])
+    print(f"native SIMD level: {result['simd_level']}")
     if result["memory"] is not None:
         print(f"\n{format_memory(result['memory'])}")
     print(f"\nwrote {result['json']} and {result['plot']}")

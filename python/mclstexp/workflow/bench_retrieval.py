@@ -322,8 +322,9 @@ def run_retrieval_bench(
     Returns
     -------
     dict
-        ``records`` (one per backend x N x Q), ``blas``, ``table`` (text), ``memory`` (or None),
-        ``json`` and ``plot`` (the paths written).
+        ``records`` (one per backend x N x Q), ``blas``, ``simd_level`` (the instruction set of
+        the native kernels, also in the JSON), ``table`` (text), ``memory`` (or None), ``json``
+        and ``plot`` (the paths written).
 
     Examples
     --------
@@ -347,7 +348,8 @@ def run_retrieval_bench(
         log(f"numpy BLAS: {blas_info()}")
         log(
             f"native kernel: {ExactIndex(np.ones((1, dim))).kernel} "
-            f"(pool default {_native.default_num_threads()} threads)"
+            f"(SIMD level {_native.simd_level()}, "
+            f"pool default {_native.default_num_threads()} threads)"
         )
     records = run_suite(
         list(ns),
@@ -365,7 +367,11 @@ def run_retrieval_bench(
     mem = _memory_in_subprocess(max(ns), dim, min(qs), k, threads) if memory else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload: dict[str, Any] = {"records": records, "blas": blas}
+    payload: dict[str, Any] = {
+        "records": records,
+        "blas": blas,
+        "simd_level": _native.simd_level(),
+    }
     if mem is not None:
         payload["memory"] = mem
     (out / "results.json").write_text(json.dumps(payload, indent=2))
@@ -375,6 +381,7 @@ def run_retrieval_bench(
         "records": records,
         "blas": blas,
         "table": format_table(records),
+        "simd_level": payload["simd_level"],
         "memory": mem,
         "json": out / "results.json",
         "plot": png,

@@ -7,6 +7,7 @@
 //! - [`view`]: borrowed views of flat buffers with their shape (RGB batches and images, masks,
 //!   matrices, pixel boxes), checked once where they are made.
 //! - [`pool`]: the process-local, fork-safe thread pool every parallel call runs in.
+//! - `buffer`: large zeroed output buffers advised for huge pages (fewer page faults).
 //! - [`simd`]: the one CPU-feature dispatch (AVX-512 / AVX2+FMA / portable, `MCLSTEXP_NO_AVX512`).
 //! - [`slide`]: the whole-slide reader (tiled TIFF/BigTIFF, SVS, OME-TIFF, JPEG, PNG).
 //! - [`tiling`]: patch boxes at spot centres or on a grid, level/mpp choice, resampling, thumbnails.
@@ -17,6 +18,7 @@
 //! - [`retrieval`]: exact top-k cosine retrieval (SIMD kernel fused with top-k selection).
 
 pub mod augment;
+mod buffer;
 pub mod error;
 pub mod normalize;
 pub mod pool;

@@ -7,9 +7,10 @@
 //!
 //! Levels nest: a CPU that runs [`Isa::Avx512`] also runs [`Isa::Avx2Fma`], and every CPU runs
 //! [`Isa::Portable`]. A kernel without a version for the level in use runs its best version
-//! below it (today the Macenko passes have AVX-512 and portable versions only, so under
-//! `Avx2Fma` they run portably; an AVX2 version slots in as one more `match` arm, see
-//! [`Isa`]).
+//! below it (one more `match` arm adds a version, see [`Isa`]). On x86-64 every SIMD kernel has
+//! an AVX2 + FMA version, and all but augmentation (whose AVX2 rows serve both) an AVX-512 one;
+//! on other architectures (aarch64: Apple silicon, Graviton) [`isa`] is always
+//! [`Isa::Portable`] and the plain Rust loops run, auto-vectorised by the compiler.
 //!
 //! `MCLSTEXP_NO_AVX512` (set to any value before the first kernel runs) caps the level at
 //! [`Isa::Avx2Fma`]: for comparisons, and for CPUs that slow down under AVX-512.

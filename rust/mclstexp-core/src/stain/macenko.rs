@@ -10,6 +10,8 @@ use crate::simd::{self, Isa};
 use crate::view::RgbBatch;
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod estimate;
 
@@ -42,6 +44,9 @@ impl Scratch {
 /// Three per-byte tables, one per input channel: `t[j][v]` for byte value `v` of channel `j`.
 type Tables = [[f32; 256]; 3];
 
+/// Two sets of [`Tables`] interleaved (see [`pair_tables`]): `t[j][v] = [first, second]`.
+type PairTables = [[[f32; 2]; 256]; 3];
+
 /// `min(max(v, 0), 255)` truncated to a byte; NaN -> 0.
 #[inline]
 fn byte_trunc(v: f32) -> u8 {
@@ -64,7 +69,7 @@ fn weighted_tables(w: [f64; 3], od: &[f64; 256]) -> [[f32; 256]; 3] {
 
 /// Two sets of [`weighted_tables`] interleaved: `t[j][v] = [w0[j] * od[v], w1[j] * od[v]]`, so
 /// one lookup per channel serves both dot products.
-fn pair_tables(w0: [f64; 3], w1: [f64; 3], od: &[f64; 256]) -> [[[f32; 2]; 256]; 3] {
+fn pair_tables(w0: [f64; 3], w1: [f64; 3], od: &[f64; 256]) -> PairTables {
     let mut t = [[[0f32; 2]; 256]; 3];
     for j in 0..3 {
         for v in 0..256 {
@@ -76,7 +81,7 @@ fn pair_tables(w0: [f64; 3], w1: [f64; 3], od: &[f64; 256]) -> [[[f32; 2]; 256];
 
 /// Both [`table_dot`]s of a [`pair_tables`] (same summation order, so the same values).
 #[inline]
-fn pair_dot(t: &[[[f32; 2]; 256]; 3], px: &[u8]) -> [f32; 2] {
+fn pair_dot(t: &PairTables, px: &[u8]) -> [f32; 2] {
     let (a, b, c) = (
         t[0][px[0] as usize],
         t[1][px[1] as usize],
@@ -251,9 +256,8 @@ fn mix_matrix(target: &MacenkoTarget, scale: [f64; 2], est: &Estimate) -> [[f64;
 }
 
 /// Re-composition as a product of three per-byte tables: `exp(-mix * od)` per byte value, `io`
-/// folded into the first table; `lut[j][v][k]` for output channel `k` (the fourth lane pads to
-/// 16 bytes, one load per input channel). The product runs with the code of `isa` (lowered to
-/// what the CPU runs).
+/// folded into the first table (see [`Lut`]). The product runs with the code of `isa` (lowered
+/// to what the CPU runs).
 fn recompose_by_tables(
     src: &[u8],
     dst: &mut [u8],
@@ -270,10 +274,24 @@ fn recompose_by_tables(
             }
         }
     }
+    apply_lut(src, dst, &lut, isa);
+}
+
+/// The re-composition's tables: `lut[j][v][k]` for input channel `j`, byte value `v`, output
+/// channel `k` (the fourth lane pads to 16 bytes, one load per input channel).
+type Lut = [[[f32; 4]; 256]; 3];
+
+/// Every pixel of `src` into `dst`: channel `k` is `lut[0][r][k] * lut[1][g][k] * lut[2][b][k]`
+/// clipped to `[0, 255]` (NaN -> 0) and truncated, with the code of `isa` (lowered to what the
+/// CPU runs) and the portable loop for the pixels it leaves.
+fn apply_lut(src: &[u8], dst: &mut [u8], lut: &Lut, isa: Isa) {
     let done = match isa.supported_or_below() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level is supported, so the CPU has AVX-512 F and BW.
-        Isa::Avx512 => unsafe { avx512::reconstruct(src, dst, &lut) },
+        Isa::Avx512 => unsafe { avx512::reconstruct(src, dst, lut) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is supported, so the CPU has AVX2 and FMA.
+        Isa::Avx2Fma => unsafe { avx2::reconstruct(src, dst, lut) },
         _ => 0,
     };
     for (s, d) in src[3 * done..]
@@ -399,6 +417,54 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn every_level_recomposes_extreme_tables_as_the_portable_loop() {
+        // Products far above 255, below 0, infinite and NaN, and rounding right at a byte
+        // boundary: every level clips and truncates as `byte_trunc`.
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            1e-30,
+            254.999_98,
+            255.0,
+            255.000_02,
+            1e30,
+        ];
+        let mut state = 99u64;
+        let mut rnd = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        let mut lut: Lut = [[[0f32; 4]; 256]; 3];
+        for (j, table) in lut.iter_mut().enumerate() {
+            for (v, entry) in table.iter_mut().enumerate() {
+                for k in 0..4 {
+                    entry[k] = match (v + 7 * j + 3 * k) % 5 {
+                        0 => specials[rnd() as usize % specials.len()],
+                        1 => 1.0,
+                        _ => (rnd() % 70_000) as f32 / 1000.0 - 5.0,
+                    };
+                }
+            }
+        }
+        for n in [0usize, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 1000] {
+            let src: Vec<u8> = (0..3 * n).map(|_| rnd() as u8).collect();
+            let mut want = vec![0u8; 3 * n];
+            apply_lut(&src, &mut want, &lut, Isa::Portable);
+            for isa in simd::supported() {
+                let mut got = vec![0u8; 3 * n];
+                apply_lut(&src, &mut got, &lut, isa);
+                assert_eq!(got, want, "{isa} n {n}");
+            }
+        }
     }
 
     #[test]

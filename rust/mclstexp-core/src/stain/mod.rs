@@ -22,10 +22,12 @@
 //! The whole re-composition is linear in OD, so each output channel is a product of three per-byte
 //! tables: no `exp` per pixel. Percentiles are exact order statistics found through a histogram
 //! filled while the values are computed, then a selection inside the one or two bins concerned.
-//! With AVX-512 (F + BW, chosen at run time; `MCLSTEXP_NO_AVX512` skips it) the angle and
-//! concentration passes run 16 pixels at a time through gathers, the bins' elements are gathered
-//! by compress, and the re-composition runs 4 lanes per pixel; every lane does the portable
-//! loop's exact operations, so the outputs are bit-identical to the portable path.
+//! The per-pixel passes (tissue compaction, angles, concentrations, the selection's gather of a
+//! bin's elements, the re-composition) run 16 pixels at a time with AVX-512 (F + BW) and 8 with
+//! AVX2 + FMA, chosen at run time through [`crate::simd`] (`MCLSTEXP_NO_AVX512` caps the level at
+//! AVX2), else one at a time. Every lane does the portable loop's exact operations (the same
+//! table entries added in the same order, no fused multiply-add), so the outputs are
+//! bit-identical to the portable path's on every level.
 //!
 //! # Reinhard (Reinhard et al., 2001; the torchstain/HistomicsTK formulation)
 //! CIE LAB (sRGB, D65 white `(0.95047, 1, 1.08883)`), per-channel mean/std matching:
@@ -51,6 +53,8 @@
 
 mod macenko;
 mod reinhard;
+#[cfg(target_arch = "x86_64")]
+mod rgb256;
 #[cfg(target_arch = "x86_64")]
 mod rgb512;
 mod select;
@@ -248,10 +252,10 @@ impl Normalised {
     fn new(input: RgbBatch<'_>, concentrations: bool) -> Self {
         let (n, pixels) = (input.len(), input.pixels());
         Normalised {
-            patches: vec![0u8; input.data().len()],
+            patches: crate::buffer::zeroed(input.data().len()),
             skipped: vec![false; n],
             // `n * pixels * 3` fits (the batch checked it), so `n * pixels * 2` does.
-            concentrations: concentrations.then(|| vec![0f32; n * pixels * 2]),
+            concentrations: concentrations.then(|| crate::buffer::zeroed(n * pixels * 2)),
         }
     }
 }

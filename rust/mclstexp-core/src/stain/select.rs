@@ -3,8 +3,16 @@
 
 use crate::simd::Isa;
 
-/// Histogram bins of [`order_stats`].
+/// Histogram bins of [`order_stats`] (a power of two, see [`BIN_MASK`]).
 pub(super) const SELECT_BINS: usize = 2048;
+/// `SELECT_BINS - 1`: `bin & BIN_MASK` is `bin` for every bin, and shows the compiler so (the
+/// SIMD kernels' histogram updates).
+#[cfg(target_arch = "x86_64")]
+pub(super) const BIN_MASK: usize = SELECT_BINS - 1;
+/// A histogram whose even and odd elements count into separate halves (see `merge_halves`).
+#[cfg(target_arch = "x86_64")]
+pub(super) type Counts = [u32; 2 * SELECT_BINS];
+const _: () = assert!(SELECT_BINS.is_power_of_two());
 
 /// A monotone map of values onto `SELECT_BINS` bins over `[lo, hi]`; values outside the bounds go
 /// to the end bins, so any bounds give exact ranks (tight bounds only make it faster).
@@ -164,6 +172,11 @@ fn gather_bins(values: &[f32], binner: &Binner, targets: &[usize], out: &mut Vec
         Isa::Avx512 if targets.len() <= 16 => unsafe {
             avx512::gather_bins(values, binner, targets, out)
         },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is supported, so the CPU has AVX2 and FMA; at most 16 targets.
+        Isa::Avx2Fma if targets.len() <= 16 => unsafe {
+            avx2::gather_bins(values, binner, targets, out)
+        },
         _ => 0,
     };
     out.extend(
@@ -172,6 +185,56 @@ fn gather_bins(values: &[f32], binner: &Binner, targets: &[usize], out: &mut Vec
             .copied()
             .filter(|&v| targets.contains(&binner.bin(v))),
     );
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Binner, SELECT_BINS};
+
+    /// [`super::gather_bins`] over the first `8 * k` values, 8 at a time (the same bin map as
+    /// [`Binner::bin`], lane by lane: same operations, same NaN outcome); returns how many values
+    /// it went through. AVX2 has no compress: the kept lanes (rare: only a few bins of
+    /// `SELECT_BINS` are targets) are appended one by one, in order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `targets` has at most 16 bins.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gather_bins(
+        values: &[f32],
+        binner: &Binner,
+        targets: &[usize],
+        out: &mut Vec<f32>,
+    ) -> usize {
+        let (lo, scale) = (_mm256_set1_ps(binner.lo), _mm256_set1_ps(binner.scale));
+        let top = _mm256_set1_ps((SELECT_BINS - 1) as f32);
+        let mut wanted = [_mm256_set1_epi32(-1); 16];
+        for (w, &t) in wanted.iter_mut().zip(targets) {
+            *w = _mm256_set1_epi32(t as i32);
+        }
+        let wanted = &wanted[..targets.len()];
+        let (chunks, _) = values.as_chunks::<8>();
+        for chunk in chunks {
+            // SAFETY: `chunk` holds 8 floats, one 32-byte unaligned load.
+            let v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            let x = _mm256_mul_ps(_mm256_sub_ps(v, lo), scale);
+            // `_mm256_max_ps(x, 0)` returns its second operand, 0, when `x` is NaN, as
+            // `f32::max` does.
+            let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_setzero_ps()), top);
+            let bins = _mm256_cvttps_epi32(x);
+            let mut keep = _mm256_setzero_si256();
+            for &w in wanted {
+                keep = _mm256_or_si256(keep, _mm256_cmpeq_epi32(bins, w));
+            }
+            let mut mask = _mm256_movemask_ps(_mm256_castsi256_ps(keep)) as u32;
+            while mask != 0 {
+                out.push(chunk[mask.trailing_zeros() as usize]);
+                mask &= mask - 1;
+            }
+        }
+        8 * chunks.len()
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -305,7 +368,7 @@ mod tests {
             panic!("valid bounds")
         };
         for targets in [&[0usize][..], &[5, 6], &[100, 2047], &[3, 900, 1500, 2000]] {
-            for n in [0, 15, 16, 17, 999, 1000] {
+            for n in [0, 7, 8, 9, 15, 16, 17, 999, 1000] {
                 let mut c = Vec::new();
                 gather_bins(&v[..n], b, targets, &mut c, Isa::Portable);
                 let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();

@@ -5,7 +5,7 @@
 use super::super::select::*;
 use super::super::*;
 #[cfg(target_arch = "x86_64")]
-use super::avx512;
+use super::{avx2, avx512};
 use super::{pair_dot, pair_tables, table_bounds, weighted_tables, Scratch};
 use crate::simd::Isa;
 
@@ -25,7 +25,7 @@ pub(super) fn estimate(
 ) -> std::result::Result<Estimate, Degenerate> {
     let n_pixels = pixels.len() / 3;
     // 1-2: tissue pixels and the sums of their ODs.
-    let sums = tissue_sums(pixels, table, &mut scratch.tissue);
+    let sums = tissue_sums(pixels, table, &mut scratch.tissue, scratch.isa);
     let needed = needed_tissue(n_pixels, params.min_tissue).max(2);
     if sums.count < needed {
         return Err(Degenerate::TooLittleTissue {
@@ -59,24 +59,9 @@ struct TissueSums {
 }
 
 /// Steps 1-2: the tissue pixels of `pixels` (every channel's OD `>= beta`) copied in order into
-/// `tissue`, and the sums of their ODs.
-fn tissue_sums(pixels: &[u8], table: &OdTable, tissue: &mut Vec<[u8; 3]>) -> TissueSums {
-    let n_pixels = pixels.len() / 3;
-    // Branch-free compaction: every pixel is written at the tissue cursor, which moves on only
-    // past tissue, so a ragged tissue mask costs no mispredictions.
-    tissue.clear();
-    tissue.resize(n_pixels, [0; 3]);
-    let tissue_max = table.tissue_max;
-    let mut m = 0usize;
-    for px in pixels.chunks_exact(3) {
-        let keep = tissue_max.is_some_and(|t| px[0].max(px[1]).max(px[2]) <= t);
-        // `m <= i < n_pixels` at the i-th pixel, so the slot exists.
-        if let Some(slot) = tissue.get_mut(m) {
-            *slot = [px[0], px[1], px[2]];
-        }
-        m += keep as usize;
-    }
-    tissue.truncate(m);
+/// `tissue` (with the code of `isa`, see [`compact_tissue`]), and the sums of their ODs.
+fn tissue_sums(pixels: &[u8], table: &OdTable, tissue: &mut Vec<[u8; 3]>, isa: Isa) -> TissueSums {
+    let m = compact_tissue(pixels, table.tissue_max, tissue, isa);
     // The sums over the tissue pixels, in pixel order (f64 accumulators).
     let od = &table.od;
     let mut s = [0f64; 3];
@@ -94,6 +79,49 @@ fn tissue_sums(pixels: &[u8], table: &OdTable, tissue: &mut Vec<[u8; 3]>) -> Tis
         ss[5] += c * c;
     }
     TissueSums { count: m, s, ss }
+}
+
+/// Pixels of slack at the end of the tissue buffer: the AVX2 compaction stores 32 bytes at the
+/// cursor (at most 8 past the 24 it fills).
+const TISSUE_SLACK: usize = 3;
+
+/// The pixels of `pixels` whose three bytes are all `<= tissue_max` (none when `None`), in order,
+/// into `tissue` (cleared first; its length is their count, returned). The first pixels run
+/// through the kernel of `isa` (lowered to what the CPU runs), the rest through the portable loop.
+pub(super) fn compact_tissue(
+    pixels: &[u8],
+    tissue_max: Option<u8>,
+    tissue: &mut Vec<[u8; 3]>,
+    isa: Isa,
+) -> usize {
+    let n_pixels = pixels.len() / 3;
+    tissue.clear();
+    tissue.resize(n_pixels + TISSUE_SLACK, [0; 3]);
+    let Some(t) = tissue_max else {
+        tissue.clear();
+        return 0;
+    };
+    let (done, mut m) = match isa.supported_or_below() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is supported, so the CPU has AVX-512 F and BW.
+        Isa::Avx512 => unsafe { avx512::compact_tissue(pixels, t, tissue.as_flattened_mut()) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level is supported, so the CPU has AVX2 and FMA.
+        Isa::Avx2Fma => unsafe { avx2::compact_tissue(pixels, t, tissue.as_flattened_mut()) },
+        _ => (0, 0),
+    };
+    // Branch-free compaction: every pixel is written at the tissue cursor, which moves on only
+    // past tissue, so a ragged tissue mask costs no mispredictions.
+    for px in pixels[3 * done..].chunks_exact(3) {
+        let keep = px[0].max(px[1]).max(px[2]) <= t;
+        // `m <= i < n_pixels` at the i-th pixel, so the slot exists.
+        if let Some(slot) = tissue.get_mut(m) {
+            *slot = [px[0], px[1], px[2]];
+        }
+        m += keep as usize;
+    }
+    tissue.truncate(m);
+    m
 }
 
 /// The unit eigenvectors of the largest (`main`) and second-largest (`second`) eigenvalues of
@@ -176,12 +204,17 @@ fn pseudo_angles(plane: &Plane, od: &[f64; 256], scratch: &mut Scratch) -> Optio
         let done = match scratch.isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
-                let tx = weighted_tables(plane.second, od);
-                let ty = weighted_tables(plane.main, od);
                 let flat = scratch.tissue.as_flattened();
                 let (angles, hist) = (&mut scratch.angles, &mut scratch.hist);
                 // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX-512 F and BW.
-                unsafe { avx512::pseudo_angles(flat, [&tx, &ty], binner, angles, hist) }
+                unsafe { avx512::pseudo_angles(flat, &txy, binner, angles, hist) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => {
+                let flat = scratch.tissue.as_flattened();
+                let (angles, hist) = (&mut scratch.angles, &mut scratch.hist);
+                // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX2 and FMA.
+                unsafe { avx2::pseudo_angles(flat, &txy, binner, angles, hist) }
             }
             _ => 0,
         };
@@ -292,7 +325,18 @@ fn concentrations(
         Isa::Avx512 => unsafe {
             avx512::concentrations(
                 pixels,
-                [&t0, &t1],
+                &t01,
+                bin0.as_ref().zip(bin1.as_ref()),
+                [&mut scratch.c0[..], &mut scratch.c1[..]],
+                [&mut scratch.hist[..], &mut scratch.hist1[..]],
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `scratch.isa` is supported (see `Scratch::new`): AVX2 and FMA.
+        Isa::Avx2Fma => unsafe {
+            avx2::concentrations(
+                pixels,
+                &t01,
                 bin0.as_ref().zip(bin1.as_ref()),
                 [&mut scratch.c0[..], &mut scratch.c1[..]],
                 [&mut scratch.hist[..], &mut scratch.hist1[..]],
@@ -445,6 +489,49 @@ pub(in crate::stain) fn pinv_3x2(h: &[[f64; 2]; 3]) -> Option<[[f64; 3]; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_level_compacts_tissue_as_the_portable_loop() {
+        let mut state = 5u64;
+        let mut rnd = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        // Runs of tissue and background (whole groups of 8 and 16 of either, and mixed ones).
+        let pixels: Vec<u8> = (0..5000)
+            .flat_map(|i: usize| {
+                let dark = !(i / 13).is_multiple_of(3) || (i / 40).is_multiple_of(2);
+                let v = |r: u32| {
+                    if dark {
+                        (r % 180) as u8
+                    } else {
+                        (r % 256) as u8
+                    }
+                };
+                [v(rnd()), v(rnd()), v(rnd())]
+            })
+            .collect();
+        for t in [None, Some(0u8), Some(100), Some(179), Some(254), Some(255)] {
+            for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 31, 33, 100, 5000] {
+                let src = &pixels[..3 * n];
+                let mut want = Vec::new();
+                let count = compact_tissue(src, t, &mut want, Isa::Portable);
+                assert_eq!(count, want.len());
+                let expected = src
+                    .chunks_exact(3)
+                    .filter(|p| t.is_some_and(|t| p.iter().all(|&v| v <= t)))
+                    .count();
+                assert_eq!(count, expected, "t {t:?} n {n}");
+                for isa in crate::simd::supported() {
+                    let mut got = vec![[9u8; 3]; 3];
+                    assert_eq!(compact_tissue(src, t, &mut got, isa), count);
+                    assert_eq!(got, want, "{isa} t {t:?} n {n}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn eigh3_diagonalises() {
