@@ -50,6 +50,16 @@ class WeightsError(MclstexpError, ValueError):
     """
 
 
+class DatasetAccessError(MclstexpError, OSError):
+    """A public dataset on the Hugging Face hub cannot be had: gated without access or token,
+    offline with nothing cached, an unknown repository or revision, or no network.
+
+    The message names what a person can do: the dataset page (where access is requested),
+    ``HF_TOKEN`` / ``hf auth login``, the cache folder and ``HF_HUB_OFFLINE``, and the
+    alternative of passing a local copy. It is also an ``OSError``: the data could not be read.
+    """
+
+
 class DataWarning(UserWarning):
     """Input data needed a documented adjustment (zero-count spots set to zero, rows dropped, ...).
 

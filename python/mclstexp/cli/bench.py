@@ -18,7 +18,7 @@ from importlib import import_module
 from typing import Any
 
 # Modules of mclstexp.cli that each add one benchmark kind, in the order --help lists them.
-_BENCH_MODULES: tuple[str, ...] = ("bench_retrieval", "bench_fidelity", "bench_gpu")
+_BENCH_MODULES: tuple[str, ...] = ("bench_retrieval", "bench_fidelity", "bench_gpu", "bench_hest")
 
 
 def register(subparsers: Any) -> None:

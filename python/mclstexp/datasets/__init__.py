@@ -1,4 +1,4 @@
-"""Datasets: the embedded synthetic default and the public her2st data."""
+"""Datasets: the embedded synthetic default, the public her2st data, HEST-1k and HEST-Benchmark."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ _EXPORTS = {
     "write_pyramid_tiff": "_pyramid",
     "default_cache_dir": "_synthetic",
     "her2st": "_her2st",
+    "hest": "_hest",
+    "hest_bench": "_hest",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

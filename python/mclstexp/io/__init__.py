@@ -15,6 +15,13 @@ _EXPORTS = {
     "read_h5ad": "h5ad",
     "read_anndata": "h5ad",
     "read_spots": "spots",
+    "read_hest": "hest",
+    "read_hest_patches": "hest",
+    "check_hest_patches": "hest",
+    "HestPatches": "hest",
+    "read_hest_task": "hest_bench",
+    "read_hest_sample": "hest_bench",
+    "HestTask": "hest_bench",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,6 +16,7 @@ _EXPORTS = {
     "fold_summary": "summary",
     "retrieval_throughput": "bench",
     "fidelity_summary": "bench",
+    "hest_summary": "bench",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,4 +1,5 @@
-"""Benchmark charts: retrieval throughput per backend, fidelity metrics per method and target."""
+"""Benchmark charts: retrieval throughput per backend, fidelity metrics per method and target,
+the HEST benchmark per task and method."""
 
 from __future__ import annotations
 
@@ -131,4 +132,54 @@ def fidelity_summary(
     return fig
 
 
-__all__ = ["FIDELITY_PANELS", "fidelity_summary", "retrieval_throughput"]
+def hest_summary(
+    table: Any,
+    *,
+    path: str | Path | None = None,
+    dpi: int = 110,
+) -> Any:
+    """Grouped bars of the HEST benchmark: one panel per metric, tasks along x, one bar per
+    method (mean ± sd; HEST's metric over splits, ours over held-out sections).
+
+    Parameters
+    ----------
+    table
+        DataFrame with columns ``task``, ``method``, ``metric`` (its label), ``mean``, ``sd``
+        (``hest.csv`` of :func:`mclstexp.workflow.bench_hest.run_hest_bench`).
+    path, dpi
+        Output file (None to only return the figure) and resolution.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"task": ["IDC", "IDC"], "method": ["a", "b"], "metric": "m",
+    ...                   "mean": [0.3, 0.2], "sd": [0.01, 0.02]})
+    >>> len(hest_summary(t).axes)
+    1
+    """
+    if len(table) == 0:
+        raise ValueError("table is empty; nothing to plot")
+    metrics = list(dict.fromkeys(table["metric"]))
+    tasks = list(dict.fromkeys(table["task"]))
+    methods = list(dict.fromkeys(table["method"]))
+    fig = new_figure((max(6.0, 1.2 * len(tasks) * max(1, len(methods)) / 2), 3.8 * len(metrics)))
+    axes = fig.subplots(len(metrics), 1, squeeze=False)
+    width = 0.8 / max(1, len(methods))
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
+        sub = table[table["metric"] == metric]
+        for i, method in enumerate(methods):
+            rows = sub[sub["method"] == method].set_index("task").reindex(tasks)
+            x = np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width
+            means = rows["mean"].to_numpy(dtype=float)
+            sds = np.nan_to_num(rows["sd"].to_numpy(dtype=float))
+            ax.bar(x, means, width, yerr=sds, capsize=2, label=str(method))
+        ax.set_xticks(np.arange(len(tasks)), tasks)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylabel("Pearson r")
+        ax.set_title(str(metric))
+        ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, path, dpi=dpi)
+    return fig
+
+
+__all__ = ["FIDELITY_PANELS", "fidelity_summary", "hest_summary", "retrieval_throughput"]

@@ -36,10 +36,13 @@ One package owns the format: :mod:`~mclstexp.pp.patch_cache.layout` (constants, 
 :class:`PatchCache`, :func:`open_patch_cache`, :func:`cache_group`),
 :mod:`~mclstexp.pp.patch_cache.write` (:func:`tile_slide`, the engine of
 :func:`mclstexp.pp.extract_patches` and ``mclstexp-tile``) and
-:mod:`~mclstexp.pp.patch_cache.read` (:class:`ChunkReader`, :func:`read_all`, :func:`take_rows`).
+:mod:`~mclstexp.pp.patch_cache.read` (:class:`ChunkReader`, :func:`read_all`, :func:`take_rows`);
+:mod:`~mclstexp.pp.patch_cache.imported` (:func:`store_patches`: patches another tool cut, e.g.
+HEST's, copied into the same layout instead of re-tiling).
 No torch import here.
 """
 
+from mclstexp.pp.patch_cache.imported import store_patches
 from mclstexp.pp.patch_cache.layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -62,6 +65,7 @@ __all__ = [
     "open_patch_cache",
     "read_all",
     "slide_checksum",
+    "store_patches",
     "take_rows",
     "tile_slide",
 ]
