@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 import torch
-from _model_fixtures import make_sections
 
+from _model_fixtures import make_sections
 from mclstexp.models import load_preset
 from mclstexp.tl.embed import embed_spots
 from mclstexp.train import train_model

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from _model_fixtures import make_sections
 
+from _model_fixtures import make_sections
 from mclstexp.models import MclSTExp, ModelConfig
 from mclstexp.models.image_encoder import ImageEncoder, build_backbone
 from mclstexp.models.inputs import downscale_patches

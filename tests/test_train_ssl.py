@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from _model_fixtures import make_sections
 
 import mclstexp.train.ssl as ssl_module
+from _model_fixtures import make_sections
 from mclstexp.models import load_preset
 from mclstexp.models.config import Preset
 from mclstexp.train.setup import setup_training
