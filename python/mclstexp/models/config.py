@@ -68,10 +68,10 @@ class ModelConfig:
         ``"none"`` (images in [0, 1], the original), ``"imagenet"`` or ``"backbone"`` (the timm
         model's own mean/std).
     input_size
-        0: the backbone sees the patch as cut (the method). Else the patch is reduced to
-        ``input_size`` x ``input_size`` pixels by block averaging (the patch edge must be a
-        multiple, e.g. 112 from 224: 4x fewer pixels, about 4x less compute), in training and
-        at inference alike (:func:`mclstexp.models.inputs.downscale_patches`).
+        0: the backbone sees the patch as cut (the method). Else the patch is reduced by block
+        averaging by the largest integer factor that keeps at least ``input_size`` pixels
+        (112 from 224: 4x fewer pixels, about 4x less compute; a 64 px patch stays as it is),
+        in training and at inference alike (:func:`mclstexp.models.inputs.reduced_edge`).
     trained_stages
         0: every backbone stage trains (unless ``TrainConfig.freeze_backbone``). ``k`` >= 1: only
         the last ``k`` stages train; the earlier ones form a frozen front (eval mode, no

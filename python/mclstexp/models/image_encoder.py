@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mclstexp.models.heads import ProjectionHead
-from mclstexp.models.inputs import downscale_patches
+from mclstexp.models.inputs import downscale_patches, reduced_edge
 from mclstexp.models.stages import FrontOutput, StagedBackbone
 
 __all__ = [
@@ -224,8 +224,9 @@ class ImageEncoder(nn.Module):
         ``"single"`` or ``"dihedral"`` (features averaged over the 8 rotations and flips of the
         patch; see :class:`mclstexp.models.ModelConfig`).
     input_size
-        0, or the edge uint8 patches are reduced to before the backbone
-        (:func:`mclstexp.models.inputs.downscale_patches`).
+        0, or the smallest edge uint8 patches are reduced towards before the backbone
+        (:func:`mclstexp.models.inputs.reduced_edge`, :func:`~mclstexp.models.inputs.
+        downscale_patches`).
     trained_stages
         0, or the number of last backbone stages that train; the others form a frozen front
         (:class:`mclstexp.models.stages.StagedBackbone`, used for every forward pass).
@@ -351,8 +352,9 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"images must be 4-D (B, H, W, 3) or (B, 3, H, W), got {images.shape}")
         if self.input_size and images.dtype == torch.uint8:
             nhwc = images if images.shape[-1] == 3 else images.permute(0, 2, 3, 1)
-            if nhwc.shape[1] != self.input_size:  # as cut: reduce it
-                small = downscale_patches(nhwc.contiguous().cpu().numpy(), self.input_size)
+            edge = reduced_edge(int(nhwc.shape[1]), self.input_size)
+            if nhwc.shape[1] != edge:  # as cut: reduce it
+                small = downscale_patches(nhwc.contiguous().cpu().numpy(), edge)
                 images = torch.from_numpy(small).to(images.device)
         if images.shape[1] != 3 and images.shape[-1] == 3:
             images = images.permute(0, 3, 1, 2)  # (B, 3, H, W)

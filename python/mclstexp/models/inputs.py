@@ -37,6 +37,7 @@ __all__ = [
     "batch_sequences",
     "dense_float32",
     "downscale_patches",
+    "reduced_edge",
     "hilbert_order",
     "inference_sequences",
     "neighbourhood_groups",
@@ -60,10 +61,26 @@ def dense_float32(x: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x), dtype=np.float32)
 
 
+def reduced_edge(edge: int, input_size: int) -> int:
+    """The edge a model with ``input_size`` sees a patch of ``edge`` pixels at: the patch is
+    reduced by the largest integer factor ``f`` that divides ``edge`` and keeps
+    ``edge / f >= input_size`` (0 or a larger ``input_size``: the patch as cut).
+
+    Examples
+    --------
+    >>> reduced_edge(224, 112), reduced_edge(224, 100), reduced_edge(64, 112), reduced_edge(224, 0)
+    (112, 112, 64, 224)
+    """
+    if input_size <= 0 or edge <= input_size:
+        return int(edge)
+    f = max(d for d in range(1, edge // input_size + 1) if edge % d == 0)
+    return int(edge // f)
+
+
 def downscale_patches(patches: Any, size: int) -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` patches reduced to ``size`` x ``size`` by averaging f x f blocks
     (``f = H / size``, an integer), rounded half up: how a model with ``input_size`` sees a
-    patch, in training and at inference alike.
+    patch (at :func:`reduced_edge`), in training and at inference alike.
 
     Examples
     --------

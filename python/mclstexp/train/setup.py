@@ -28,6 +28,7 @@ import torch
 from mclstexp.models.clip import MclSTExp
 from mclstexp.models.config import ModelConfig, Preset, TrainConfig, load_preset
 from mclstexp.models.features import frozen_features
+from mclstexp.models.inputs import reduced_edge
 from mclstexp.models.loss import is_distributed
 from mclstexp.models.runtime import resolve_device
 from mclstexp.models.stages import FRONT_CACHE, FrontOutput, front_features
@@ -257,7 +258,7 @@ def _partial_backbone(
     if tcfg.stage_cache:
         return sections, fronts
     if mcfg.input_size:
-        sections = [s.downscaled(mcfg.input_size) for s in sections]
+        sections = [s.downscaled(reduced_edge(s.patch_shape[0], mcfg.input_size)) for s in sections]
     return sections, None
 
 
