@@ -103,9 +103,9 @@ def test_cls_mean_output_and_fixed_size_resize(tmp_path, monkeypatch) -> None:
     assert torch.allclose(backbone(x), want, atol=1e-6) and backbone.num_features == 128
     # a ViT built for 32 px gets 48 px patches resized (it accepts no other size)
     enc = ImageEncoder(info.name, weights="pretrained").eval()
-    assert enc.input_size == 32
+    assert enc.resize_to == 32
     assert enc.features(torch.zeros(2, 48, 48, 3, dtype=torch.uint8)).shape == (2, 128)
-    assert ImageEncoder("test_resnet").input_size is None
+    assert ImageEncoder("test_resnet").resize_to is None
 
 
 def _message_names_the_way_out(text: str, hub_id: str, cache: str) -> None:

@@ -354,3 +354,25 @@ def test_presets() -> None:
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="sequence"):
         ModelConfig(sequence="random")
+
+
+def test_every_preset_loads_and_builds_its_configs() -> None:
+    """Bundled presets and the experiments' JSON presets (the original recipe with ResNet-18)."""
+    from pathlib import Path
+
+    for name in list_presets():
+        load_preset(name)
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "presets"
+    files = sorted(folder.glob("*.json"))
+    assert files
+    for path in files:
+        m, t = load_preset(path)
+        assert m.backbone and t.epochs >= 1
+    m, t = load_preset(folder / "original_resnet18.json")
+    assert (m.backbone, m.position_rows, m.sequence, t.batch_size, t.amp) == (
+        "resnet18",
+        65536,
+        "batch",
+        128,
+        "none",
+    )

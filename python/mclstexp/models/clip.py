@@ -14,6 +14,7 @@ from mclstexp.models.config import ModelConfig
 from mclstexp.models.heads import ProjectionHead
 from mclstexp.models.image_encoder import ImageEncoder
 from mclstexp.models.spot_encoder import SpotEncoder
+from mclstexp.models.stages import FrontOutput
 
 __all__ = ["MclSTExp"]
 
@@ -58,7 +59,11 @@ class MclSTExp(nn.Module):
             head_dropout=config.head_dropout,
             pooling=config.pooling,
             feature_views=config.feature_views,
+            input_size=config.input_size,
+            trained_stages=config.trained_stages,
         )
+        for p in (p for m in self.image_encoder.front_modules() for p in m.parameters()):
+            p.requires_grad_(False)  # the frozen front of a partially trained backbone
         self.spot_encoder = SpotEncoder(
             config.n_genes,
             position_rows=config.position_rows,
@@ -67,6 +72,8 @@ class MclSTExp(nn.Module):
             head_dim=config.head_dim,
             n_blocks=config.n_blocks,
             dropout=config.attention_dropout,
+            init_rows=config.position_init_rows,
+            init_cols=config.position_init_cols,
         )
         self.spot_head = ProjectionHead(config.n_genes, config.embed_dim, config.head_dropout)
         log_scale = torch.tensor(math.log(config.logit_scale))
@@ -91,10 +98,15 @@ class MclSTExp(nn.Module):
         super().train(mode)
         if getattr(self, "_backbone_frozen", False):
             self.image_encoder.backbone.eval()
+        for module in self.image_encoder.front_modules():
+            module.eval()  # a frozen front keeps its batch-norm statistics
         return self
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings ``(N, D)``; 2-D float input = precomputed backbone features."""
+    def encode_images(self, images: torch.Tensor | FrontOutput) -> torch.Tensor:
+        """Image embeddings ``(N, D)``; 2-D float input = precomputed backbone features, a
+        :class:`~mclstexp.models.stages.FrontOutput` = a frozen front's cached output."""
+        if isinstance(images, FrontOutput):
+            return self.image_encoder(images)
         if images.dim() == 2:
             return self.image_encoder.project(images.float())  # (N, F) -> (N, D)
         return self.image_encoder(images)  # (N, D)
@@ -118,7 +130,7 @@ class MclSTExp(nn.Module):
 
     def forward(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | FrontOutput,
         expression: torch.Tensor,
         positions: torch.Tensor,
         mask: torch.Tensor | None = None,
@@ -128,7 +140,8 @@ class MclSTExp(nn.Module):
         Parameters
         ----------
         images
-            ``(N, H, W, 3)`` uint8 / ``(N, 3, H, W)`` patches, or ``(N, F)`` backbone features.
+            ``(N, H, W, 3)`` uint8 / ``(N, 3, H, W)`` patches, ``(N, F)`` backbone features, or
+            a frozen front's output (:class:`~mclstexp.models.stages.FrontOutput`).
         expression
             ``(N, G)`` (one sequence) or ``(S, L, G)`` with ``mask`` selecting the N real spots.
         positions

@@ -84,6 +84,16 @@ class ModelConfig:
     image_normalization
         ``"none"`` (images in [0, 1], the original), ``"imagenet"`` or ``"backbone"`` (the timm
         model's own mean/std).
+    input_size
+        0: the backbone sees the patch as cut (the method). Else the patch is reduced by block
+        averaging by the largest integer factor that keeps at least ``input_size`` pixels
+        (112 from 224: 4x fewer pixels, about 4x less compute; a 64 px patch stays as it is),
+        in training and at inference alike (:func:`mclstexp.models.inputs.reduced_edge`).
+    trained_stages
+        0: every backbone stage trains (unless ``TrainConfig.freeze_backbone``). ``k`` >= 1: only
+        the last ``k`` stages train; the earlier ones form a frozen front (eval mode, no
+        gradients) whose output is rounded to float16, so it can be computed once per patch and
+        cached (:mod:`mclstexp.models.stages`, ``TrainConfig.stage_cache``).
     n_genes
         G, the number of panel genes (set from the data by the trainer when 0).
     embed_dim
@@ -97,6 +107,19 @@ class ModelConfig:
     position_margin
         Extra rows added when sizing from data, so held-out sections with slightly larger array
         coordinates still index trained-size tables (coordinates beyond the table are clamped).
+    compact_positions
+        Store only the rows of fixed-size position tables (e.g. the original's 65,536) that the
+        training coordinates can reach: up to the largest training coordinate +
+        ``position_margin``. The trainer then sets ``position_rows``/``position_cols`` to the
+        stored rows and ``position_init_rows``/``position_init_cols`` to the configured sizes,
+        whose N(0, 1) initialisation is drawn in full and cut, so every stored row, the other
+        parameters and training are exactly those of the full tables (rows never indexed get no
+        gradient; Adam and weight decay act per element). Only a spot whose coordinate lies
+        beyond the stored rows is embedded differently: clamped to the last stored row instead
+        of its own untrained row. Two 65,536 x 785 tables, their gradients and Adam state are
+        about 1.6 GB; stored, a few MB.
+    position_init_rows, position_init_cols
+        Set by the trainer with ``compact_positions`` (0 = the stored size).
     attention_dropout, head_dropout
         0 in mclSTExp (BLEEP uses 0.1 in the heads).
     sequence
@@ -124,6 +147,8 @@ class ModelConfig:
     pooling: Literal["global", "multiscale"] = "global"
     feature_views: Literal["single", "dihedral"] = "single"
     image_normalization: Literal["none", "imagenet", "backbone"] = "imagenet"
+    input_size: int = 0
+    trained_stages: int = 0
     n_genes: int = 0
     embed_dim: int = 256
     n_heads: int = 8
@@ -132,6 +157,9 @@ class ModelConfig:
     position_rows: int = 0
     position_cols: int = 0
     position_margin: int = 8
+    compact_positions: bool = False
+    position_init_rows: int = 0
+    position_init_cols: int = 0
     attention_dropout: float = 0.0
     head_dropout: float = 0.0
     sequence: SequenceMode = "neighbourhood"
@@ -159,6 +187,9 @@ class ModelConfig:
                 "ModelConfig.image_normalization must be 'none', 'imagenet' or 'backbone', "
                 f"got {self.image_normalization!r}"
             )
+        for name in ("input_size", "trained_stages"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ModelConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("embed_dim", "n_heads", "head_dim", "n_blocks", "sequence_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -212,6 +243,12 @@ class TrainConfig:
     patch_size, patch_mpp
         The patches' side in pixels and microns per pixel (``None``: the slide's own
         resolution); recorded so inference cuts patches as training did.
+    stage_cache
+        With ``ModelConfig.trained_stages`` >= 1: the frozen front's output is computed once
+        for each training patch in each of its 8 rotations and flips (and kept in memory), and
+        every step draws one of the 8 per spot instead of the loader's augmentation (colour
+        jitter and free rotation would change the front's input, so they are off). Only the
+        trained stages run per step.
     """
 
     epochs: int = 90
@@ -231,10 +268,18 @@ class TrainConfig:
     expression_normalization: Literal["default", "legacy_spot"] = "default"
     patch_size: int = 224
     patch_mpp: float | None = None
+    stage_cache: bool = False
+    ssl_epochs: int = 0
+    ssl_temperature: float = 0.2
+    ssl_crop: float = 0.75
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("TrainConfig.epochs and TrainConfig.batch_size must be >= 1")
+        if self.ssl_epochs < 0 or self.ssl_temperature <= 0 or not 0 < self.ssl_crop <= 1:
+            raise ValueError(
+                "TrainConfig.ssl_epochs must be >= 0, ssl_temperature > 0 and ssl_crop in (0, 1]"
+            )
         if not 0.0 <= self.loss_lambda <= 1.0:
             raise ValueError(f"TrainConfig.loss_lambda must be in [0, 1], got {self.loss_lambda}")
         choices = {

@@ -201,6 +201,8 @@ def _model_parts(model: Any, device: Any) -> dict[str, Any]:
         "drop_final_activation": settings["drop_final_activation"],
         "precision": precision(device),
     }
+    if "input_size" in settings:  # patches reduced before the backbone
+        parts["input_size"] = settings["input_size"]
     identity = encoder_identity(settings["backbone"])
     if identity is not None:
         parts["encoder"] = identity

@@ -27,6 +27,8 @@ from torch import nn
 from mclstexp.exceptions import WeightsError
 from mclstexp.models import encoders, hub
 from mclstexp.models.heads import ProjectionHead
+from mclstexp.models.inputs import downscale_patches, reduced_edge
+from mclstexp.models.stages import FrontOutput, StagedBackbone
 
 __all__ = [
     "ClsMeanPool",
@@ -34,6 +36,7 @@ __all__ = [
     "MultiScalePool",
     "StagePool",
     "build_backbone",
+    "dihedral_views",
     "load_backbone_weights",
 ]
 
@@ -392,13 +395,20 @@ class ImageEncoder(nn.Module):
     feature_views
         ``"single"`` or ``"dihedral"`` (features averaged over the 8 rotations and flips of the
         patch; see :class:`mclstexp.models.ModelConfig`).
+    input_size
+        0, or the smallest edge uint8 patches are reduced towards before the backbone
+        (:func:`mclstexp.models.inputs.reduced_edge`, :func:`~mclstexp.models.inputs.
+        downscale_patches`).
+    trained_stages
+        0, or the number of last backbone stages that train; the others form a frozen front
+        (:class:`mclstexp.models.stages.StagedBackbone`, used for every forward pass).
 
     Attributes
     ----------
     settings
         The arguments that determine the backbone features (name, pooling, views,
         normalisation, ``drop_final_activation``): part of the frozen-feature cache key.
-    input_size
+    resize_to
         The side patches are resized to (bilinear, antialiased) when it differs from theirs:
         the input size of a vision transformer that accepts no other, else ``None``.
 
@@ -425,6 +435,8 @@ class ImageEncoder(nn.Module):
         head_dropout: float = 0.0,
         pooling: str = "global",
         feature_views: str = "single",
+        input_size: int = 0,
+        trained_stages: int = 0,
     ) -> None:
         super().__init__()
         if feature_views not in ("single", "dihedral"):
@@ -437,6 +449,8 @@ class ImageEncoder(nn.Module):
             "image_normalization": normalization,
             "drop_final_activation": drop_final_activation,
         }
+        if input_size:  # reduced patches give other features
+            self.settings["input_size"] = int(input_size)
         self.backbone = build_backbone(
             backbone,
             weights=weights,
@@ -444,7 +458,13 @@ class ImageEncoder(nn.Module):
             pooling=pooling,
         )
         self.num_features = int(cast(int, self.backbone.num_features))
-        self.input_size = fixed_input_size(self.backbone)
+        self.input_size = int(input_size)
+        self.staged: StagedBackbone | None = None
+        if trained_stages:
+            self.staged = StagedBackbone(
+                self.backbone, trained_stages, multiscale=pooling == "multiscale"
+            )
+        self.resize_to = fixed_input_size(self.backbone)
         if normalization == "none":
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         elif normalization == "imagenet":
@@ -521,24 +541,53 @@ class ImageEncoder(nn.Module):
         """uint8/float images -> normalised float ``(B, 3, H, W)``."""
         if images.dim() != 4:
             raise ValueError(f"images must be 4-D (B, H, W, 3) or (B, 3, H, W), got {images.shape}")
+        if self.input_size and images.dtype == torch.uint8:
+            nhwc = images if images.shape[-1] == 3 else images.permute(0, 2, 3, 1)
+            edge = reduced_edge(int(nhwc.shape[1]), self.input_size)
+            if nhwc.shape[1] != edge:  # as cut: reduce it
+                small = downscale_patches(nhwc.contiguous().cpu().numpy(), edge)
+                images = torch.from_numpy(small).to(images.device)
         if images.shape[1] != 3 and images.shape[-1] == 3:
             images = images.permute(0, 3, 1, 2)  # (B, 3, H, W)
         if images.dtype == torch.uint8:
             images = images.float().div_(255.0)
-        size = self.input_size
+        size = self.resize_to
         if size is not None and tuple(images.shape[2:]) != (size, size):
             images = nn.functional.interpolate(
                 images.float(), size=(size, size), mode="bilinear", antialias=True
             )
         return (images - self.mean) / self.std
 
+    def _backbone(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x) if self.staged is None else self.staged(x)
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``(B, F)`` (averaged over 8 views when ``"dihedral"``)."""
         x = self.prepare(images)  # (B, 3, H, W)
         if self.feature_views == "single":
-            return self.backbone(x)
-        views = [torch.rot90(v, q, dims=(2, 3)) for v in (x, x.flip(3)) for q in range(4)]
-        return torch.stack([self.backbone(v).float() for v in views]).mean(0)
+            return self._backbone(x)
+        return torch.stack([self._backbone(v).float() for v in dihedral_views(x)]).mean(0)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def front_modules(self) -> list[nn.Module]:
+        """The frozen front's modules (none without ``trained_stages``)."""
+        return [] if self.staged is None else self.staged.front_modules()
+
+    def forward(self, images: torch.Tensor | FrontOutput) -> torch.Tensor:
+        """Embeddings ``(B, D)`` of images, or of a frozen front's cached output."""
+        if isinstance(images, FrontOutput):
+            if self.staged is None:
+                raise ValueError("a FrontOutput needs an encoder built with trained_stages >= 1")
+            return self.project(self.staged.back(images))
         return self.project(self.features(images))  # (B, D)
+
+
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 rotations and flips of ``(B, C, H, W)`` images, in a fixed order (view ``i`` is
+    ``rot90(x, i)`` for ``i < 4``, ``rot90(flip(x), i - 4)`` after).
+
+    Examples
+    --------
+    >>> len(dihedral_views(torch.zeros(1, 3, 4, 4)))
+    8
+    """
+    return [torch.rot90(v, q, dims=(2, 3)) for v in (x, x.flip(3)) for q in range(4)]

@@ -36,6 +36,8 @@ __all__ = [
     "BatchPlan",
     "batch_sequences",
     "dense_float32",
+    "downscale_patches",
+    "reduced_edge",
     "hilbert_order",
     "inference_sequences",
     "neighbourhood_groups",
@@ -57,6 +59,51 @@ def dense_float32(x: Any) -> np.ndarray:
     if hasattr(x, "toarray"):
         x = x.toarray()
     return np.ascontiguousarray(np.asarray(x), dtype=np.float32)
+
+
+def reduced_edge(edge: int, input_size: int) -> int:
+    """The edge a model with ``input_size`` sees a patch of ``edge`` pixels at: the patch is
+    reduced by the largest integer factor ``f`` that divides ``edge`` and keeps
+    ``edge / f >= input_size`` (0 or a larger ``input_size``: the patch as cut).
+
+    Examples
+    --------
+    >>> reduced_edge(224, 112), reduced_edge(224, 100), reduced_edge(64, 112), reduced_edge(224, 0)
+    (112, 112, 64, 224)
+    """
+    if input_size <= 0 or edge <= input_size:
+        return int(edge)
+    f = max(d for d in range(1, edge // input_size + 1) if edge % d == 0)
+    return int(edge // f)
+
+
+def downscale_patches(patches: Any, size: int) -> np.ndarray:
+    """uint8 ``[N, H, W, 3]`` patches reduced to ``size`` x ``size`` by averaging f x f blocks
+    (``f = H / size``, an integer), rounded half up: how a model with ``input_size`` sees a
+    patch (at :func:`reduced_edge`), in training and at inference alike.
+
+    Examples
+    --------
+    >>> x = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1).repeat(3, axis=3)
+    >>> downscale_patches(x, 2)[0, :, :, 0].tolist()
+    [[3, 5], [11, 13]]
+    >>> downscale_patches(x, 4) is x
+    True
+    """
+    shape = tuple(getattr(patches, "shape", ()))
+    if len(shape) != 4 or shape[-1] != 3 or np.dtype(patches.dtype) != np.uint8:
+        raise ValueError(f"patches: expected uint8 [N, H, W, 3], got {shape} {patches.dtype}")
+    n, h, w, _ = shape
+    if size < 1 or h != w or h % size:
+        raise ValueError(
+            f"size: the patch edge ({h} x {w}) must be square and a multiple of size={size}"
+        )
+    if size == h:
+        return patches
+    f = h // size
+    blocks = np.asarray(patches, dtype=np.uint32).reshape(n, size, f, size, f, 3)
+    total = blocks.sum(axis=(2, 4))
+    return ((total + (f * f) // 2) // (f * f)).astype(np.uint8)
 
 
 def _name(adata: Any, name: str | None) -> str:

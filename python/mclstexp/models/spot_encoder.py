@@ -77,6 +77,13 @@ class Block(nn.Module):
         return h + self.ff(self.norm2(h))  # (S, L, G)
 
 
+def _normal_rows(rows: int, drawn: int, n_genes: int) -> torch.Tensor:
+    """The first ``rows`` rows of a ``(drawn, n_genes)`` N(0, 1) draw (the full draw is made, so
+    the random stream advances as for a full table, and then released)."""
+    full = torch.randn(drawn, n_genes)
+    return full if drawn == rows else full[:rows].clone()
+
+
 class SpotEncoder(nn.Module):
     """Expression + position embeddings + ``n_blocks`` pre-norm Transformer blocks.
 
@@ -90,6 +97,11 @@ class SpotEncoder(nn.Module):
         Rows of Px (indexed by the array column u).
     n_heads, head_dim, n_blocks, dropout
         8, 64, 2, 0 in mclSTExp.
+    init_rows, init_cols
+        Draw the tables' N(0, 1) initialisation for this many rows (>= the stored rows) and keep
+        the first ``position_rows``/``position_cols`` (compact tables, see
+        :class:`mclstexp.models.ModelConfig`): the same stored values and random stream as
+        full tables.
 
     Examples
     --------
@@ -108,6 +120,8 @@ class SpotEncoder(nn.Module):
         head_dim: int = 64,
         n_blocks: int = 2,
         dropout: float = 0.0,
+        init_rows: int = 0,
+        init_cols: int = 0,
     ) -> None:
         super().__init__()
         if n_genes < 1 or position_rows < 1 or position_cols < 1:
@@ -116,8 +130,13 @@ class SpotEncoder(nn.Module):
                 f"{n_genes}, {position_rows}, {position_cols}"
             )
         self.n_genes = n_genes
-        self.pos_x = nn.Parameter(torch.randn(position_cols, n_genes))  # Px: (U, G), N(0, 1)
-        self.pos_y = nn.Parameter(torch.randn(position_rows, n_genes))  # Py: (V, G), N(0, 1)
+        # Px: (U, G), Py: (V, G), N(0, 1); compact tables keep the first rows of the full draw
+        self.pos_x = nn.Parameter(
+            _normal_rows(position_cols, max(init_cols, position_cols), n_genes)
+        )
+        self.pos_y = nn.Parameter(
+            _normal_rows(position_rows, max(init_rows, position_rows), n_genes)
+        )
         self.blocks = nn.ModuleList(
             Block(n_genes, n_heads, head_dim, dropout) for _ in range(n_blocks)
         )

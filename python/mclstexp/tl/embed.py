@@ -24,6 +24,7 @@ def embed_patches(
     batch_size: int = 128,
     device: Any = "auto",
     frozen_features: Any = None,
+    fronts: Any = None,
 ) -> np.ndarray:
     """Image embeddings ``[N, D]`` (float32) of patches.
 
@@ -40,6 +41,11 @@ def embed_patches(
     frozen_features
         Precomputed backbone features ``[N, F]`` (frozen-encoder mode): only the projection head
         runs and ``patches`` may be None.
+    fronts
+        Precomputed outputs of a partially trained backbone's frozen front
+        (:func:`mclstexp.models.stages.front_outputs`, e.g. from
+        :data:`~mclstexp.models.stages.FRONT_CACHE`): only the trained stages and the head run
+        and ``patches`` may be None.
 
     Examples
     --------
@@ -52,6 +58,11 @@ def embed_patches(
     model.eval().to(dev)
     try:
         with torch.no_grad(), autocast(dev):
+            if fronts is not None:
+                from mclstexp.models.stages import front_features
+
+                feats = front_features(model.image_encoder, fronts)
+                return model.image_encoder.project(feats).float().cpu().numpy()
             if frozen_features is not None:
                 feats = np.asarray(frozen_features, dtype=np.float32)
                 chunks = [

@@ -56,8 +56,15 @@ class KSelection:
         }
 
 
-def _mean_pcc(truth: np.ndarray, pred: np.ndarray) -> float:
-    """Mean per-gene PCC, scored as the evaluation does (constant predictions count 0)."""
+def mean_pcc(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean per-gene PCC, scored as the evaluation does (constant predictions count 0).
+
+    Examples
+    --------
+    >>> t = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 1.0]])
+    >>> round(mean_pcc(t, np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])), 3)
+    0.5
+    """
     from mclstexp.metrics import finite_mean, pearson_per_gene, policy_values
 
     return finite_mean(policy_values(pearson_per_gene(truth, pred), "zero"))
@@ -140,7 +147,7 @@ def select_k(
             preds, _, _ = predict_from_embeddings(
                 queries, inner, k=min(k, len(inner)), aggregation=aggregation, backend=backend
             )
-            scores[k] = _mean_pcc(truth, preds[main])
+            scores[k] = mean_pcc(truth, preds[main])
         per_section[name] = scores
     mean = {k: float(np.nanmean([s[k] for s in per_section.values()])) for k in candidates}
     best = max(candidates, key=lambda k: (mean[k], k))

@@ -52,6 +52,11 @@ class BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         Augment images (colour jitter, flip, rotation) in the loader.
     features
         Frozen-encoder mode: one ``[n_obs, F]`` feature array per section, sent instead of images.
+    fronts
+        Stage-cache mode: one :class:`~mclstexp.models.stages.FrontOutput` ``(V, n_obs, ...)``
+        per section (a partially trained backbone's frozen front in each of V views); each spot
+        of a batch gets one view drawn from the key's seed (the augmentation), sent as
+        ``"images"`` (the front's map, float32) and ``"front_means"``.
     image_format
         ``"uint8"`` or ``"unit"`` (see :data:`UNIT`).
     n_threads, reuse_buffers
@@ -74,6 +79,7 @@ class BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         image_format: str = "uint8",
         n_threads: int | None = None,
         reuse_buffers: int = 0,
+        fronts: list[Any] | None = None,
     ) -> None:
         if image_format not in ("uint8", "unit"):
             raise ValueError(f"image_format must be 'uint8' or 'unit', got {image_format!r}")
@@ -88,6 +94,12 @@ class BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._ring: list[torch.Tensor] = []
         self._ring_next = 0
         self.features = None if features is None else np.concatenate(features)
+        self.fronts = None
+        if fronts is not None:
+            self.fronts = (
+                torch.cat([f.activations for f in fronts], 1),
+                torch.cat([f.means for f in fronts], 1),
+            )
 
     def __len__(self) -> int:  # unused (keys come from the sampler)
         return 0
@@ -103,6 +115,14 @@ class BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         }
         if self.features is not None:
             out["images"] = torch.from_numpy(self.features[ids])
+            return out
+        if self.fronts is not None:
+            acts, means = self.fronts
+            gen = torch.Generator().manual_seed(aug_seed)
+            views = torch.randint(0, acts.shape[0], (len(ids),), generator=gen)
+            rows = torch.from_numpy(ids)
+            out["images"] = acts[views, rows].float()
+            out["front_means"] = means[views, rows]
             return out
         out["images"] = self._images(ids, aug_seed)
         return out

@@ -22,6 +22,7 @@ Frozen-encoder features are not kept in the run directory: they are cached by co
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from mclstexp.models.config import ModelConfig, TrainConfig
 from mclstexp.models.inputs import BatchPlan
 from mclstexp.models.loss import clip_loss, is_distributed, soft_target_loss
 from mclstexp.models.runtime import autocast
+from mclstexp.models.stages import FrontOutput
 from mclstexp.train.augment import augment_batch
 from mclstexp.train.checkpoint import checkpoint_payload, save_checkpoint
 from mclstexp.train.loader import UNIT, BatchDataset, EpochKeys, epoch_keys
@@ -87,7 +89,7 @@ def epoch_data(run: TrainingRun) -> EpochData:
         rank=run.info.rank,
         world_size=run.info.world_size,
     )
-    augment = tcfg.augment and run.features is None
+    augment = tcfg.augment and run.features is None and run.fronts is None
     on_device = augment and (
         tcfg.augment_on == "device" or (tcfg.augment_on == "auto" and dev.type == "cuda")
     )
@@ -99,6 +101,7 @@ def epoch_data(run: TrainingRun) -> EpochData:
         image_format=image_format,
         # in-process loading: the step is done with a batch before the next is built
         reuse_buffers=3 if tcfg.num_workers == 0 else 0,
+        fronts=run.fronts,
     )
     keys = EpochKeys()
     loader = torch.utils.data.DataLoader(
@@ -121,8 +124,10 @@ def train_step(
     scaler, clipping, optimiser step. Returns the detached loss on the device (reading it is
     the caller's choice: it waits for the GPU)."""
     tcfg, dev = run.train_config, run.device
-    images = data.dataset.model_images(batch["images"]).to(dev, non_blocking=True)
-    if data.augment_on_device:
+    images: Any = data.dataset.model_images(batch["images"]).to(dev, non_blocking=True)
+    if "front_means" in batch:  # stage cache: the frozen front's output, one view per spot
+        images = FrontOutput(images, batch["front_means"].to(dev, non_blocking=True))
+    elif data.augment_on_device:
         images = augment_batch(
             images,
             torch.Generator().manual_seed(aug_seed),
@@ -268,6 +273,12 @@ def train_model(
         normalization=normalization,
         progress=progress,
     )
+    if run.train_config.ssl_epochs and run.start_epoch == 0:
+        from mclstexp.train.ssl import ssl_pretrain
+
+        ssl_history = ssl_pretrain(run, progress=progress)
+        if run.info.is_main:
+            (run.run_dir / "ssl_log.json").write_text(json.dumps(ssl_history))
     data = epoch_data(run)
     for epoch in range(run.start_epoch, run.train_config.epochs):
         metrics = train_one_epoch(run, data, epoch, progress=progress)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mclstexp import _keys
-from mclstexp.models.inputs import spot_arrays
+from mclstexp.models.inputs import downscale_patches, spot_arrays
 from mclstexp.pp.patch_cache import ChunkReader, read_all, take_rows
 
 __all__ = ["TrainingSection"]
@@ -107,6 +107,26 @@ class TrainingSection:
     def patch_shape(self) -> tuple[int, int, int]:
         """``(H, W, 3)``."""
         return tuple(self.patches.shape[1:])  # type: ignore[return-value]
+
+    def downscaled(self, size: int) -> TrainingSection:
+        """This section with its patches read into RAM and reduced to ``size`` pixels
+        (:func:`mclstexp.models.inputs.downscale_patches`, as a model with that ``input_size``
+        reduces them): the loader then augments the small patches.
+
+        Examples
+        --------
+        >>> import anndata as ad
+        >>> import pandas as pd
+        >>> obs = pd.DataFrame({"array_row": [0], "array_col": [0]}, index=["a"])
+        >>> sec = TrainingSection(ad.AnnData(np.ones((1, 2), np.float32), obs=obs),
+        ...                       np.zeros((1, 8, 8, 3), np.uint8), name="S")
+        >>> sec.downscaled(4).patch_shape
+        (4, 4, 3)
+        """
+        if self.patch_shape[0] == size:
+            return self
+        small = downscale_patches(read_all(self.patches), size)
+        return TrainingSection(self.adata, small, name=self.name, in_memory=True)
 
     def read_patches(
         self, idx: np.ndarray, out: np.ndarray | None = None, *, n_threads: int = 1

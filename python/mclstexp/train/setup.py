@@ -28,8 +28,10 @@ import torch
 from mclstexp.models.clip import MclSTExp
 from mclstexp.models.config import ModelConfig, Preset, TrainConfig, load_preset
 from mclstexp.models.features import frozen_features
+from mclstexp.models.inputs import reduced_edge
 from mclstexp.models.loss import is_distributed
 from mclstexp.models.runtime import resolve_device
+from mclstexp.models.stages import FRONT_CACHE, FrontOutput, front_features
 from mclstexp.train import distributed as D
 from mclstexp.train.checkpoint import read_checkpoint, restore_model, set_rng_state
 from mclstexp.train.sections import TrainingSection
@@ -71,6 +73,7 @@ class TrainingRun:
     amp_dtype: torch.dtype | None
     normalization: dict[str, Any]
     features: list[np.ndarray] | None = field(default=None, repr=False)
+    fronts: list[FrontOutput] | None = field(default=None, repr=False)
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -141,6 +144,13 @@ def _select_device(device: Any, info: D.DistInfo, tcfg: TrainConfig) -> torch.de
 def _size_position_tables(mcfg: ModelConfig, sections: list[TrainingSection]) -> None:
     max_row = max(int(s.positions[:, 0].max()) for s in sections)
     max_col = max(int(s.positions[:, 1].max()) for s in sections)
+    if mcfg.compact_positions:  # store the reachable rows only (see ModelConfig)
+        if mcfg.position_rows > max_row + 1 + mcfg.position_margin:
+            mcfg.position_init_rows = mcfg.position_rows
+            mcfg.position_rows = max_row + 1 + mcfg.position_margin
+        if mcfg.position_cols > max_col + 1 + mcfg.position_margin:
+            mcfg.position_init_cols = mcfg.position_cols
+            mcfg.position_cols = max_col + 1 + mcfg.position_margin
     if mcfg.position_rows <= 0:
         mcfg.position_rows = max_row + 1 + mcfg.position_margin
     if mcfg.position_cols <= 0:
@@ -158,12 +168,14 @@ def _resume_state(
     """The checkpoint at ``path``, checked to continue this run (``epochs`` and ``num_workers``
     may differ)."""
     state = read_checkpoint(path)
-    old_t = dict(state["train_config"])
+    # fields added since the checkpoint was written take their defaults
+    old_t = TrainConfig.from_dict(dict(state["train_config"])).to_dict()
+    old_m = ModelConfig.from_dict(dict(state["model_config"])).to_dict()
     new_t = tcfg.to_dict()
     for key in ("epochs", "num_workers"):
         old_t.pop(key, None)
         new_t.pop(key, None)
-    if state["model_config"] != mcfg.to_dict() or old_t != new_t:
+    if old_m != mcfg.to_dict() or old_t != new_t:
         raise ValueError(
             f"{path} was written with a different configuration; use another run_dir "
             "or resume=False to start over"
@@ -222,6 +234,32 @@ def _frozen_features(
     if not info.is_main:
         features = frozen_features(model, sources, device=device, progress=progress)
     return features
+
+
+def _partial_backbone(
+    model: MclSTExp,
+    mcfg: ModelConfig,
+    tcfg: TrainConfig,
+    sections: list[TrainingSection],
+    device: torch.device,
+) -> tuple[list[TrainingSection], list[FrontOutput] | None]:
+    """A partially trained backbone (``trained_stages``): the frozen front's outputs of every
+    training patch (through :data:`~mclstexp.models.stages.FRONT_CACHE`), the feature
+    standardisation fitted on the training spots' initial features, and either the fronts for
+    the loader (``stage_cache``) or sections whose patches are reduced to ``input_size`` once,
+    in RAM, for the loader's augmentation."""
+    if tcfg.freeze_backbone:
+        raise ValueError("trained_stages >= 1 trains part of the backbone: freeze_backbone=False")
+    enc = model.image_encoder
+    fronts = [FRONT_CACHE.get(enc, s.source, device=device) for s in sections]
+    enc.to(device)
+    feats = torch.cat([front_features(enc, f) for f in fronts])
+    enc.fit_feature_standardization(feats.cpu())
+    if tcfg.stage_cache:
+        return sections, fronts
+    if mcfg.input_size:
+        sections = [s.downscaled(reduced_edge(s.patch_shape[0], mcfg.input_size)) for s in sections]
+    return sections, None
 
 
 def _given_features(
@@ -287,10 +325,17 @@ def setup_training(
     if resume and (run_dir / CHECKPOINT).is_file():
         state = _resume_state(run_dir / CHECKPOINT, mcfg, tcfg, genes)
 
+    if tcfg.stage_cache and not mcfg.trained_stages:
+        raise ValueError("TrainConfig.stage_cache needs ModelConfig.trained_stages >= 1")
+    if tcfg.ssl_epochs and not tcfg.stage_cache:
+        raise ValueError("TrainConfig.ssl_epochs needs stage_cache (and trained_stages >= 1)")
+
     _seed_everything(seed)
     model = MclSTExp(mcfg)
-    features = None
-    if use_frozen:
+    features = fronts = None
+    if mcfg.trained_stages:
+        secs, fronts = _partial_backbone(model, mcfg, tcfg, secs, dev)
+    elif use_frozen:
         model.freeze_backbone()
         if isinstance(frozen_features, (list, tuple)):
             features = _given_features(frozen_features, model, secs)
@@ -328,6 +373,7 @@ def setup_training(
         amp_dtype=amp_dtype,
         normalization=norm,
         features=features,
+        fronts=fronts,
     )
     if state is not None:
         _restore(run, state)

@@ -17,7 +17,7 @@ import numpy as np
 from mclstexp import _keys
 from mclstexp._keys import section_id
 from mclstexp.workflow.dataset import DatasetSpec
-from mclstexp.workflow.fold import TARGETS, FoldOutcome, run_fold
+from mclstexp.workflow.fold import TARGETS, FoldOutcome, peak_rss_mb, run_fold
 
 
 @dataclass
@@ -320,20 +320,18 @@ def _run_record(
         "peak_rss_mb": outcome.peak_rss_mb,
         "k": outcome.k,
         "k_selection": outcome.k_selection,
+        "head_selection": outcome.head_selection,
     }
 
 
 def _log_outcome(outcome: FoldOutcome, log: Any) -> None:
-    model_rows = [
-        r
-        for r in outcome.records
-        if r["method"].startswith("mclstexp") and r["target"] == "default"
-    ]
-    if model_rows:
-        log(
-            f"  done in {outcome.train_seconds:.1f} s; model PCC-ACG (default target) "
-            f"{np.mean([r['acg'] for r in model_rows]):.3f}"
-        )
+    by_head: dict[str, list[float]] = {}
+    for r in outcome.records:
+        if r["method"].startswith("mclstexp") and r["target"] == "default":
+            by_head.setdefault(r["method"], []).append(r["acg"])
+    if by_head:
+        scores = ", ".join(f"{m} {np.mean(v):.3f}" for m, v in by_head.items())
+        log(f"  done in {outcome.train_seconds:.1f} s; PCC-ACG (default target): {scores}")
 
 
 def _generator_params(dataset: DatasetSpec) -> dict[str, Any] | None:
@@ -376,6 +374,7 @@ def _write_outputs(
         "records": _jsonable(result.records),
         "summary": _jsonable(summary.to_dict(orient="records")),
         "runs": _jsonable(result.runs),
+        "peak_rss_mb": peak_rss_mb(),
     }
     (out / "metrics.json").write_text(json.dumps(payload, indent=2))
     pd.DataFrame(scalar_records).to_csv(out / "metrics.csv", index=False)

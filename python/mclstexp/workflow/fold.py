@@ -53,13 +53,15 @@ class FoldOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
     k: int = 0
     k_selection: dict[str, Any] | None = None
+    head_selection: dict[str, Any] | None = None
 
 
 def _log_library_size(adata: AnnData) -> np.ndarray:
     return np.log1p(np.asarray(adata.obs[_keys.LIBRARY_SIZE], dtype=np.float64))
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far in MB (``ru_maxrss``; Linux reports KiB)."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -180,14 +182,27 @@ def train_fold(
 def image_embeddings(trained: TrainedFold, patches: Any, *, device: str = "auto") -> np.ndarray:
     """Image embeddings of patches by the fold's model; in frozen-encoder mode through the
     frozen-feature cache (:mod:`mclstexp.models.features`), so each patch's backbone features
-    are computed once per backbone."""
+    are computed once per backbone; with a partially trained backbone through the front cache
+    (:data:`mclstexp.models.stages.FRONT_CACHE`), so only the trained stages run."""
     from mclstexp.models.features import frozen_features
     from mclstexp.tl.embed import embed_patches
 
+    if trained.model.image_encoder.staged is not None:
+        from mclstexp.models.stages import FRONT_CACHE
+
+        fronts = FRONT_CACHE.get(trained.model.image_encoder, patches, device=device)
+        return embed_patches(trained.model, None, device=device, fronts=fronts)
     if not trained.frozen:
         return embed_patches(trained.model, patches, device=device)
     (feats,) = frozen_features(trained.model, [patches], device=device)
     return embed_patches(trained.model, None, device=device, frozen_features=feats)
+
+
+def training_embeddings(trained: TrainedFold, *, device: str = "auto") -> dict[str, np.ndarray]:
+    """Image embeddings of every training section's spots by the fold's model, by section id
+    (in the order of the reference's rows): the queries of the inner cross-validation that
+    chooses K and the heads, and the inputs of the ridge head."""
+    return {s.name: image_embeddings(trained, s.source, device=device) for s in trained.sections}
 
 
 def choose_k(
@@ -197,10 +212,13 @@ def choose_k(
     aggregation: str,
     backend: str = "native",
     device: str = "auto",
+    inner: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
     """K for the fold: given, the original's default (``None``), or ``"auto"``: chosen on the
     training sections only, each querying a reference of the others
-    (:func:`mclstexp.tl.select_k.select_k`). Returns ``(k, selection record or None)``."""
+    (:func:`mclstexp.tl.select_k.select_k`; ``inner``: the training sections' image embeddings
+    when already computed, see :func:`training_embeddings`). Returns ``(k, selection record or
+    None)``."""
     from mclstexp.tl.predict import DEFAULT_K
 
     if k == "auto" and len(trained.sections) < 2:
@@ -209,12 +227,8 @@ def choose_k(
     if k == "auto":
         from mclstexp.tl.select_k import select_k
 
-        inner = {
-            s.name: image_embeddings(
-                trained, s.source if trained.frozen else s.patches, device=device
-            )
-            for s in trained.sections
-        }
+        if inner is None:
+            inner = training_embeddings(trained, device=device)
         selection = select_k(inner, trained.reference, aggregation=aggregation, backend=backend)
         return selection.k, selection.to_dict()
     if k is None:
@@ -222,6 +236,42 @@ def choose_k(
     if isinstance(k, str) or int(k) < 1:
         raise ValueError(f"k: expected a positive integer or 'auto', got {k!r}")
     return int(k), None
+
+
+def head_rows(
+    trained: TrainedFold,
+    inner: Mapping[str, np.ndarray],
+    queries: Mapping[str, np.ndarray],
+    retrieval: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    k: int,
+    aggregation: str,
+    backend: str = "native",
+) -> tuple[dict[str, dict[str, dict[str, np.ndarray]]], dict[str, Any]]:
+    """The ``ridge`` and ``blend`` heads' predictions of the held-out sections (section ->
+    head -> target -> ``[n, G]``) and the record of their choice.
+
+    The ridge penalty and the blend weight are chosen on the training sections only
+    (:func:`mclstexp.tl.heads.select_heads`, default target); then, per target, the ridge is
+    fitted on every training spot's image embedding (``inner``) and value, applied to the
+    held-out image embeddings (``queries``) and blended with the retrieval prediction
+    (``retrieval``: section -> target -> ``[n, G]``)."""
+    from mclstexp.tl.heads import blend, fit_ridge, select_heads
+
+    selection = select_heads(
+        inner, trained.reference, k=k, aggregation=aggregation, backend=backend
+    )
+    x = np.concatenate([inner[s.name] for s in trained.sections])
+    rows: dict[str, dict[str, dict[str, np.ndarray]]] = {name: {} for name in queries}
+    for target, values in trained.reference.values.items():
+        readout = fit_ridge(x, values, selection.alpha, rank=selection.rank)
+        for name, q in queries.items():
+            ridge = readout.predict(q)
+            rows[name].setdefault("ridge", {})[target] = ridge
+            rows[name].setdefault("blend", {})[target] = blend(
+                retrieval[name][target], ridge, selection.weight
+            )
+    return rows, selection.to_dict()
 
 
 def predict_held_out(
@@ -233,14 +283,17 @@ def predict_held_out(
     aggregation: str,
     backend: str = "native",
     device: str = "auto",
+    queries: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, AnnData]:
-    """Each held-out section's prediction (retrieval from the fold's reference), by section id."""
+    """Each held-out section's prediction (retrieval from the fold's reference), by section id
+    (``queries``: their image embeddings when already computed)."""
     from mclstexp.tl.predict import predict_expression
 
     predictions = {}
     for adata in test:
         name = section_id(adata)
         patches = caches[name].patches
+        query = None if queries is None else queries.get(name)
         predictions[name] = predict_expression(
             adata,
             trained.model,
@@ -249,7 +302,9 @@ def predict_held_out(
             k=k,
             aggregation=aggregation,
             backend=backend,
-            query_embeddings=image_embeddings(trained, patches, device=device),
+            query_embeddings=(
+                image_embeddings(trained, patches, device=device) if query is None else query
+            ),
         )
     return predictions
 
@@ -374,6 +429,7 @@ def run_fold(
     aggregation: str | None = None,
     backend: str = "native",
     baselines: bool = True,
+    heads: bool = True,
     progress: bool = True,
     feature_cache: dict[str, Any] | None = None,
 ) -> FoldOutcome:
@@ -400,6 +456,11 @@ def run_fold(
         Also fit and score the reference rows (training mean, colour ridge, library size) and,
         in frozen-encoder mode, the linear probe on the encoder's features
         (``probe[<backbone>]``, HEST's protocol).
+    heads
+        Also score the ``ridge`` and ``blend`` heads on the model's image embedding (rows
+        ``mclstexp[<preset>]+ridge`` and ``+blend``; their penalty and weight chosen on the
+        training sections only, :func:`head_rows`); needs two or more training sections. The
+        method's own retrieval head stays the row ``mclstexp[<preset>]``.
     feature_cache
         A dict kept across folds: each section's colour features (of the baselines) are
         computed once instead of once per fold. Frozen-backbone features need nothing here:
@@ -433,18 +494,19 @@ def run_fold(
         progress=progress,
     )
     aggregation = DEFAULT_AGGREGATION if aggregation is None else aggregation
-    k, k_selection = choose_k(trained, k, aggregation=aggregation, backend=backend, device=device)
-    predictions = predict_held_out(
-        trained, test, caches, k=k, aggregation=aggregation, backend=backend, device=device
+    predictions, rows, choice = _model_rows(
+        trained,
+        test,
+        caches,
+        k=k,
+        heads=heads,
+        aggregation=aggregation,
+        backend=backend,
+        device=device,
     )
     genes = trained.genes
-    model_name = f"mclstexp[{preset_name}]"
     truths = {
         section_id(a): {t: dense_float32(normalized(a, genes, t).X) for t in TARGETS} for a in test
-    }
-    rows = {
-        name: {model_name: {t: np.asarray(pred.layers[t]) for t in TARGETS}}
-        for name, pred in predictions.items()
     }
     if baselines:
         colour = feature_cache.setdefault("colour", {}) if feature_cache is not None else None
@@ -461,15 +523,56 @@ def run_fold(
             encoder=trained.model.config.backbone,
         ).items():
             rows[name].update(by_method)
-    records = score_rows(test, rows, truths, genes, seed=seed, k_by_method={model_name: k})
+    model_name = f"mclstexp[{preset_name}]"
+    k_by_method = {m: choice["k"] for m in rows[next(iter(rows))] if m.startswith(model_name)}
+    records = score_rows(test, rows, truths, genes, seed=seed, k_by_method=k_by_method)
     return FoldOutcome(
         records=records,
         predictions=predictions,
         truths=truths,
         genes=genes,
         train_seconds=trained.train_seconds,
-        peak_rss_mb=_peak_rss_mb(),
+        peak_rss_mb=peak_rss_mb(),
         history=trained.history,
-        k=k,
-        k_selection=k_selection,
+        **choice,
     )
+
+
+def _model_rows(
+    trained: TrainedFold,
+    test: Sequence[AnnData],
+    caches: Mapping[str, Any],
+    *,
+    k: int | str | None,
+    heads: bool,
+    aggregation: str,
+    backend: str,
+    device: str,
+) -> tuple[dict[str, AnnData], dict[str, dict[str, dict[str, np.ndarray]]], dict[str, Any]]:
+    """The model's rows of :func:`run_fold`: the retrieval predictions (AnnData), every head's
+    arrays (section -> method -> target -> ``[n, G]``) and the choices (``k``,
+    ``k_selection``, ``head_selection``)."""
+    retrieval = {"aggregation": aggregation, "backend": backend}
+    heads = heads and len(trained.sections) >= 2
+    inner = training_embeddings(trained, device=device) if heads or k == "auto" else None
+    k, k_selection = choose_k(trained, k, device=device, inner=inner, **retrieval)
+    queries = {
+        section_id(a): image_embeddings(trained, caches[section_id(a)].patches, device=device)
+        for a in test
+    }
+    predictions = predict_held_out(
+        trained, test, caches, k=k, device=device, queries=queries, **retrieval
+    )
+    model_name = f"mclstexp[{trained.preset_name}]"
+    rows = {
+        name: {model_name: {t: np.asarray(pred.layers[t]) for t in TARGETS}}
+        for name, pred in predictions.items()
+    }
+    head_selection = None
+    if heads and inner is not None:
+        own = {n: r[model_name] for n, r in rows.items()}
+        by_head, head_selection = head_rows(trained, inner, queries, own, k=k, **retrieval)
+        for name, preds in by_head.items():
+            rows[name].update({f"{model_name}+{h}": p for h, p in preds.items()})
+    choice = {"k": k, "k_selection": k_selection, "head_selection": head_selection}
+    return predictions, rows, choice
