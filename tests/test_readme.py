@@ -10,19 +10,12 @@ slides, a spots table and a stain target cut from them. Options that only make a
 (fewer sections, spots or epochs, the ``cpu`` preset instead of ``default``) are appended or
 substituted and listed in :data:`SMALLER`; paths in :data:`PATHS`.
 
-Commands that cannot run here are parsed by the real argument parser instead (so a renamed flag in
-the README still fails), or only listed when they are not ``mclstexp`` commands:
-
-- ``pip install . && mclstexp run`` and ``pip install ".[test]" && pytest``: ``pip install``
-  changes the environment and needs the network; ``pytest`` is this suite. ``mclstexp run`` is run.
-- ``mclstexp run her2st --root DATA --holdout C3 --preset default --device cuda --seeds 0 1 2``:
-  needs a CUDA GPU (parsed).
-- ``torchrun --nproc_per_node 4 -m mclstexp train ...``: needs torchrun with four processes (and
-  its ``...`` is not a command); tests/test_train_ddp.py covers DDP training.
-- ``mclstexp bench fidelity --root ../shared/data/her2st --presets cpu_legacy cpu --seeds 0 1 2``:
-  trains 2 presets x 3 seeds x 5 folds on the real data, about an hour (parsed).
-- ``maturin build --release --out dist`` and ``maturin build ... --zig``: build the extension
-  (minutes, a Rust toolchain, zig for the cross-compile); .ci/run builds the wheel.
+Commands that cannot run here (:data:`NOT_RUN`, each with its reason) are parsed by the real
+argument parser instead when they are ``mclstexp`` commands (so a renamed flag in the README still
+fails), or only listed otherwise: ``pip install`` (changes the environment, needs the network),
+``pytest`` (this suite), ``torchrun`` (four processes; tests/test_train_ddp.py covers DDP), the
+wheel builds and checks (.ci/run does them), the GPU node's commands, and commands that need a
+CUDA GPU, published weights or data from the hub, or an hour of training.
 """
 
 from __future__ import annotations
@@ -118,11 +111,23 @@ SMALLER: dict[str, tuple[dict[str, str], list[str]]] = {
 #: Commands not run, by their first words (see the module docstring); "parse": parsed instead.
 NOT_RUN = {
     "pip install": "changes the environment and needs the network",
+    "python3 -m pip install": "on the GPU node, installs wheels",
     "pytest": "this test suite",
     "torchrun": "needs torchrun with four processes",
     "maturin build": "builds the extension",
+    "maturin sdist": "builds the source distribution (.ci/run does)",
+    "auditwheel show": "checks a built wheel (.ci/run does)",
+    "abi3audit": "checks a built wheel (.ci/run does)",
+    "benches/gpu/prepare.sh": "builds the wheels for the GPU node (minutes)",
+    "hf download": "needs the network",
     "mclstexp run her2st --root DATA --holdout C3": "parse",  # a CUDA GPU
+    "mclstexp run her2st --root DATA --preset paper": "parse",  # a CUDA GPU, ImageNet weights
+    "mclstexp run her2st --root DATA --preset fm": "parse",  # a CUDA GPU, hub weights
+    "mclstexp embed": "parse",  # the preset's encoder weights from the hub
+    "mclstexp train --her2st DATA --sections C2 C3 C4 --preset fm": "parse",  # a weights file
     "mclstexp bench fidelity": "parse",  # about an hour
+    "mclstexp bench hest": "parse",  # HEST-Benchmark and published weights from the hub
+    "mclstexp bench gpu": "parse",  # tests/test_bench_gpu.py runs the CPU smoke mode
 }
 
 
@@ -134,12 +139,26 @@ def readme_commands() -> list[str]:
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #")[0].strip()
+            if line.startswith("#"):
+                continue
             commands += [part.strip() for part in line.split("&&") if part.strip()]
     return commands
 
 
+def _bare(command: str) -> str:
+    """``command`` without leading ``NAME=value`` environment settings, and ``python3 -m
+    mclstexp`` written as ``mclstexp``."""
+    words = command.split()
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+        words = words[1:]
+    if words[:3] == ["python3", "-m", "mclstexp"]:
+        words = ["mclstexp", *words[3:]]
+    return " ".join(words)
+
+
 def _key(command: str, table: dict) -> str | None:
-    """The longest key of ``table`` that starts ``command``."""
+    """The longest key of ``table`` that starts ``command`` (see :func:`_bare`)."""
+    command = _bare(command)
     hits = [k for k in table if command == k or command.startswith(k + " ")]
     return max(hits, key=len) if hits else None
 
@@ -241,7 +260,7 @@ def test_commands_that_cannot_run_here_still_parse() -> None:
         key = _key(command, NOT_RUN)
         if key is None or NOT_RUN[key] != "parse":
             continue
-        words = shlex.split(command)
+        words = shlex.split(_bare(command))
         build_parser().parse_args(words[1:])  # SystemExit on an unknown flag
     assert tile_parser().prog == "mclstexp-tile"
 
