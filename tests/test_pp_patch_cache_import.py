@@ -71,3 +71,15 @@ def test_an_interrupted_copy_resumes_and_ends_identical(tmp_path: Path) -> None:
     assert sum(len(r) for r in rows_read) == len(x) - seen[0]  # the first batch was kept
     with pytest.raises(ValueError, match="expected"):
         _store(src, x, tmp_path / "d.zarr", read=lambda rows: x[rows][:, :8])
+
+
+def test_all_black_chunks_are_written_and_recorded(tmp_path: Path) -> None:
+    """Regression: a chunk whose patches are all zero (black, or out of the slide) equals zarr's
+    fill value; a reopened array skipped writing it (``write_empty_chunks`` is not stored), and
+    recording its size and CRC-32 then failed with FileNotFoundError."""
+    src, x = _source(tmp_path, n=20)
+    x[:8] = 0  # the first chunk (8 patches) is all black
+    cache = _store(src, x, tmp_path / "c.zarr")
+    assert cache.complete
+    np.testing.assert_array_equal(read_all(cache.patches), x)
+    assert cache.verify() == []

@@ -325,11 +325,7 @@ def setup_training(
     if resume and (run_dir / CHECKPOINT).is_file():
         state = _resume_state(run_dir / CHECKPOINT, mcfg, tcfg, genes)
 
-    if tcfg.stage_cache and not mcfg.trained_stages:
-        raise ValueError("TrainConfig.stage_cache needs ModelConfig.trained_stages >= 1")
-    if tcfg.ssl_epochs and not tcfg.stage_cache:
-        raise ValueError("TrainConfig.ssl_epochs needs stage_cache (and trained_stages >= 1)")
-
+    _check_stage_settings(mcfg, tcfg)
     _seed_everything(seed)
     model = MclSTExp(mcfg)
     features = fronts = None
@@ -348,13 +344,7 @@ def setup_training(
         model.image_encoder.to(memory_format=torch.channels_last)
     params, optimizer, scheduler = _optimizer(model, tcfg)
     amp_dtype, scaler = _amp(dev, tcfg)
-    norm = {
-        "expression": tcfg.expression_normalization,
-        "image": mcfg.image_normalization,
-        "image_mean": model.image_encoder.mean.flatten().tolist(),
-        "image_std": model.image_encoder.std.flatten().tolist(),
-        **(normalization or {}),
-    }
+    norm = _normalization(model, mcfg, tcfg, normalization)
     run = TrainingRun(
         model_config=mcfg,
         train_config=tcfg,
@@ -384,6 +374,27 @@ def setup_training(
     if info.is_main:
         _start_run_dir(run)
     return run
+
+
+def _check_stage_settings(mcfg: ModelConfig, tcfg: TrainConfig) -> None:
+    """The partial-backbone settings need each other."""
+    if tcfg.stage_cache and not mcfg.trained_stages:
+        raise ValueError("TrainConfig.stage_cache needs ModelConfig.trained_stages >= 1")
+    if tcfg.ssl_epochs and not tcfg.stage_cache:
+        raise ValueError("TrainConfig.ssl_epochs needs stage_cache (and trained_stages >= 1)")
+
+
+def _normalization(
+    model: MclSTExp, mcfg: ModelConfig, tcfg: TrainConfig, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The normalisations a checkpoint records (expression target, image mean/std)."""
+    return {
+        "expression": tcfg.expression_normalization,
+        "image": mcfg.image_normalization,
+        "image_mean": model.image_encoder.mean.flatten().tolist(),
+        "image_std": model.image_encoder.std.flatten().tolist(),
+        **(extra or {}),
+    }
 
 
 def _start_run_dir(run: TrainingRun) -> None:

@@ -509,19 +509,10 @@ def run_fold(
         section_id(a): {t: dense_float32(normalized(a, genes, t).X) for t in TARGETS} for a in test
     }
     if baselines:
-        colour = feature_cache.setdefault("colour", {}) if feature_cache is not None else None
-        frozen = _encoder_features(trained, dataset, caches, device) if trained.frozen else None
-        for name, by_method in baseline_rows(
-            dataset,
-            caches,
-            train,
-            test,
-            genes,
-            seed=seed,
-            colour=colour,
-            encoder_features=frozen,
-            encoder=trained.model.config.backbone,
-        ).items():
+        reference = _reference_rows(
+            trained, dataset, caches, (train, test), seed, feature_cache, device
+        )
+        for name, by_method in reference.items():
             rows[name].update(by_method)
     model_name = f"mclstexp[{preset_name}]"
     k_by_method = {m: choice["k"] for m in rows[next(iter(rows))] if m.startswith(model_name)}
@@ -535,6 +526,33 @@ def run_fold(
         peak_rss_mb=peak_rss_mb(),
         history=trained.history,
         **choice,
+    )
+
+
+def _reference_rows(
+    trained: TrainedFold,
+    dataset: Any,
+    caches: Mapping[str, Any],
+    split: tuple[Sequence[AnnData], Sequence[AnnData]],
+    seed: int,
+    feature_cache: dict[str, Any] | None,
+    device: Any,
+) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """The reference rows of one fold (:func:`baseline_rows`), with the linear probe on the
+    encoder's features when the encoder is frozen."""
+    train, test = split
+    colour = feature_cache.setdefault("colour", {}) if feature_cache is not None else None
+    frozen = _encoder_features(trained, dataset, caches, device) if trained.frozen else None
+    return baseline_rows(
+        dataset,
+        caches,
+        train,
+        test,
+        trained.genes,
+        seed=seed,
+        colour=colour,
+        encoder_features=frozen,
+        encoder=trained.model.config.backbone,
     )
 
 

@@ -295,7 +295,9 @@ def _fill(
     done, in_bounds, sizes, crcs = _read_bookkeeping(group, n, n_chunks)
     done[list(redo)] = False
     todo = [c for c in range(n_chunks) if not done[c]]
-    arr = group["patches"]
+    # write_empty_chunks is not stored with the array: an all-zero chunk (black patches) would
+    # otherwise be skipped, leaving no file to record.
+    arr = group["patches"].with_config({"write_empty_chunks": True})
     folder, encode_key = Path(arr.store.root) / arr.path, arr.metadata.encode_chunk_key
     bar = _progress_bar(progress, n, initial=n - _count(todo, chunk, n), desc=desc)
     batches = [todo[i : i + batch_chunks] for i in range(0, len(todo), batch_chunks)]
@@ -314,7 +316,7 @@ def _fill(
         pos = 0
         for run in _runs(batch):
             a, b = run[0] * chunk, min((run[-1] + 1) * chunk, n)
-            group["patches"][a:b] = patches[pos : pos + (b - a)]
+            arr[a:b] = patches[pos : pos + (b - a)]
             in_bounds[a:b] = inside[pos : pos + (b - a)]
             pos += b - a
         group["in_bounds"][:] = in_bounds
