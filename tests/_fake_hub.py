@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from _hub_cache import REVISION, snapshot_dir
+
 #: A tiny registry-shaped encoder: a ViT with 4 registers, SwiGLU and LayerScale, like
 #: H-optimus, at 32 px and the synthetic data's 2 um/px.
 TINY_ARGS = {
@@ -60,17 +62,12 @@ def write_model(
     mean: tuple[float, ...] = (0.5, 0.5, 0.5),
     std: tuple[float, ...] = (0.25, 0.25, 0.25),
     state: dict[str, torch.Tensor] | None = None,
-    revision: str = "0123456789abcdef0123456789abcdef01234567",
+    revision: str = REVISION,
 ) -> Path:
     """Write ``model`` (or ``state``) as ``repo_id`` into the cache; returns the snapshot."""
     from safetensors.torch import save_file
 
-    org, name = repo_id.split("/")
-    repo = cache / f"models--{org}--{name}"
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(revision)
-    snap = repo / "snapshots" / revision
-    snap.mkdir(parents=True, exist_ok=True)
+    snap = snapshot_dir(cache, repo_id, kind="model", revision=revision)
     config = {
         "architecture": architecture,
         "num_classes": 0,

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-REVISION = "0123456789abcdef0123456789abcdef01234567"
+from _hub_cache import REVISION, snapshot_dir
 
 
 def write_offline_cache(
@@ -27,14 +27,12 @@ def write_offline_cache(
     ``snapshots/<commit>/<path>`` files (copied here; the hub symlinks them to ``blobs/``)."""
     import shutil
 
-    repo = cache / f"datasets--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(rev)
+    snap = snapshot_dir(cache, repo_id, kind="dataset", revision=rev)
     for rel, src in files.items():
-        dst = repo / "snapshots" / rev / rel
+        dst = snap / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
-    return repo / "snapshots" / rev
+    return snap
 
 
 class FakeHub:
