@@ -10,8 +10,8 @@ the mean ± sd of the difference over draws and a one-sample t statistic.
 Reproduces the README's "Across draws of the data the lead is not significant" paragraph (model
 minus ridge per draw, +0.007 ± 0.017 over twelve draws, 7 of 12 won):
 
-    python experiments/synthetic_draws.py --draws 0 1 2 3 4 5 6 7 8 9 10 11 --out runs/draws
-    # about 45 s a draw
+    python experiments/synthetic_draws.py --draws 0 1 2 3 4 5 6 7 8 9 10 11 --out runs/draws \\
+        --rows 'mclstexp[cpu]' 'mclstexp[cpu]+blend' 'probe[resnet18]'    # about 45 s a draw
 
 A draw whose ``<out>/draw<S>/metrics.csv`` already exists is read, not re-run (``--rerun`` to
 force); delete the folder to start over.
@@ -50,13 +50,20 @@ def draw_metrics(out: Path, draw: int, seeds: list[int], rerun: bool) -> pd.Data
     return records[(records.target == "default") & records.seed.isin(seeds)]
 
 
-def paired(records: pd.DataFrame) -> pd.DataFrame:
-    """Per held-out section: model and ridge ACG, averaged over seeds."""
+def paired(records: pd.DataFrame, rows: list[str]) -> pd.DataFrame:
+    """Per held-out section: the ACG of ``rows`` and of the ridge, averaged over seeds."""
     table = records.pivot_table(index="section", columns="method", values="acg", aggfunc="mean")
-    missing = {MODEL, RIDGE} - set(table.columns)
+    missing = {*rows, RIDGE} - set(table.columns)
     if missing:
         raise SystemExit(f"metrics lack the rows {sorted(missing)}: run with the cpu preset")
-    return table[[MODEL, RIDGE]]
+    return table[[*rows, RIDGE]]
+
+
+def _t(diffs: np.ndarray) -> str:
+    """Mean ± sd over draws, draws ahead, one-sample t."""
+    sd = float(diffs.std(ddof=1)) if diffs.size > 1 else float("nan")
+    t = float(diffs.mean() / (sd / np.sqrt(diffs.size))) if sd > 0 else float("nan")
+    return f"{diffs.mean():+.3f} ± {sd:.3f} (sd), ahead on {int((diffs > 0).sum())}, t = {t:.2f}"
 
 
 def main() -> None:
@@ -65,31 +72,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     parser.add_argument("--out", type=Path, default=Path("runs/draws"), help="run folders")
     parser.add_argument("--rerun", action="store_true", help="re-run draws already on disk")
+    parser.add_argument(
+        "--rows", nargs="+", default=[MODEL], help=f"rows compared with {RIDGE} (default: {MODEL})"
+    )
     args = parser.parse_args()
-    rows = []
+    summary = []
     for draw in args.draws:
-        table = paired(draw_metrics(args.out, draw, args.seeds, args.rerun))
-        diff = table[MODEL] - table[RIDGE]
-        rows.append(
-            {
-                "draw": draw,
-                "model": f"{table[MODEL].mean():.3f}",
-                "colour_ridge": f"{table[RIDGE].mean():.3f}",
-                "model - ridge": diff.mean(),
-                "sections won": f"{int((diff > 0).sum())}/{len(diff)}",
-            }
-        )
-    summary = pd.DataFrame(rows)
+        table = paired(draw_metrics(args.out, draw, args.seeds, args.rerun), args.rows)
+        entry: dict[str, object] = {"draw": draw, RIDGE: f"{table[RIDGE].mean():.3f}"}
+        for row in args.rows:
+            diff = table[row] - table[RIDGE]
+            entry[row] = f"{table[row].mean():.3f}"
+            entry[f"{row} - ridge"] = float(diff.mean())
+            entry[f"{row} won"] = f"{int((diff > 0).sum())}/{len(diff)}"
+        summary.append(entry)
+    frame = pd.DataFrame(summary)
+    diff_cols = [f"{row} - ridge" for row in args.rows]
     print(f"\ndefault target, PCC-ACG per held-out section; training seeds {args.seeds}")
-    print(summary.to_string(index=False, formatters={"model - ridge": "{:+.3f}".format}))
-    diffs = summary["model - ridge"].to_numpy()
-    if diffs.size > 1:
-        sd = float(diffs.std(ddof=1))
-        t = float(diffs.mean() / (sd / np.sqrt(diffs.size))) if sd > 0 else float("inf")
-        print(
-            f"\nmodel - ridge over {diffs.size} draws: {diffs.mean():+.3f} ± {sd:.3f} (sd), "
-            f"model ahead on {int((diffs > 0).sum())}, t = {t:.2f}"
-        )
+    print(frame.to_string(index=False, formatters={c: "{:+.3f}".format for c in diff_cols}))
+    for row in args.rows:
+        print(f"{row} - {RIDGE} over {len(frame)} draws: {_t(frame[f'{row} - ridge'].to_numpy())}")
 
 
 if __name__ == "__main__":
