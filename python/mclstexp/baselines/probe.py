@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from mclstexp.baselines.ridge import _as_expression, _Ridge
-from mclstexp.baselines.rows import Baseline
+from mclstexp.baselines.ridge import _Ridge
+from mclstexp.baselines.rows import FeatureRidge
 
 __all__ = ["PROBE_ALPHAS", "LinearProbeBaseline"]
 
@@ -86,7 +86,7 @@ class _ScalerPCA:
         return transform
 
 
-class LinearProbeBaseline(Baseline):
+class LinearProbeBaseline(FeatureRidge):
     """Ridge on the first ``n_components`` principal components of standardised encoder
     features (HEST-Benchmark's linear probe; see the module docstring).
 
@@ -131,27 +131,6 @@ class LinearProbeBaseline(Baseline):
             tuple(alphas), n_folds, seed, standardize=False, prepare=_ScalerPCA(n_components)
         )
 
-    @property
-    def alpha_(self) -> float:
-        """The penalty chosen by cross-validation."""
-        self._check_fitted()
-        return self._ridge.alpha_
-
-    def fit(
-        self, X: Any, expression: Any, *, log_library_size: Any = None, groups: Any = None
-    ) -> LinearProbeBaseline:
-        """Fit on the training spots' encoder features ``(n, F)``; ``groups`` (their training
-        section) makes the penalty's cross-validation hold out whole sections."""
-        x = _probe_features(X)
-        y = _as_expression(expression, "expression", x.shape[0])
-        g = None if groups is None else np.asarray(groups).ravel()
-        if g is not None and g.shape[0] != x.shape[0]:
-            raise ValueError(f"groups has {g.shape[0]} entries but X has {x.shape[0]} spots")
-        self._ridge.fit(x, y, g)
-        self.fitted_ = True
-        return self
-
-    def predict(self, X: Any, *, log_library_size: Any = None) -> np.ndarray:
-        """Predict from encoder features; ``log_library_size`` is never read."""
-        self._check_fitted()
-        return self._ridge.predict(_probe_features(X))
+    @staticmethod
+    def _features(X: Any) -> np.ndarray:
+        return _probe_features(X)

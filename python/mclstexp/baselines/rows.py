@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -94,7 +94,48 @@ class TrainingMeanBaseline(Baseline):
         return np.tile(self.mean_, (_n_rows(X), 1))
 
 
-class ColourRidgeBaseline(Baseline):
+_R = TypeVar("_R", bound="FeatureRidge")
+
+
+class FeatureRidge(Baseline):
+    """A ridge from per-spot features to expression whose penalty is chosen by cross-validation
+    on the training spots (whole training sections with ``groups``); a subclass says what its
+    features are (``_features``) and builds ``self._ridge``."""
+
+    _ridge: _Ridge
+
+    @staticmethod
+    @abstractmethod
+    def _features(X: Any) -> np.ndarray:
+        """``X`` as the float ``(n, F)`` features the ridge reads."""
+
+    @property
+    def alpha_(self) -> float:
+        """The penalty chosen by cross-validation."""
+        self._check_fitted()
+        return self._ridge.alpha_
+
+    def fit(
+        self: _R, X: Any, expression: Any, *, log_library_size: Any = None, groups: Any = None
+    ) -> _R:
+        """Fit on the training spots' features; ``groups`` (their training section) makes the
+        penalty's cross-validation hold out whole sections."""
+        x = self._features(X)
+        y = _as_expression(expression, "expression", x.shape[0])
+        g = None if groups is None else np.asarray(groups).ravel()
+        if g is not None and g.shape[0] != x.shape[0]:
+            raise ValueError(f"groups has {g.shape[0]} entries but X has {x.shape[0]} spots")
+        self._ridge.fit(x, y, g)
+        self.fitted_ = True
+        return self
+
+    def predict(self, X: Any, *, log_library_size: Any = None) -> np.ndarray:
+        """Predict from features; ``log_library_size`` is never read."""
+        self._check_fitted()
+        return self._ridge.predict(self._features(X))
+
+
+class ColourRidgeBaseline(FeatureRidge):
     """Ridge regression from patch colour/texture features to expression.
 
     Parameters
@@ -126,28 +167,9 @@ class ColourRidgeBaseline(Baseline):
     ) -> None:
         self._ridge = _Ridge(tuple(alphas), n_folds, seed)
 
-    @property
-    def alpha_(self) -> float:
-        """The penalty chosen by cross-validation."""
-        self._check_fitted()
-        return self._ridge.alpha_
-
-    def fit(
-        self, X: Any, expression: Any, *, log_library_size: Any = None, groups: Any = None
-    ) -> ColourRidgeBaseline:
-        x = _as_features(X)
-        y = _as_expression(expression, "expression", x.shape[0])
-        g = None if groups is None else np.asarray(groups).ravel()
-        if g is not None and g.shape[0] != x.shape[0]:
-            raise ValueError(f"groups has {g.shape[0]} entries but X has {x.shape[0]} spots")
-        self._ridge.fit(x, y, g)
-        self.fitted_ = True
-        return self
-
-    def predict(self, X: Any, *, log_library_size: Any = None) -> np.ndarray:
-        """Predict from features/patches; ``log_library_size`` is never read."""
-        self._check_fitted()
-        return self._ridge.predict(_as_features(X))
+    @staticmethod
+    def _features(X: Any) -> np.ndarray:
+        return _as_features(X)
 
 
 class LibrarySizeBaseline(Baseline):
