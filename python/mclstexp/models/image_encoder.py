@@ -36,6 +36,7 @@ __all__ = [
     "MultiScalePool",
     "StagePool",
     "build_backbone",
+    "dihedral_view",
     "dihedral_views",
     "load_backbone_weights",
 ]
@@ -566,7 +567,9 @@ class ImageEncoder(nn.Module):
         x = self.prepare(images)  # (B, 3, H, W)
         if self.feature_views == "single":
             return self._backbone(x)
-        return torch.stack([self._backbone(v).float() for v in dihedral_views(x)]).mean(0)
+        # One view at a time: the eight copies of a batch are not held together.
+        views = (dihedral_view(x, i) for i in range(8))
+        return torch.stack([self._backbone(v).float() for v in views]).mean(0)
 
     def front_modules(self) -> list[nn.Module]:
         """The frozen front's modules (none without ``trained_stages``)."""
@@ -590,4 +593,18 @@ def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
     >>> len(dihedral_views(torch.zeros(1, 3, 4, 4)))
     8
     """
-    return [torch.rot90(v, q, dims=(2, 3)) for v in (x, x.flip(3)) for q in range(4)]
+    return [dihedral_view(x, i) for i in range(8)]
+
+
+def dihedral_view(x: torch.Tensor, i: int) -> torch.Tensor:
+    """View ``i`` (0-7) of :func:`dihedral_views`, alone.
+
+    Examples
+    --------
+    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+    >>> bool(torch.equal(dihedral_view(x, 5), dihedral_views(x)[5]))
+    True
+    """
+    if not 0 <= i < 8:
+        raise ValueError(f"i must be in 0..7, got {i}")
+    return torch.rot90(x if i < 4 else x.flip(3), i % 4, dims=(2, 3))
