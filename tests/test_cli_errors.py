@@ -65,6 +65,11 @@ TILE = {
     "--patch-size 100000": (dict(extra=("--patch-size", "100000")), r"size: must be in \[1, "),
     "a store that is a file": (dict(extra=("--out", "AFILE")), r"afile"),
     "an output under a file": (dict(extra=("--out", "AFILE/p.zarr")), r"afile/p\.zarr"),
+    # a local dask cluster of 0 workers waited forever for one
+    "--dask-workers 0": (
+        dict(extra=("--dask", "local", "--dask-workers", "0")),
+        r"--dask-workers: must be >= 1, got 0",
+    ),
 }
 
 

@@ -198,6 +198,8 @@ def run_dask(
     """``fn(job)`` for every job, one dask task each (``address="local"``: a local cluster of
     ``workers`` processes); ``store`` (the Zarr store the tasks write groups into) is created
     first so they do not race on it. Results in completion order."""
+    if address == "local" and workers < 1:  # a cluster without workers waits forever
+        raise ValueError(f"--dask-workers: must be >= 1, got {workers}")
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as err:  # pragma: no cover - depends on the environment
