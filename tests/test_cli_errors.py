@@ -65,6 +65,11 @@ TILE = {
     "--patch-size 100000": (dict(extra=("--patch-size", "100000")), r"size: must be in \[1, "),
     "a store that is a file": (dict(extra=("--out", "AFILE")), r"afile"),
     "an output under a file": (dict(extra=("--out", "AFILE/p.zarr")), r"afile/p\.zarr"),
+    # sweep #31/#33: a negative slide mpp or thread count was accepted and tiled silently
+    "--slide-mpp -1": (dict(extra=("--slide-mpp", "-1")), r"slide_mpp: must be a positive"),
+    "--slide-mpp nan": (dict(extra=("--slide-mpp", "nan")), r"slide_mpp: must be a positive"),
+    "--threads -1": (dict(extra=("--threads", "-1")), r"n_threads: must be >= 1"),
+    "--threads 0": (dict(extra=("--threads", "0")), r"n_threads: must be >= 1"),
     # a local dask cluster of 0 workers waited forever for one
     "--dask-workers 0": (
         dict(extra=("--dask", "local", "--dask-workers", "0")),

@@ -55,7 +55,7 @@ def extract_patches(
         Optional fitted normaliser with ``transform(patches) -> patches`` and ``to_dict()``
         (e.g. :class:`mclstexp.pp.StainNormalizer`); its parameters are recorded.
     n_threads
-        Threads for reading and decoding (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
+        Threads for reading and decoding, >= 1 (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
     key
         Group name (default: ``uns["mclstexp"]["section"]``, else the slide file's stem).
     slide_path

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mclstexp._validate import check_points
+from mclstexp._validate import check_n_threads, check_points
 from mclstexp.exceptions import CacheMismatchError, DataWarning
 from mclstexp.pp.patch_cache.layout import (
     CHUNK_BYTES,
@@ -87,6 +87,11 @@ def tile_slide(
     slide_path, store = Path(slide_path), Path(store)
     centers, ids = _check_spots(centers, spot_ids)
     _check_sizes(int(size), int(level), int(chunk_patches), int(batch_chunks))
+    n_threads = check_n_threads(n_threads)
+    if slide_mpp is not None and not (math.isfinite(slide_mpp) and slide_mpp > 0):
+        raise ValueError(
+            f"slide_mpp: must be a positive finite number of microns per pixel, got {slide_mpp}"
+        )
     if store.exists() and not store.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "the patch cache store is not a folder", str(store))
     slide = open_slide(slide_path, backend=backend)  # type: ignore[arg-type]
