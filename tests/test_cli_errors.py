@@ -190,3 +190,18 @@ def test_a_reference_file_that_is_not_one_is_named(data: Path, tmp_path: Path) -
     for path in (data / "garbage.npz", half):
         with pytest.raises(ValueError, match=rf"{path.name}: not a readable reference file"):
             Reference.load(path)
+
+
+def test_embed_names_a_garbage_zarr_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (sweep #148): ``mclstexp embed`` on a folder whose zarr.json is garbage said
+    only "Expecting value: line 1 column 1 (char 0)" (after loading the encoder)."""
+    store = tmp_path / "notazarr.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text("garbage")
+    argv = ["embed", str(store), "--device", "cpu", "--quiet", "--preset", "cpu"]
+    assert main([*argv, "--weights", str(tmp_path / "nope.pt")]) == 2
+    _one_line(
+        capsys, "mclstexp embed", r"notazarr\.zarr/zarr\.json: not a readable Zarr metadata file"
+    )
