@@ -44,6 +44,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "text.csv").write_text("id,x,y\n" + "\n".join(text) + "\n")
     (d / "afile").write_text("a regular file\n")
     (d / "folder.svs").mkdir()
+    tifffile.imwrite(d / "blank.tif", np.full((64, 64, 3), 250, np.uint8), photometric="rgb")
     (d / "garbage.h5ad").write_text("not hdf5\n" * 10)
     (d / "garbage.npz").write_bytes(b"garbage" * 50)
     return d
@@ -70,6 +71,11 @@ TILE = {
     "--slide-mpp nan": (dict(extra=("--slide-mpp", "nan")), r"slide_mpp: must be a positive"),
     "--threads -1": (dict(extra=("--threads", "-1")), r"n_threads: must be >= 1"),
     "--threads 0": (dict(extra=("--threads", "0")), r"n_threads: must be >= 1"),
+    # sweep #38: "too little tissue" without the image's name
+    "a blank --stain-target": (
+        dict(extra=("--stain-normalize", "macenko", "--stain-target", "DATA/blank.tif")),
+        r"blank\.tif: cannot fit a Macenko target .*too little tissue",
+    ),
     # a local dask cluster of 0 workers waited forever for one
     "--dask-workers 0": (
         dict(extra=("--dask", "local", "--dask-workers", "0")),
@@ -85,7 +91,12 @@ def test_tile_user_errors_are_one_line_and_status_2(
 ) -> None:
     kw, match = TILE[case]
     extra = [
-        str(data / "afile") + e[5:] if e.startswith("AFILE") else e for e in kw.get("extra", ())
+        str(data / "afile") + e[5:]
+        if e.startswith("AFILE")
+        else str(data / e[5:])
+        if e.startswith("DATA/")
+        else e
+        for e in kw.get("extra", ())
     ]
     args = _tile(
         data, *extra, spots=kw.get("spots", "spots.csv"), slide=kw.get("slide", "slide.tif")

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import mclstexp
 from mclstexp.cli.main import add_debug_flag, run_handled
 
@@ -72,15 +70,9 @@ def _fit_stain(method: str | None, target: str | None) -> Any:
         return None
     if target is None:
         raise ValueError("--stain-normalize needs --stain-target IMAGE")
-    from PIL import Image
-
     from mclstexp.pp.stain import StainNormalizer  # type: ignore[import-not-found,unused-ignore]
 
-    with Image.open(target) as im:
-        image = np.asarray(im.convert("RGB"))
-    normalizer = StainNormalizer(method=method)
-    normalizer.fit(image)
-    return normalizer
+    return StainNormalizer(method=method).fit(target)
 
 
 def tile_job(job: dict[str, Any]) -> dict[str, Any]:
