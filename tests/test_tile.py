@@ -545,3 +545,15 @@ def test_a_garbage_zarr_json_is_named(slide_path: Path, tmp_path: Path, where: s
     if where == "group":
         with pytest.raises(FileExistsError, match=rf"{named}.*--overwrite"):
             tile_slide(slide_path, *_spots(20), store=store, **kw)
+
+
+def test_no_slide_path_names_the_file_the_spots_came_from(tmp_path: Path) -> None:
+    """Regression (sweep #93, #134): ``mclstexp train/predict --h5ad noslide.h5ad`` said only
+    "adata: no slide path" without naming the .h5ad file."""
+    adata = _adata(tmp_path / "x.tif", n=5)
+    adata.uns["mclstexp"] = {"source": {"h5ad": str(tmp_path / "noslide.h5ad")}}
+    with pytest.raises(ValueError, match=r"adata \(read from \S*noslide\.h5ad\): no slide path"):
+        extract_patches(adata, store=tmp_path / "p.zarr", progress=False)
+    del adata.uns["mclstexp"]
+    with pytest.raises(ValueError, match=r"^adata: no slide path"):
+        extract_patches(adata, store=tmp_path / "p.zarr", progress=False)
