@@ -52,3 +52,25 @@ def test_the_command_refuses_nothing_and_writes_its_outputs(tmp_path: Path) -> N
                  str(tmp_path)]) == 0  # fmt: skip
     steps = json.loads((tmp_path / "gpu.json").read_text())["steps"]
     assert steps and all("skipped" in v for v in steps.values())
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--budget-s", "-1"], r"budget_s: must be a number of seconds >= 0, got -1"),
+        (["--budget-s", "nan"], r"budget_s: must be a number of seconds >= 0, got nan"),
+        (["--epochs", "0"], r"epochs: must be >= 1 \(or omitted for the preset's\), got 0"),
+    ],
+)
+def test_the_command_refuses_a_negative_budget_and_zero_epochs_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], match: str
+) -> None:
+    """Regression (sweep #163, #164): ``--budget-s -1`` ran and wrote outputs (every step
+    skipped) and ``--epochs 0`` ran the preset's full schedule (0 read as "the preset's")."""
+    import re
+
+    out = tmp_path / "gpu"
+    assert main(["bench", "gpu", "--device", "cpu", "--smoke", *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"mclstexp bench: error: {match}", err), err
+    assert not out.exists()  # refused before anything was written

@@ -72,3 +72,12 @@ def test_retrieval_bench_engine_runs_without_the_command_line(tmp_path) -> None:
     assert stored["records"] == result["records"] and "memory" not in stored
     with pytest.raises(ValueError, match="k: must be <="):
         run_retrieval_bench([200], [4], k=300, out_dir=tmp_path, log=None)
+
+
+def test_repeat_0_is_refused(tmp_path, capsys) -> None:
+    """Regression (sweep #158): ``--repeat 0`` ran once (read as 1) and succeeded silently."""
+    out = tmp_path / "b"
+    argv = ["bench", "retrieval", "--n", "200", "--q", "4", "--dim", "8", "--repeat", "0"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "repeat: must be >= 1, got 0" in capsys.readouterr().err
+    assert not out.exists()

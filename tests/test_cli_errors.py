@@ -44,6 +44,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "text.csv").write_text("id,x,y\n" + "\n".join(text) + "\n")
     (d / "afile").write_text("a regular file\n")
     (d / "folder.svs").mkdir()
+    tifffile.imwrite(d / "blank.tif", np.full((64, 64, 3), 250, np.uint8), photometric="rgb")
     (d / "garbage.h5ad").write_text("not hdf5\n" * 10)
     (d / "garbage.npz").write_bytes(b"garbage" * 50)
     return d
@@ -65,6 +66,21 @@ TILE = {
     "--patch-size 100000": (dict(extra=("--patch-size", "100000")), r"size: must be in \[1, "),
     "a store that is a file": (dict(extra=("--out", "AFILE")), r"afile"),
     "an output under a file": (dict(extra=("--out", "AFILE/p.zarr")), r"afile/p\.zarr"),
+    # sweep #31/#33: a negative slide mpp or thread count was accepted and tiled silently
+    "--slide-mpp -1": (dict(extra=("--slide-mpp", "-1")), r"slide_mpp: must be a positive"),
+    "--slide-mpp nan": (dict(extra=("--slide-mpp", "nan")), r"slide_mpp: must be a positive"),
+    "--threads -1": (dict(extra=("--threads", "-1")), r"n_threads: must be >= 1"),
+    "--threads 0": (dict(extra=("--threads", "0")), r"n_threads: must be >= 1"),
+    # sweep #38: "too little tissue" without the image's name
+    "a blank --stain-target": (
+        dict(extra=("--stain-normalize", "macenko", "--stain-target", "DATA/blank.tif")),
+        r"blank\.tif: cannot fit a Macenko target .*too little tissue",
+    ),
+    # a local dask cluster of 0 workers waited forever for one
+    "--dask-workers 0": (
+        dict(extra=("--dask", "local", "--dask-workers", "0")),
+        r"--dask-workers: must be >= 1, got 0",
+    ),
 }
 
 
@@ -75,7 +91,12 @@ def test_tile_user_errors_are_one_line_and_status_2(
 ) -> None:
     kw, match = TILE[case]
     extra = [
-        str(data / "afile") + e[5:] if e.startswith("AFILE") else e for e in kw.get("extra", ())
+        str(data / "afile") + e[5:]
+        if e.startswith("AFILE")
+        else str(data / e[5:])
+        if e.startswith("DATA/")
+        else e
+        for e in kw.get("extra", ())
     ]
     args = _tile(
         data, *extra, spots=kw.get("spots", "spots.csv"), slide=kw.get("slide", "slide.tif")
@@ -180,3 +201,18 @@ def test_a_reference_file_that_is_not_one_is_named(data: Path, tmp_path: Path) -
     for path in (data / "garbage.npz", half):
         with pytest.raises(ValueError, match=rf"{path.name}: not a readable reference file"):
             Reference.load(path)
+
+
+def test_embed_names_a_garbage_zarr_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (sweep #148): ``mclstexp embed`` on a folder whose zarr.json is garbage said
+    only "Expecting value: line 1 column 1 (char 0)" (after loading the encoder)."""
+    store = tmp_path / "notazarr.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text("garbage")
+    argv = ["embed", str(store), "--device", "cpu", "--quiet", "--preset", "cpu"]
+    assert main([*argv, "--weights", str(tmp_path / "nope.pt")]) == 2
+    _one_line(
+        capsys, "mclstexp embed", r"notazarr\.zarr/zarr\.json: not a readable Zarr metadata file"
+    )

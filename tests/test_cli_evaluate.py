@@ -73,3 +73,33 @@ def test_x_is_evaluated_unless_a_layer_is_asked_for(files, tmp_path: Path, capsy
     assert "no layer 'nope' (layers: ['default'])" in capsys.readouterr().err
     assert main(["evaluate", str(pred_path), "--truth", str(truth), "--target", "legacy_gene"]) == 2
     assert "X holds 'default' predictions, not 'legacy_gene'" in capsys.readouterr().err
+
+
+def test_duplicate_spot_ids_are_refused_naming_the_file(files, tmp_path: Path, capsys) -> None:
+    """Regression (sweep #106): duplicated obs names in the predictions were scored (anndata
+    only warned), so one spot counted twice and the scores were wrong; the truth is checked too."""
+    import warnings
+
+    pred_path, truth_path, _ = files
+    pred = ad.read_h5ad(pred_path)
+    names = list(pred.obs_names)
+    names[7] = names[3]
+    names[9] = names[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # anndata: "obs_names are not unique"
+        pred.obs_names = names
+        pred.write_h5ad(tmp_path / "pred_dup.h5ad")
+    assert main(["evaluate", str(tmp_path / "pred_dup.h5ad"), "--truth", str(truth_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pred_dup.h5ad: 2 duplicated spot ids (obs_names)" in err, err
+    assert "['s2', 's3']" in err or "['s3', 's2']" in err, err
+    truth = ad.read_h5ad(truth_path)
+    tnames = list(truth.obs_names)
+    tnames[5] = tnames[4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        truth.obs_names = tnames
+        truth.write_h5ad(tmp_path / "truth_dup.h5ad")
+    assert main(["evaluate", str(pred_path), "--truth", str(tmp_path / "truth_dup.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert "truth_dup.h5ad: 1 duplicated spot ids (obs_names) (e.g. ['s4'])" in err, err

@@ -356,6 +356,27 @@ def test_presets() -> None:
         ModelConfig(sequence="random")
 
 
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"model": {"nonsense_key": 1}, "train": {}}, r"unknown ModelConfig field.*nonsense_key"),
+        ({"model": {}, "train": {"epochs": "ten"}}, r"epochs"),
+        ({"model": {}, "train": {"lr": "fast"}}, r"lr"),
+        ({"model": {}, "train": {"epochs": -3}}, r"epochs"),
+    ],
+)
+def test_a_bad_preset_file_is_named_and_a_wrong_type_is_a_value_error(tmp_path, data, match):
+    """A preset file with unknown keys, values of the wrong type or out of range: a ValueError
+    (the CLI's one-line error, not a TypeError traceback) naming the file and the field."""
+    import json
+
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match) as info:
+        load_preset(path)
+    assert str(path) in str(info.value)
+
+
 def test_every_preset_loads_and_builds_its_configs() -> None:
     """Bundled presets and the experiments' JSON presets (the original recipe with ResNet-18)."""
     from pathlib import Path

@@ -128,6 +128,18 @@ def test_panel_method_keeps_panel_order_and_reports_absent_genes(
         select_genes(sections, panel=["x", "y"])
 
 
+def test_a_panel_file_of_absent_genes_is_named(sections: list[ad.AnnData], tmp_path: Path) -> None:
+    """Regression (sweep #127): ``mclstexp train --genes FILE`` with none of its genes in the data
+    said "panel: none of the 2 panel genes ..." without naming the file."""
+    path = tmp_path / "genes_missing.txt"
+    path.write_text("NOT_A_GENE\nNOR_THIS\n")
+    with pytest.raises(ValueError, match=r"panel '\S*genes_missing\.txt': none of the 2 panel"):
+        select_genes(sections, panel=path)
+    path.write_text("g01\nNOR_THIS\n")
+    with pytest.warns(DataWarning, match=r"panel '\S*genes_missing\.txt': 1 of 2 panel genes"):
+        select_genes(sections, panel=path)
+
+
 @pytest.mark.realdata
 def test_her2st_panel_is_complete_on_the_real_sections(shared_data: Path) -> None:
     from mclstexp.io import read_her2st

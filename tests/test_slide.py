@@ -229,6 +229,14 @@ def test_bad_arguments(tmp_path: Path) -> None:
         slide.read_patches([[5, 5]], size=4, mpp=1.0)  # no mpp known
     with pytest.raises(ValueError, match="centers"):
         slide.read_patches([[np.nan, 5]], size=4)
+    # sweep #33: a negative thread count was accepted silently
+    for bad in (-1, 0):
+        with pytest.raises(ValueError, match=r"n_threads: must be >= 1"):
+            slide.read_patches([[5, 5]], size=4, n_threads=bad)
+        with pytest.raises(ValueError, match=r"n_threads: must be >= 1"):
+            slide.read_region((0, 0), 0, (5, 5), n_threads=bad)
+        with pytest.raises(ValueError, match=r"n_threads: must be >= 1"):
+            slide.thumbnail(8, n_threads=bad)
 
 
 @pytest.mark.realdata

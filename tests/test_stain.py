@@ -313,6 +313,18 @@ def test_degenerate_target_raises_value_error_saying_why(
         StainNormalizer(method).fit(image)
 
 
+def test_a_target_file_that_cannot_be_fitted_is_named(tmp_path: Path) -> None:
+    """Regression (sweep #38): ``--stain-target blank.tif`` said "too little tissue" without
+    naming the image."""
+    from PIL import Image
+
+    path = tmp_path / "blank.png"
+    Image.fromarray(np.full((64, 64, 3), 250, np.uint8)).save(path)
+    for method in ("macenko", "reinhard"):
+        with pytest.raises(ValueError, match=r"^\S*blank\.png: "):
+            StainNormalizer(method).fit(path)
+
+
 @pytest.mark.parametrize(
     ("bad", "match"),
     [

@@ -505,3 +505,55 @@ def test_a_cache_of_another_format_version_is_refused_clearly(
         tile_slide(slide_path, *_spots(20), store=store, **kw)
     with pytest.raises(CacheMismatchError, match=r"format_version 1"):
         open_patch_cache(store)
+
+
+def test_a_cache_with_a_deleted_array_is_refused(slide_path: Path, tmp_path: Path) -> None:
+    """Regression (sweep #59): a complete cache whose ``spot_ids`` array was deleted opened
+    without error (a later read failed with a bare KeyError); a rerun of the tiler reused it."""
+    import shutil
+
+    store = tmp_path / "p.zarr"
+    kw = {"size": 32, "chunk_patches": 8, "progress": False, "key": "k"}
+    tile_slide(slide_path, *_spots(20), store=store, **kw)
+    shutil.rmtree(store / "k" / "spot_ids")
+    with pytest.raises(CacheMismatchError, match=r"p\.zarr/k: .*'spot_ids'.*--overwrite"):
+        open_patch_cache(store)
+    with pytest.raises(CacheMismatchError, match=r"p\.zarr/k: .*'spot_ids'.*--overwrite"):
+        tile_slide(slide_path, *_spots(20), store=store, **kw)
+    cache = tile_slide(slide_path, *_spots(20), store=store, overwrite=True, **kw)
+    assert list(open_patch_cache(store).spot_ids) == list(cache.spot_ids) == _spots(20)[1]
+
+
+@pytest.mark.parametrize("where", ["store", "group", "array"])
+def test_a_garbage_zarr_json_is_named(slide_path: Path, tmp_path: Path, where: str) -> None:
+    """Regression (sweep #57, #62, #148, #54): a zarr.json that is not JSON gave a bare
+    JSONDecodeError ("Expecting value: line 1 column 1") from open_patch_cache and
+    ``mclstexp embed``, and the tiler's refusal did not say which file was unreadable."""
+    store = tmp_path / "p.zarr"
+    kw = {"size": 32, "chunk_patches": 8, "progress": False, "key": "k"}
+    tile_slide(slide_path, *_spots(20), store=store, **kw)
+    folder = {"store": store, "group": store / "k", "array": store / "k" / "coords"}[where]
+    (folder / "zarr.json").write_text("{broken")
+    named = rf"{re.escape(str(folder / 'zarr.json'))}: not a readable Zarr metadata file"
+    with pytest.raises(CacheMismatchError, match=named):
+        open_patch_cache(store, "k")
+    if where == "store":
+        from mclstexp.pp import cache_keys
+
+        with pytest.raises(CacheMismatchError, match=named):
+            cache_keys(store)
+    if where == "group":
+        with pytest.raises(FileExistsError, match=rf"{named}.*--overwrite"):
+            tile_slide(slide_path, *_spots(20), store=store, **kw)
+
+
+def test_no_slide_path_names_the_file_the_spots_came_from(tmp_path: Path) -> None:
+    """Regression (sweep #93, #134): ``mclstexp train/predict --h5ad noslide.h5ad`` said only
+    "adata: no slide path" without naming the .h5ad file."""
+    adata = _adata(tmp_path / "x.tif", n=5)
+    adata.uns["mclstexp"] = {"source": {"h5ad": str(tmp_path / "noslide.h5ad")}}
+    with pytest.raises(ValueError, match=r"adata \(read from \S*noslide\.h5ad\): no slide path"):
+        extract_patches(adata, store=tmp_path / "p.zarr", progress=False)
+    del adata.uns["mclstexp"]
+    with pytest.raises(ValueError, match=r"^adata: no slide path"):
+        extract_patches(adata, store=tmp_path / "p.zarr", progress=False)

@@ -42,6 +42,33 @@ def test_load_rejects_other_files(tmp_path) -> None:
         Reference.load(tmp_path / "missing.npz")
 
 
+def test_load_names_the_file_of_an_edited_reference(tmp_path) -> None:
+    """Regression (sweep #76, #77): a reference.npz with a row removed or NaN values was refused
+    by the constructor without naming the file ("spot_ids/sections: expected 37 entries ...")."""
+    path = _reference().save(tmp_path / "ref.npz")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = dict(data)
+    short = {**arrays, "embeddings": arrays["embeddings"][:-3]}
+    np.savez(tmp_path / "short_ref.npz", **short)
+    with pytest.raises(ValueError, match=r"short_ref\.npz: .*spot_ids/sections: expected 37"):
+        Reference.load(tmp_path / "short_ref.npz")
+    nan = {**arrays, "values__default": arrays["values__default"].copy()}
+    nan["values__default"][0, 0] = np.nan
+    np.savez(tmp_path / "nan_ref.npz", **nan)
+    with pytest.raises(
+        ValueError,
+        match=r"nan_ref\.npz: .*values\['default'\]: .*non-finite value \(nan\) at row 0",
+    ):
+        Reference.load(tmp_path / "nan_ref.npz")
+    inf = {**arrays, "embeddings": arrays["embeddings"].copy()}
+    inf["embeddings"][2, 1] = np.inf
+    np.savez(tmp_path / "inf_ref.npz", **inf)
+    with pytest.raises(
+        ValueError, match=r"inf_ref\.npz: .*embeddings: .*\(inf\) at row 2, column 1"
+    ):
+        Reference.load(tmp_path / "inf_ref.npz")
+
+
 def test_shape_mismatch_names_the_field() -> None:
     with pytest.raises(ValueError, match=r"values\['t'\]"):
         Reference(np.zeros((3, 2)), {"t": np.zeros((2, 1))}, ["G"], ["a", "b", "c"], ["S"] * 3)

@@ -186,3 +186,21 @@ def test_augmentation_place_and_loader_workers_do_not_change_training(tmp_path) 
     for other in states[1:]:
         for k in states[0]:
             assert torch.equal(states[0][k], other[k]), k
+
+
+def test_a_checkpoint_whose_tensors_do_not_fit_its_config_is_named(tmp_path) -> None:
+    """A tensor of the wrong shape (an edited or mixed-up model.pt): a ValueError naming the file,
+    which the CLI reports in one line, not torch's RuntimeError traceback."""
+    import dataclasses
+
+    from mclstexp.train.checkpoint import save_checkpoint
+
+    cfg = tiny_model(n_genes=12, position_rows=64, position_cols=64)
+    state = MclSTExp(cfg).state_dict()
+    name = next(k for k, v in state.items() if v.ndim == 2)
+    state[name] = torch.zeros(3, 3)
+    meta = {"model": state, "model_config": dataclasses.asdict(cfg), "genes": list("abcdefghijkl")}
+    path = save_checkpoint(tmp_path / "model.pt", meta)
+    with pytest.raises(ValueError, match=r"model\.pt.*do not fit") as info:
+        load_checkpoint(path)
+    assert name in str(info.value)

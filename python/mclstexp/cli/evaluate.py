@@ -55,6 +55,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.her2st is not None and not args.section:
         raise ValueError("--her2st needs --section")
     pred = read_anndata(args.predictions)
+    _check_unique_spots(pred.obs_names, args.predictions)
     matrix, values, target = _matrix(pred, args.predictions, args.layer, args.target)
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad.size:
@@ -112,6 +113,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out:
         args.out.write_text(json.dumps(record, indent=2, default=float))
     return 0
+
+
+def _check_unique_spots(names: Any, path: Path) -> None:
+    """Refuse duplicated spot ids: each would be scored once per copy (the truth's reader,
+    ``read_h5ad``, refuses them with the same message)."""
+    if names.has_duplicates:
+        dupes = [str(n) for n in names[names.duplicated()].unique()]
+        raise ValueError(
+            f"{path}: {len(dupes)} duplicated spot ids (obs_names) (e.g. {dupes[:5]}); "
+            "each spot must appear once: make them unique or drop the copies"
+        )
 
 
 def _truth(args: argparse.Namespace) -> tuple[Any, str]:

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import mclstexp
 from mclstexp.cli.main import add_debug_flag, run_handled
 
@@ -72,15 +70,9 @@ def _fit_stain(method: str | None, target: str | None) -> Any:
         return None
     if target is None:
         raise ValueError("--stain-normalize needs --stain-target IMAGE")
-    from PIL import Image
-
     from mclstexp.pp.stain import StainNormalizer  # type: ignore[import-not-found,unused-ignore]
 
-    with Image.open(target) as im:
-        image = np.asarray(im.convert("RGB"))
-    normalizer = StainNormalizer(method=method)
-    normalizer.fit(image)
-    return normalizer
+    return StainNormalizer(method=method).fit(target)
 
 
 def tile_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -198,6 +190,8 @@ def run_dask(
     """``fn(job)`` for every job, one dask task each (``address="local"``: a local cluster of
     ``workers`` processes); ``store`` (the Zarr store the tasks write groups into) is created
     first so they do not race on it. Results in completion order."""
+    if address == "local" and workers < 1:  # a cluster without workers waits forever
+        raise ValueError(f"--dask-workers: must be >= 1, got {workers}")
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as err:  # pragma: no cover - depends on the environment

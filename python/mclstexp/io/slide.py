@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mclstexp._validate import check_points
+from mclstexp._validate import check_n_threads, check_points
 from mclstexp.exceptions import SlideFormatError
 
 Backend = Literal["auto", "native", "openslide"]
@@ -260,7 +260,7 @@ class Slide:
         size
             ``(width, height)`` in pixels of ``level``.
         n_threads
-            Threads for large regions (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
+            Threads for large regions, >= 1 (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
 
         Returns
         -------
@@ -278,7 +278,8 @@ class Slide:
             raise ValueError(f"size: both sides must be >= 1, got {size}")
         if not 0 <= int(level) < self.level_count:
             raise ValueError(f"level: must be in [0, {self.level_count}), got {level}")
-        return self._reader.read_region(x, y, int(level), w, h, n_threads=n_threads)
+        threads = check_n_threads(n_threads)
+        return self._reader.read_region(x, y, int(level), w, h, n_threads=threads)
 
     def read_patches(
         self,
@@ -311,7 +312,7 @@ class Slide:
         level
             Level read when ``mpp`` is ``None``.
         n_threads
-            Threads (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
+            Threads, >= 1 (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
         return_mask
             Also return a bool ``(n,)`` array, True where the patch lies fully inside the slide.
         out
@@ -330,6 +331,7 @@ class Slide:
         ... )
         """
         pts = check_points(centers, "centers")
+        threads = check_n_threads(n_threads)
         if int(size) < 1:
             raise ValueError(f"size: must be >= 1, got {size}")
         if int(level) < 0:
@@ -349,7 +351,7 @@ class Slide:
             level=int(level),
             mpp=None if mpp is None else float(mpp),
             slide_mpp=self.mpp,
-            n_threads=n_threads,
+            n_threads=threads,
             out=out,
         )
         return (patches, inside) if return_mask else patches
@@ -363,7 +365,7 @@ class Slide:
         """
         if int(max_size) < 1:
             raise ValueError(f"max_size: must be >= 1, got {max_size}")
-        return self._reader.thumbnail(int(max_size), n_threads=n_threads)
+        return self._reader.thumbnail(int(max_size), n_threads=check_n_threads(n_threads))
 
 
 def _openslide_available() -> bool:

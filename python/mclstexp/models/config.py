@@ -320,7 +320,30 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
         raise ValueError(
             f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}"
         )
+    defaults = cls()
+    wrong = [
+        f"{cls.__name__}.{key}={value!r} (expected {type(default).__name__})"
+        for key, value in data.items()
+        if not _same_kind(value, default := getattr(defaults, key))
+    ]
+    if wrong:
+        raise ValueError(f"wrong type: {', '.join(wrong)}")
     return cls(**data)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether ``value`` (from JSON) can stand for a field whose default is ``default``."""
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) == isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and (
+            isinstance(default, float) or value == int(value)
+        )
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
 
 
 def list_presets() -> list[str]:
@@ -387,4 +410,7 @@ def load_preset(name: str | Path, **overrides: Any) -> Preset:
             train[field_name] = value
         else:
             raise ValueError(f"override {key!r} must start with 'model__' or 'train__'")
-    return Preset(ModelConfig.from_dict(model), TrainConfig.from_dict(train))
+    try:
+        return Preset(ModelConfig.from_dict(model), TrainConfig.from_dict(train))
+    except (TypeError, ValueError) as err:  # a wrong type fails a comparison: TypeError
+        raise ValueError(f"preset {label}: {err} (check the field's type and range)") from err

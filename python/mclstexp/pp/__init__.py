@@ -16,6 +16,7 @@ _EXPORTS = {
     "normalize_expression": "expression",
     "extract_patches": "patches",
     "open_patch_cache": "patch_cache",
+    "cache_keys": "patch_cache",
     "PatchCache": "patch_cache",
     "tile_slide": "patch_cache",
     "detect_tissue": "tissue",

@@ -195,8 +195,9 @@ def select_genes(
     if method == "panel":
         if panel is None:
             raise ValueError("panel: method='panel' needs panel= (a panel name, file or gene list)")
+        label = "panel"
         if isinstance(panel, str | os.PathLike):
-            wanted = load_panel(panel)
+            wanted, label = load_panel(panel), f"panel {str(panel)!r}"
         else:
             wanted = [str(g) for g in panel]
             if len(set(wanted)) != len(wanted):
@@ -206,12 +207,12 @@ def select_genes(
         absent = [g for g in wanted if g not in present]
         if not kept:
             raise ValueError(
-                f"panel: none of the {len(wanted)} panel genes is present in every section "
+                f"{label}: none of the {len(wanted)} panel genes is present in every section "
                 f"(e.g. {wanted[:5]}); check gene naming (symbols vs Ensembl ids)"
             )
         if absent:
             warnings.warn(
-                f"panel: {len(absent)} of {len(wanted)} panel genes are absent from at least one "
+                f"{label}: {len(absent)} of {len(wanted)} panel genes are absent from at least one "
                 f"section and were left out (e.g. {absent[:10]})",
                 DataWarning,
                 stacklevel=2,

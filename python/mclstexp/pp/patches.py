@@ -55,7 +55,7 @@ def extract_patches(
         Optional fitted normaliser with ``transform(patches) -> patches`` and ``to_dict()``
         (e.g. :class:`mclstexp.pp.StainNormalizer`); its parameters are recorded.
     n_threads
-        Threads for reading and decoding (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
+        Threads for reading and decoding, >= 1 (default: ``MCLSTEXP_NUM_THREADS`` or all CPUs).
     key
         Group name (default: ``uns["mclstexp"]["section"]``, else the slide file's stem).
     slide_path
@@ -93,8 +93,12 @@ def extract_patches(
     uns = dict(adata.uns.get(_keys.UNS, {}) or {})
     path = slide_path if slide_path is not None else uns.get(_keys.UNS_SLIDE_PATH)
     if path is None:
+        source = uns.get(_keys.UNS_SOURCE)  # the file(s) a reader took the section from
+        if isinstance(source, dict):
+            source = ", ".join(map(str, source.values()))
+        where = f"adata (read from {source})" if source else "adata"
         raise ValueError(
-            f"adata: no slide path; set adata.uns[{_keys.UNS!r}][{_keys.UNS_SLIDE_PATH!r}] or "
+            f"{where}: no slide path; set adata.uns[{_keys.UNS!r}][{_keys.UNS_SLIDE_PATH!r}] or "
             "pass slide_path="
         )
     if _keys.SPATIAL not in adata.obsm:

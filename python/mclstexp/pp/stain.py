@@ -204,7 +204,7 @@ class StainNormalizer:
         ------
         ValueError
             Wrong dtype/shape, or a target that cannot be fitted (background only, a single colour,
-            a single stain); the message says why.
+            a single stain); the message says why (and names the file when given a path).
 
         Examples
         --------
@@ -217,7 +217,10 @@ class StainNormalizer:
         True
         """
         if isinstance(image, str | os.PathLike):
-            image = _read_image(image)
+            try:
+                return self.fit(_read_image(image))
+            except ValueError as err:  # name the file: "too little tissue" alone does not say which
+                raise ValueError(f"{image}: {err}") from err
         array, _ = _as_patches(image, "image")
         pixels = array.reshape(-1, 3)
         if pixels.shape[0] == 0:

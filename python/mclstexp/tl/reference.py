@@ -242,13 +242,34 @@ class Reference:
                 raise
             msg = " ".join(str(err).split())
             raise ValueError(f"{path}: not a readable reference file ({msg})") from err
-        return cls(
-            embeddings=embeddings,
-            values=values,
-            genes=header["genes"],
-            spot_ids=header["spot_ids"],
-            sections=header["sections"],
-            meta=header.get("meta", {}),
+        try:
+            ref = cls(
+                embeddings=embeddings,
+                values=values,
+                genes=header["genes"],
+                spot_ids=header["spot_ids"],
+                sections=header["sections"],
+                meta=header.get("meta", {}),
+            )
+            _check_finite(ref.embeddings, "embeddings")
+            for name, matrix in ref.values.items():
+                _check_finite(matrix, f"values[{name!r}]")
+            return ref
+        except (KeyError, TypeError, ValueError) as err:  # an edited or damaged file
+            msg = " ".join(str(err).split())
+            raise ValueError(
+                f"{path}: not a valid reference ({msg}); rebuild it (mclstexp train writes "
+                "reference.npz beside model.pt)"
+            ) from err
+
+
+def _check_finite(matrix: np.ndarray, name: str) -> None:
+    """``ValueError`` naming the first NaN or infinite entry of a 2-D array."""
+    bad = np.argwhere(~np.isfinite(matrix))
+    if bad.size:
+        row, col = (int(v) for v in bad[0])
+        raise ValueError(
+            f"{name}: contains a non-finite value ({matrix[row, col]}) at row {row}, column {col}"
         )
 
 

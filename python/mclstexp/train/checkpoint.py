@@ -231,7 +231,15 @@ def load_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> tuple[Any
     record = data.get("backbone")
     cfg.weights = None if record is None else record["weights"]
     model = MclSTExp(cfg)
-    restore_model(model, data)
+    try:
+        restore_model(model, data)
+    except RuntimeError as err:  # torch: missing keys or a tensor of another shape
+        detail = " ".join(str(err).split())
+        raise ValueError(
+            f"{path}: the checkpoint's tensors do not fit its own model configuration "
+            f"({detail[:300]}); the file was edited or mixed up: use the model.pt that training "
+            "wrote"
+        ) from err
     model.config.weights = data["model_config"].get("weights")
     if data.get("train_config", {}).get("freeze_backbone"):
         model.freeze_backbone()

@@ -104,11 +104,12 @@ def run_gpu_bench(
     out_dir
         Output folder.
     budget_s
-        Wall-clock budget of the whole check in seconds; steps that would not fit are skipped.
+        Wall-clock budget of the whole check in seconds (>= 0); steps that would not fit are
+        skipped.
     smoke
         Tiny sizes everywhere (a test network, 32 px patches, a few spots).
     epochs
-        Epochs of the end-to-end run (default: the preset's; smoke: 2).
+        Epochs of the end-to-end run, >= 1 (default: the preset's; smoke: 2).
     log
         Where progress lines go.
 
@@ -123,6 +124,10 @@ def run_gpu_bench(
     >>> res["parity_augment"]["result"]["ok"]  # doctest: +SKIP
     True
     """
+    if not float(budget_s) >= 0:  # NaN too
+        raise ValueError(f"budget_s: must be a number of seconds >= 0, got {budget_s}")
+    if epochs is not None and (isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1):
+        raise ValueError(f"epochs: must be >= 1 (or omitted for the preset's), got {epochs}")
     import torch
 
     from mclstexp.models.runtime import resolve_device

@@ -311,7 +311,7 @@ def run_retrieval_bench(
     dim, k, threads, backends, approx_max_n, repeat, seed
         Embedding size, neighbours per query, threads of every backend, backends to run (the
         uninstalled ones are skipped; native always runs, it is the exact reference), the largest
-        ``N`` for which graph indexes are built, best-of count, data seed.
+        ``N`` for which graph indexes are built, best-of count (>= 1), data seed.
     memory
         Also measure the RSS of a native search over the largest ``N`` in a fresh process.
     out_dir
@@ -339,6 +339,8 @@ def run_retrieval_bench(
         raise ValueError(f"ns and qs: values must be >= 1, got {list(ns)} and {list(qs)}")
     if k > min(ns):
         raise ValueError(f"k: must be <= the smallest N ({min(ns)}), got {k}")
+    if repeat < 1:
+        raise ValueError(f"repeat: must be >= 1, got {repeat}")
     from mclstexp import _native
     from mclstexp.pl import retrieval_throughput
     from mclstexp.retrieval import ExactIndex

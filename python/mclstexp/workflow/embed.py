@@ -137,15 +137,13 @@ def embed_stores(
     --------
     >>> embed_stores(["C2.zarr", "C3.zarr"], encoder="uni")  # doctest: +SKIP
     """
-    import zarr
+    from mclstexp.pp import cache_keys, open_patch_cache
 
-    from mclstexp.pp import open_patch_cache
-
+    groups = {str(store): keys or cache_keys(store) for store in stores}  # before the encoder
     enc = frozen_encoder(encoder, preset=preset, weights=weights)
     results = []
     for store in stores:
-        groups = keys or sorted(zarr.open_group(str(store), mode="r").group_keys())
-        for key in groups:
+        for key in groups[str(store)]:
             cache = open_patch_cache(store, key)
             result = embed_cache(
                 cache, enc, device=device, batch_size=batch_size, progress=progress

@@ -33,7 +33,7 @@ wrong way; other array-likes (numpy, zarr arrays not written by mclstexp) are re
 own indexing.
 
 One package owns the format: :mod:`~mclstexp.pp.patch_cache.layout` (constants, provenance,
-:class:`PatchCache`, :func:`open_patch_cache`, :func:`cache_group`),
+:class:`PatchCache`, :func:`open_patch_cache`, :func:`cache_keys`, :func:`cache_group`),
 :mod:`~mclstexp.pp.patch_cache.write` (:func:`tile_slide`, the engine of
 :func:`mclstexp.pp.extract_patches` and ``mclstexp-tile``) and
 :mod:`~mclstexp.pp.patch_cache.read` (:class:`ChunkReader`, :func:`read_all`, :func:`take_rows`);
@@ -49,6 +49,7 @@ from mclstexp.pp.patch_cache.layout import (
     CacheGroup,
     PatchCache,
     cache_group,
+    cache_keys,
     open_patch_cache,
     slide_checksum,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "ChunkReader",
     "PatchCache",
     "cache_group",
+    "cache_keys",
     "open_patch_cache",
     "read_all",
     "slide_checksum",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "CacheGroup",
     "PatchCache",
     "cache_group",
+    "cache_keys",
     "chunk_file",
     "damaged_chunks",
     "open_patch_cache",
@@ -33,6 +35,10 @@ FORMAT = "mclstexp-patch-cache"
 FORMAT_VERSION = 2
 #: The arrays that record each chunk file's size in bytes and CRC-32 as written.
 CHUNK_BYTES, CHUNK_CRC32 = "chunk_bytes", "chunk_crc32"
+#: The arrays of a cache group: one entry per patch, then one per chunk (resume bookkeeping).
+_PER_PATCH_ARRAYS = ("patches", "coords", "spot_ids", "in_bounds")
+_PER_CHUNK_ARRAYS = ("done", CHUNK_BYTES, CHUNK_CRC32)
+_METADATA_FILES = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
 _FULL_HASH_LIMIT = 256 << 20  # hash whole slides up to this size; sample larger ones
 _SAMPLE = 4 << 20
 
@@ -217,8 +223,9 @@ def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
     ValueError
         ``key`` is not in the store (or is needed and missing).
     mclstexp.exceptions.CacheMismatchError
-        The group is not a patch cache, is of another format version, is incomplete, or some of
-        its chunk files are missing or cut short (the message names them).
+        The group is not a patch cache, is of another format version, is incomplete, lacks one
+        of its arrays, a Zarr metadata file is not readable JSON, or some of its chunk files
+        are missing or cut short (the message names them).
 
     Examples
     --------
@@ -227,31 +234,16 @@ def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
     import zarr
 
     store = Path(store)
-    if not store.exists():
-        raise FileNotFoundError(2, "patch cache not found", str(store))
-    root = zarr.open_group(str(store), mode="r")
-    keys = sorted(root.group_keys())
+    keys = cache_keys(store)
     if key is None:
         if len(keys) != 1:
             raise ValueError(f"key: the store holds {len(keys)} slides {keys}; pass one of them")
         key = keys[0]
     if key not in keys:
         raise ValueError(f"key: {store} has no slide {key!r} (it has {keys})")
-    group = root[key]
-    if group.attrs.get("format") != FORMAT:
-        raise CacheMismatchError(
-            f"{store}/{key}: not a patch cache written by mclstexp (no format attribute {FORMAT!r})"
-        )
-    version = group.attrs.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CacheMismatchError(
-            f"{store}/{key}: a patch cache in format_version {version} (this mclstexp reads "
-            f"{FORMAT_VERSION}); re-tile it (mclstexp-tile --overwrite)"
-        )
-    if not group.attrs.get("complete", False):
-        raise CacheMismatchError(
-            f"{store}/{key}: the cache is incomplete (an interrupted run); re-run the tiler"
-        )
+    with _named_metadata_errors(store):
+        group = zarr.open_group(str(store), mode="r")[key]
+        _check_group(group, f"{store}/{key}")
     cache = PatchCache(group, key)
     damaged = cache.verify(checksum=False)
     if damaged:
@@ -261,6 +253,44 @@ def open_patch_cache(store: str | Path, key: str | None = None) -> PatchCache:
             "re-run the tiler to repair them"
         )
     return cache
+
+
+def _check_group(group: Any, where: str) -> None:
+    """Refuse a group that is not a complete cache of this format with all its arrays."""
+    if group.attrs.get("format") != FORMAT:
+        raise CacheMismatchError(
+            f"{where}: not a patch cache written by mclstexp (no format attribute {FORMAT!r})"
+        )
+    version = group.attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CacheMismatchError(
+            f"{where}: a patch cache in format_version {version} (this mclstexp reads "
+            f"{FORMAT_VERSION}); re-tile it (mclstexp-tile --overwrite)"
+        )
+    if not group.attrs.get("complete", False):
+        raise CacheMismatchError(
+            f"{where}: the cache is incomplete (an interrupted run); re-run the tiler"
+        )
+    _check_arrays(group, where)
+
+
+def _check_arrays(group: Any, where: str) -> None:
+    """Raise :class:`~mclstexp.exceptions.CacheMismatchError` naming ``where`` when an array of
+    the cache group is missing (deleted) or does not hold one entry per patch."""
+    present = set(group.array_keys())
+    missing = [a for a in (*_PER_PATCH_ARRAYS, *_PER_CHUNK_ARRAYS) if a not in present]
+    if missing:
+        raise CacheMismatchError(
+            f"{where}: the cache lacks its {missing} array(s) (deleted or damaged); re-tile it "
+            "(mclstexp-tile --overwrite, or overwrite=True)"
+        )
+    n = int(group.attrs.get("n_patches", -1))
+    wrong = [a for a in _PER_PATCH_ARRAYS if group[a].shape[:1] != (n,)]
+    if wrong:
+        raise CacheMismatchError(
+            f"{where}: the cache's {wrong} array(s) do not hold one entry per patch ({n}); "
+            "re-tile it (mclstexp-tile --overwrite, or overwrite=True)"
+        )
 
 
 @dataclass(frozen=True)
@@ -285,18 +315,80 @@ def _local_zarr_array(arr: Any) -> tuple[Any, Path] | None:
 
 
 def _group_attrs(folder: Path) -> dict[str, Any]:
-    """Attributes of the zarr group stored in ``folder`` (v3 ``zarr.json`` or v2 ``.zattrs``)."""
+    """Attributes of the zarr group stored in ``folder`` (v3 ``zarr.json`` or v2 ``.zattrs``);
+    ``ValueError`` naming the file when it is not readable JSON."""
     v3, v2 = folder / "zarr.json", folder / ".zattrs"
     if v3.is_file():
-        meta = json.loads(v3.read_text())
-        if meta.get("node_type") != "group":
+        meta = _load_metadata(v3)
+        if not isinstance(meta, dict) or meta.get("node_type") != "group":
             return {}
         attrs = meta.get("attributes", {})
     elif v2.is_file():
-        attrs = json.loads(v2.read_text())
+        attrs = _load_metadata(v2)
     else:
         return {}
     return attrs if isinstance(attrs, dict) else {}
+
+
+def _load_metadata(file: Path) -> Any:
+    """The JSON of a Zarr metadata file; ``ValueError`` naming the file when it is not JSON."""
+    try:
+        return json.loads(file.read_bytes())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        msg = " ".join(str(err).split())
+        raise ValueError(
+            f"{file}: not a readable Zarr metadata file ({type(err).__name__}: {msg})"
+        ) from err
+
+
+def cache_keys(store: str | Path) -> list[str]:
+    """The slide groups (keys) of a patch-cache store, sorted.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such store, or no Zarr group there.
+    mclstexp.exceptions.CacheMismatchError
+        A Zarr metadata file of the store is not readable JSON (the message names it).
+
+    Examples
+    --------
+    >>> import tempfile, zarr
+    >>> store = Path(tempfile.mkdtemp()) / "p.zarr"
+    >>> _ = zarr.open_group(str(store), mode="w").create_group("C2")
+    >>> cache_keys(store)
+    ['C2']
+    """
+    import zarr
+
+    store = Path(store)
+    if not store.exists():
+        raise FileNotFoundError(2, "patch cache not found", str(store))
+    with _named_metadata_errors(store):
+        return sorted(zarr.open_group(str(store), mode="r").group_keys())
+
+
+@contextmanager
+def _named_metadata_errors(store: Path) -> Iterator[None]:
+    """Turn the bare ``JSONDecodeError`` zarr raises for a damaged metadata file of ``store``
+    (its own, its groups' or their arrays') into a
+    :class:`~mclstexp.exceptions.CacheMismatchError` naming the file."""
+    try:
+        yield
+    except ValueError as err:
+        if not isinstance(err, json.JSONDecodeError | UnicodeDecodeError):
+            raise
+        for pattern in ("", "*/", "*/*/"):
+            for name in _METADATA_FILES:
+                for file in sorted(store.glob(pattern + name)):
+                    try:
+                        _load_metadata(file)
+                    except ValueError as bad:
+                        raise CacheMismatchError(
+                            f"{bad}; pass a patch cache written by mclstexp-tile, or re-tile "
+                            "this one (--overwrite)"
+                        ) from err
+        raise CacheMismatchError(f"{store}: a damaged Zarr metadata file ({err})") from err
 
 
 def cache_group(arr: Any) -> CacheGroup | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mclstexp._validate import check_points
+from mclstexp._validate import check_n_threads, check_points
 from mclstexp.exceptions import CacheMismatchError, DataWarning
 from mclstexp.pp.patch_cache.layout import (
     CHUNK_BYTES,
@@ -25,7 +25,9 @@ from mclstexp.pp.patch_cache.layout import (
     FORMAT,
     FORMAT_VERSION,
     PatchCache,
+    _check_arrays,
     _group_attrs,
+    _named_metadata_errors,
     chunk_file,
     damaged_chunks,
     slide_checksum,
@@ -87,6 +89,11 @@ def tile_slide(
     slide_path, store = Path(slide_path), Path(store)
     centers, ids = _check_spots(centers, spot_ids)
     _check_sizes(int(size), int(level), int(chunk_patches), int(batch_chunks))
+    n_threads = check_n_threads(n_threads)
+    if slide_mpp is not None and not (math.isfinite(slide_mpp) and slide_mpp > 0):
+        raise ValueError(
+            f"slide_mpp: must be a positive finite number of microns per pixel, got {slide_mpp}"
+        )
     if store.exists() and not store.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "the patch cache store is not a folder", str(store))
     slide = open_slide(slide_path, backend=backend)  # type: ignore[arg-type]
@@ -191,20 +198,27 @@ def _open_group(
 
     path = store / key
     if path.exists() or path.is_symlink():
-        old = _ours(path)
+        old, why = _ours(path)
         if old is not None and set(old) <= set(_MARKER):
             shutil.rmtree(path)  # ours, killed before its arrays were made
         elif old is not None:
             old = {k: v for k, v in old.items() if k != "complete"}
             if old == attrs:
-                return zarr.open_group(str(store), mode="a")[key]
-            if not overwrite and old.get("format_version") != FORMAT_VERSION:
+                try:  # reused, unless an array was deleted (then re-cut with overwrite only)
+                    with _named_metadata_errors(store):
+                        group = zarr.open_group(str(store), mode="a")[key]
+                        _check_arrays(group, str(path))
+                    return group
+                except CacheMismatchError:
+                    if not overwrite:
+                        raise
+            elif not overwrite and old.get("format_version") != FORMAT_VERSION:
                 raise CacheMismatchError(
                     f"{path}: a patch cache in format_version {old.get('format_version')} (this "
                     f"mclstexp writes {FORMAT_VERSION}); re-tile it: pass overwrite=True "
                     "(--overwrite) or another store"
                 )
-            if not overwrite:
+            elif not overwrite:
                 diff = sorted(k for k in set(old) | set(attrs) if old.get(k) != attrs.get(k))
                 raise CacheMismatchError(
                     f"{path}: a patch cache made with other parameters exists "
@@ -213,7 +227,7 @@ def _open_group(
             shutil.rmtree(path)
         elif not overwrite:
             raise FileExistsError(
-                f"{path}: exists and is not a patch cache written by mclstexp, so the tiler "
+                f"{path}: exists and is not a patch cache written by mclstexp{why}, so the tiler "
                 "leaves it alone; choose another store or key, or pass overwrite=True "
                 "(--overwrite) to replace it"
             )
@@ -249,13 +263,14 @@ def _open_group(
 _MARKER = {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}
 
 
-def _ours(path: Path) -> dict[str, Any] | None:
-    """The attributes of the group at ``path`` when it carries the cache's marker, else ``None``."""
+def _ours(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """The attributes of the group at ``path`` when it carries the cache's marker, else ``None``;
+    and why it is not recognisably ours when its metadata cannot be read (else "")."""
     try:
         attrs = _group_attrs(path) if path.is_dir() else {}
-    except (OSError, ValueError):  # unreadable or not JSON: not recognisably ours
-        return None
-    return attrs if attrs.get("format") == FORMAT else None
+    except (OSError, ValueError) as err:  # unreadable or not JSON: not recognisably ours
+        return None, f" ({err})"
+    return (attrs if attrs.get("format") == FORMAT else None), ""
 
 
 def _damaged_done_chunks(group: Any) -> list[int]:
