@@ -28,7 +28,7 @@ from mclstexp.exceptions import WeightsError
 from mclstexp.models import encoders, hub
 from mclstexp.models.heads import ProjectionHead
 from mclstexp.models.inputs import downscale_patches, reduced_edge
-from mclstexp.models.stages import FrontOutput, StagedBackbone
+from mclstexp.models.stages import FrontOutput, StagedBackbone, dihedral_view
 
 __all__ = [
     "ClsMeanPool",
@@ -36,8 +36,6 @@ __all__ = [
     "MultiScalePool",
     "StagePool",
     "build_backbone",
-    "dihedral_view",
-    "dihedral_views",
     "load_backbone_weights",
 ]
 
@@ -582,29 +580,3 @@ class ImageEncoder(nn.Module):
                 raise ValueError("a FrontOutput needs an encoder built with trained_stages >= 1")
             return self.project(self.staged.back(images))
         return self.project(self.features(images))  # (B, D)
-
-
-def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 rotations and flips of ``(B, C, H, W)`` images, in a fixed order (view ``i`` is
-    ``rot90(x, i)`` for ``i < 4``, ``rot90(flip(x), i - 4)`` after).
-
-    Examples
-    --------
-    >>> len(dihedral_views(torch.zeros(1, 3, 4, 4)))
-    8
-    """
-    return [dihedral_view(x, i) for i in range(8)]
-
-
-def dihedral_view(x: torch.Tensor, i: int) -> torch.Tensor:
-    """View ``i`` (0-7) of :func:`dihedral_views`, alone.
-
-    Examples
-    --------
-    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
-    >>> bool(torch.equal(dihedral_view(x, 5), dihedral_views(x)[5]))
-    True
-    """
-    if not 0 <= i < 8:
-        raise ValueError(f"i must be in 0..7, got {i}")
-    return torch.rot90(x if i < 4 else x.flip(3), i % 4, dims=(2, 3))

@@ -29,6 +29,8 @@ __all__ = [
     "FrontCache",
     "FrontOutput",
     "StagedBackbone",
+    "dihedral_view",
+    "dihedral_views",
     "front_features",
     "front_outputs",
     "stage_segments",
@@ -164,7 +166,7 @@ def front_outputs(
     -------
     FrontOutput
         ``activations`` float16 ``(V, N, C, h, w)`` and ``means`` float32 ``(V, N, F_front)``,
-        on the CPU; view ``v`` is :func:`~mclstexp.models.image_encoder.dihedral_views`'s
+        on the CPU; view ``v`` is :func:`dihedral_views`'s
         ``v``-th.
 
     Examples
@@ -176,7 +178,6 @@ def front_outputs(
     >>> tuple(out.activations.shape[:2]), out.activations.dtype
     ((8, 3), torch.float16)
     """
-    from mclstexp.models.image_encoder import dihedral_views
     from mclstexp.models.runtime import check_patches, resolve_device
 
     staged = getattr(encoder, "staged", None)
@@ -193,7 +194,8 @@ def front_outputs(
                 x = encoder.prepare(
                     torch.from_numpy(np.ascontiguousarray(patches[s : s + batch_size])).to(dev)
                 )
-                views = dihedral_views(x) if encoder.feature_views == "dihedral" else [x]
+                n_views = 8 if encoder.feature_views == "dihedral" else 1
+                views = (dihedral_view(x, i) for i in range(n_views))  # one at a time
                 outs = [staged.front(v, storage=torch.float16) for v in views]
                 acts.append(torch.stack([o.activations for o in outs]).cpu())
                 means.append(torch.stack([o.means for o in outs]).cpu())
@@ -303,3 +305,29 @@ class FrontCache:
 
 #: The process's front cache (training and the fold runner share it).
 FRONT_CACHE = FrontCache()
+
+
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 rotations and flips of ``(B, C, H, W)`` images, in a fixed order (view ``i`` is
+    ``rot90(x, i)`` for ``i < 4``, ``rot90(flip(x), i - 4)`` after).
+
+    Examples
+    --------
+    >>> len(dihedral_views(torch.zeros(1, 3, 4, 4)))
+    8
+    """
+    return [dihedral_view(x, i) for i in range(8)]
+
+
+def dihedral_view(x: torch.Tensor, i: int) -> torch.Tensor:
+    """View ``i`` (0-7) of :func:`dihedral_views`, alone.
+
+    Examples
+    --------
+    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+    >>> bool(torch.equal(dihedral_view(x, 5), dihedral_views(x)[5]))
+    True
+    """
+    if not 0 <= i < 8:
+        raise ValueError(f"i must be in 0..7, got {i}")
+    return torch.rot90(x if i < 4 else x.flip(3), i % 4, dims=(2, 3))
