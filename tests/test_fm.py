@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import zarr
 
+import mclstexp
 import mclstexp.models.features as features_module
 from _fake_hub import TINY_ARGS, plain_tiny, register_tiny, use_hub, write_model
 from mclstexp.exceptions import CacheMismatchError
@@ -27,7 +28,6 @@ from mclstexp.workflow import load_dataset
 from mclstexp.workflow.experiment import run_experiment
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fm_preset(folder: Path, backbone: str) -> Path:
@@ -133,7 +133,9 @@ if __name__ == "__main__":  # dask's worker processes import this module again
 def _embed(tmp_path: Path, mode: str, *args: str) -> subprocess.Popen:
     script = tmp_path / "embed_wrapper.py"
     script.write_text(_WRAPPER)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "OMP_NUM_THREADS": "1"}
+    # the mclstexp this test imported (the source tree, or the installed package in CI)
+    here = str(Path(mclstexp.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": here, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, str(script), mode, "embed", *args],
         env=env,
