@@ -24,7 +24,7 @@ import numpy as np
 
 from mclstexp.tl.predict import DEFAULT_AGGREGATION
 from mclstexp.tl.reference import Reference
-from mclstexp.tl.select_k import mean_pcc
+from mclstexp.tl.select_k import mean_pcc, scored_target, without_section
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -234,22 +234,9 @@ def _inner_fold(
     section ``name`` from heads built on the other training sections only."""
     from mclstexp.tl.predict import predict_from_embeddings
 
-    sections = np.asarray(reference.sections)
-    own = sections == name
     queries = np.asarray(query_embeddings[name])
-    if int(own.sum()) != len(queries):
-        raise ValueError(
-            f"query_embeddings[{name!r}]: {len(queries)} rows, but the reference holds "
-            f"{int(own.sum())} spots of section {name!r}"
-        )
-    values = reference.values[target]
-    inner = Reference(
-        reference.embeddings[~own],
-        {target: values[~own]},
-        list(reference.genes),
-        [s for s, o in zip(reference.spot_ids, own, strict=True) if not o],
-        list(sections[~own]),
-    )
+    inner, own = without_section(reference, name, len(queries), target)
+    sections, values = np.asarray(reference.sections), reference.values[target]
     retrieval, _, _ = predict_from_embeddings(
         queries, inner, k=min(k, len(inner)), aggregation=aggregation, backend=backend
     )
@@ -325,11 +312,7 @@ def select_heads(
     candidates = [(r, a) for r in dict.fromkeys(ranks) for a in alphas]
     if not weights or weights[0] < 0 or weights[-1] > 1:
         raise ValueError(f"weights: need values in [0, 1], got {weights}")
-    main = target or str(reference.meta.get("default_target") or sorted(reference.values)[0])
-    if main not in reference.values:
-        raise ValueError(
-            f"target: {main!r} is not in the reference (has {sorted(reference.values)})"
-        )
+    main = scored_target(reference, target)
     folds = {
         name: _inner_fold(
             name, query_embeddings, reference, main, k, candidates, aggregation, backend

@@ -120,27 +120,10 @@ def select_k(
             "query_embeddings: K is chosen by leaving one training section out; at least two "
             f"training sections are needed, got {len(query_embeddings)}"
         )
-    main = target or str(reference.meta.get("default_target") or sorted(reference.values)[0])
-    if main not in reference.values:
-        raise ValueError(
-            f"target: {main!r} is not in the reference (has {sorted(reference.values)})"
-        )
-    sections = np.asarray(reference.sections)
+    main = scored_target(reference, target)
     per_section: dict[str, dict[int, float]] = {}
     for name, queries in query_embeddings.items():
-        own = sections == name
-        if int(own.sum()) != len(queries):
-            raise ValueError(
-                f"query_embeddings[{name!r}]: {len(queries)} rows, but the reference holds "
-                f"{int(own.sum())} spots of section {name!r}"
-            )
-        inner = Reference(
-            reference.embeddings[~own],
-            {main: reference.values[main][~own]},
-            list(reference.genes),
-            [s for s, o in zip(reference.spot_ids, own, strict=True) if not o],
-            list(sections[~own]),
-        )
+        inner, own = without_section(reference, name, len(queries), main)
         truth = reference.values[main][own]
         scores: dict[int, float] = {}
         for k in candidates:
@@ -152,3 +135,37 @@ def select_k(
     mean = {k: float(np.nanmean([s[k] for s in per_section.values()])) for k in candidates}
     best = max(candidates, key=lambda k: (mean[k], k))
     return KSelection(k=best, scores=mean, per_section=per_section, target=main)
+
+
+def scored_target(reference: Reference, target: str | None) -> str:
+    """The value matrix an inner cross-validation scores: ``target``, else the reference's
+    ``meta["default_target"]``, else its first; an unknown name is a ValueError."""
+    main = target or str(reference.meta.get("default_target") or sorted(reference.values)[0])
+    if main not in reference.values:
+        raise ValueError(
+            f"target: {main!r} is not in the reference (has {sorted(reference.values)})"
+        )
+    return main
+
+
+def without_section(
+    reference: Reference, name: str, n_queries: int, target: str
+) -> tuple[Reference, np.ndarray]:
+    """The inner reference of a leave-one-training-section-out fold (every spot but section
+    ``name``'s, with the ``target`` values only) and the mask of ``name``'s rows; ``n_queries``
+    must be that section's number of spots."""
+    sections = np.asarray(reference.sections)
+    own = sections == name
+    if int(own.sum()) != n_queries:
+        raise ValueError(
+            f"query_embeddings[{name!r}]: {n_queries} rows, but the reference holds "
+            f"{int(own.sum())} spots of section {name!r}"
+        )
+    inner = Reference(
+        reference.embeddings[~own],
+        {target: reference.values[target][~own]},
+        list(reference.genes),
+        [s for s, o in zip(reference.spot_ids, own, strict=True) if not o],
+        list(sections[~own]),
+    )
+    return inner, own
