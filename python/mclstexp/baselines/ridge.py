@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -10,9 +10,31 @@ import numpy as np
 from mclstexp._validate import dense_matrix
 from mclstexp.baselines.colour import patch_colour_features
 
-__all__ = ["DEFAULT_ALPHAS"]
+__all__ = ["DEFAULT_ALPHAS", "svd_ridge_weights"]
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 15))
+
+
+def svd_ridge_weights(
+    xs: np.ndarray, yc: np.ndarray, penalties: Sequence[float]
+) -> list[np.ndarray]:
+    """Ridge weights ``[D, G]`` of centred targets ``yc [N, G]`` on prepared features
+    ``xs [N, D]``, one per penalty, from one SVD: ``argmin ||xs W - yc||^2 + p ||W||^2``
+    (``p = 0``: the minimum-norm least-squares solution).
+
+    Examples
+    --------
+    >>> xs = np.eye(3); yc = np.array([[1.0], [2.0], [3.0]])
+    >>> [w.ravel().tolist() for w in svd_ridge_weights(xs, yc, (0.0, 1.0))]
+    [[1.0, 2.0, 3.0], [0.5, 1.0, 1.5]]
+    """
+    u, s, vt = np.linalg.svd(xs, full_matrices=False)
+    uty = u.T @ yc
+    out = []
+    for p in penalties:
+        d = s / (s**2 + p) if p > 0 else np.where(s > 1e-10 * s.max(), 1.0 / s, 0.0)
+        out.append(vt.T @ (d[:, None] * uty))
+    return out
 
 
 def _as_expression(y: Any, name: str, n: int | None = None) -> np.ndarray:
@@ -89,13 +111,7 @@ class _Ridge:
         sd = np.where(sd > 0, sd, 1.0) if self.standardize else np.ones_like(sd)
         xs = (x - mu) / sd
         ym = y.mean(0)
-        u, s, vt = np.linalg.svd(xs, full_matrices=False)
-        uty = u.T @ (y - ym)
-        out = []
-        for a in alphas:
-            d = s / (s**2 + a) if a > 0 else np.where(s > 1e-10 * s.max(), 1.0 / s, 0.0)
-            out.append((mu, sd, ym, vt.T @ (d[:, None] * uty)))
-        return out
+        return [(mu, sd, ym, w) for w in svd_ridge_weights(xs, y - ym, alphas)]
 
     def _folds(self, n: int, groups: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
         if groups is not None:

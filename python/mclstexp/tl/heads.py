@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mclstexp.baselines.ridge import svd_ridge_weights
 from mclstexp.tl.predict import DEFAULT_AGGREGATION
 from mclstexp.tl.reference import Reference
 from mclstexp.tl.select_k import mean_pcc, scored_target, without_section
@@ -130,18 +131,12 @@ def ridge_path(
             raise ValueError(f"rank: must be >= 1 (or None), got {rank}")
         axes = np.linalg.svd(yc, full_matrices=False)[2][:rank].T  # [G, r]
         yc = yc @ axes
-    u, s, vt = np.linalg.svd(xs, full_matrices=False)
-    uty = u.T @ yc
     n = x.shape[0]
-    out = []
-    for a in alphas:
-        pen = float(a) * n
-        d = s / (s**2 + pen) if pen > 0 else np.where(s > 1e-10 * s.max(), 1.0 / s, 0.0)
-        w = vt.T @ (d[:, None] * uty)
-        if axes is not None:
-            w = w @ axes.T
-        out.append(RidgeReadout(mean, scale, y_mean, w, float(a), rank))
-    return out
+    weights = svd_ridge_weights(xs, yc, [float(a) * n for a in alphas])
+    return [
+        RidgeReadout(mean, scale, y_mean, w if axes is None else w @ axes.T, float(a), rank)
+        for a, w in zip(alphas, weights, strict=True)
+    ]
 
 
 def fit_ridge(
