@@ -238,3 +238,28 @@ def test_embed_tiles_slides_first_one_task_each_on_dask(tmp_path, monkeypatch) -
         (arr,) = [p for p in (store / key / "features").iterdir() if p.is_dir()]
         z = zarr.open_array(str(arr), mode="r")
         assert z.shape == (30, 64) and z.attrs["complete"] is True and len(group) == 30
+
+
+def test_the_embed_encoder_has_the_key_training_computes_for_every_model_setting(tmp_path) -> None:
+    """Regression: ``mclstexp embed`` built its encoder from the preset by hand and left out
+    ``input_size``, so a preset that reduces its patches got features under a key training never
+    looks up (they were computed again)."""
+    import torch
+
+    from mclstexp.models import MclSTExp, build_backbone, load_preset
+    from mclstexp.models.features import feature_key
+    from mclstexp.workflow.embed import frozen_encoder
+
+    weights = tmp_path / "w.pt"
+    torch.save(build_backbone("test_resnet").state_dict(), weights)
+    model = {"backbone": "test_resnet", "weights": str(weights), "input_size": 16}
+    preset = tmp_path / "reduced.json"
+    preset.write_text(
+        json.dumps({"description": "t", "model": model, "train": {"freeze_backbone": True}})
+    )
+    cfg = load_preset(str(preset))[0]
+    cfg.n_genes, cfg.position_rows, cfg.position_cols = 2, 2, 2
+    patches = np.zeros((2, 32, 32, 3), np.uint8)
+    embed_key = feature_key(frozen_encoder(preset=str(preset)), patches)
+    assert embed_key.parts.get("input_size") == 16
+    assert embed_key.digest == feature_key(MclSTExp(cfg), patches).digest

@@ -50,18 +50,7 @@ class MclSTExp(nn.Module):
             )
         self.config = config
         self.genes = []
-        self.image_encoder = ImageEncoder(
-            config.backbone,
-            embed_dim=config.embed_dim,
-            weights=config.weights,
-            drop_final_activation=config.drop_final_activation,
-            normalization=config.image_normalization,
-            head_dropout=config.head_dropout,
-            pooling=config.pooling,
-            feature_views=config.feature_views,
-            input_size=config.input_size,
-            trained_stages=config.trained_stages,
-        )
+        self.image_encoder = ImageEncoder.from_config(config)
         for p in (p for m in self.image_encoder.front_modules() for p in m.parameters()):
             p.requires_grad_(False)  # the frozen front of a partially trained backbone
         self.spot_encoder = SpotEncoder(

@@ -482,6 +482,23 @@ class ImageEncoder(nn.Module):
         self.register_buffer("feature_scale", torch.ones(self.num_features))
         self.head = ProjectionHead(self.num_features, embed_dim, head_dropout)
 
+    @classmethod
+    def from_config(cls, config: Any) -> ImageEncoder:
+        """The image encoder a :class:`mclstexp.models.ModelConfig` describes (what
+        :class:`mclstexp.models.MclSTExp` and ``mclstexp embed`` build)."""
+        return cls(
+            config.backbone,
+            embed_dim=config.embed_dim,
+            weights=config.weights,
+            drop_final_activation=config.drop_final_activation,
+            normalization=config.image_normalization,
+            head_dropout=config.head_dropout,
+            pooling=config.pooling,
+            feature_views=config.feature_views,
+            input_size=config.input_size,
+            trained_stages=config.trained_stages,
+        )
+
     def _load_from_state_dict(
         self,
         state_dict: dict[str, Any],

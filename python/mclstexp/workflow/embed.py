@@ -63,17 +63,7 @@ def _frozen_encoder(encoder: str | None, preset: str, weights: str | None) -> An
             "initialisation differs in every run, its features are never reused): pass "
             "weights='pretrained' or a weights file (--weights)"
         )
-    enc = ImageEncoder(
-        cfg.backbone,
-        embed_dim=cfg.embed_dim,
-        weights=cfg.weights,
-        drop_final_activation=cfg.drop_final_activation,
-        normalization=cfg.image_normalization,
-        head_dropout=cfg.head_dropout,
-        pooling=cfg.pooling,
-        feature_views=cfg.feature_views,
-    )
-    return enc.eval()
+    return ImageEncoder.from_config(cfg).eval()
 
 
 def embed_cache(
