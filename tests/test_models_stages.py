@@ -159,3 +159,35 @@ def test_stage_cache_training_draws_views_and_leaves_the_front_alone(tmp_path) -
             device="cpu",
             progress=False,
         )
+
+
+def test_stage_cache_batches_gather_each_sections_fronts_without_a_joined_copy() -> None:
+    """The loader keeps the front outputs per section (the front cache already holds them; a
+    joined copy cost ~300 MB on her2st at 112 px with two trained stages). Its batches equal
+    the gather from the joined tensors, the oracle, view draw for view draw."""
+    from mclstexp.train.loader import BatchDataset
+
+    sections = make_sections(3)
+    rng = np.random.default_rng(0)
+    fronts = [
+        FrontOutput(
+            torch.from_numpy(rng.normal(size=(8, s.n_obs, 3, 2, 2))).to(torch.float16),
+            torch.from_numpy(rng.normal(size=(8, s.n_obs, 5)).astype(np.float32)),
+        )
+        for s in sections
+    ]
+    ds = BatchDataset(sections, augment=False, features=None, fronts=fronts)
+    joined_acts = torch.cat([f.activations for f in fronts], 1)
+    joined_means = torch.cat([f.means for f in fronts], 1)
+    n = sum(s.n_obs for s in sections)
+    for seed in range(3):
+        ids = rng.permutation(n)[:7]
+        batch = ds[(seed, [ids[:4], ids[4:]])]
+        views = torch.randint(0, 8, (7,), generator=torch.Generator().manual_seed(seed))
+        rows = torch.from_numpy(ids)
+        assert batch["images"].dtype == torch.float32
+        torch.testing.assert_close(
+            batch["images"], joined_acts[views, rows].float(), rtol=0, atol=0
+        )
+        torch.testing.assert_close(batch["front_means"], joined_means[views, rows], rtol=0, atol=0)
+    assert all(f.activations is g.activations for f, g in zip(ds.fronts, fronts, strict=True))

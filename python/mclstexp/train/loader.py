@@ -94,12 +94,8 @@ class BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._ring: list[torch.Tensor] = []
         self._ring_next = 0
         self.features = None if features is None else np.concatenate(features)
-        self.fronts = None
-        if fronts is not None:
-            self.fronts = (
-                torch.cat([f.activations for f in fronts], 1),
-                torch.cat([f.means for f in fronts], 1),
-            )
+        # kept per section (no concatenated copy: the front cache holds them already)
+        self.fronts = None if fronts is None else list(fronts)
 
     def __len__(self) -> int:  # unused (keys come from the sampler)
         return 0
@@ -117,15 +113,27 @@ class BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             out["images"] = torch.from_numpy(self.features[ids])
             return out
         if self.fronts is not None:
-            acts, means = self.fronts
-            gen = torch.Generator().manual_seed(aug_seed)
-            views = torch.randint(0, acts.shape[0], (len(ids),), generator=gen)
-            rows = torch.from_numpy(ids)
-            out["images"] = acts[views, rows].float()
-            out["front_means"] = means[views, rows]
+            out["images"], out["front_means"] = self._fronts(ids, aug_seed)
             return out
         out["images"] = self._images(ids, aug_seed)
         return out
+
+    def _fronts(self, ids: np.ndarray, aug_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The front's map (float32) and pooled means of spots ``ids``, each in one view drawn
+        from ``aug_seed``, gathered section by section from the per-section front outputs."""
+        first = self.fronts[0]
+        gen = torch.Generator().manual_seed(aug_seed)
+        views = torch.randint(0, first.activations.shape[0], (len(ids),), generator=gen)
+        section = np.searchsorted(self.offsets, ids, side="right") - 1
+        local = torch.from_numpy(ids - self.offsets[section])
+        images = torch.empty((len(ids), *first.activations.shape[2:]), dtype=torch.float32)
+        means = torch.empty((len(ids), *first.means.shape[2:]), dtype=first.means.dtype)
+        for s in np.unique(section):
+            at = torch.from_numpy(np.flatnonzero(section == s))
+            acts, pooled = self.fronts[s]
+            images[at] = acts[views[at], local[at]].float()
+            means[at] = pooled[views[at], local[at]]
+        return images, means
 
     def _images(self, ids: np.ndarray, aug_seed: int) -> torch.Tensor:
         from mclstexp import _native
