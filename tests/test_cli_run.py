@@ -56,6 +56,13 @@ def test_run_writes_every_output(tiny_run) -> None:
     assert {"mclstexp[cpu]", "training_mean", "colour_ridge", "library_size"} <= methods
     # the cpu preset's encoder is frozen: the linear probe on its features is a reference row
     assert "probe[resnet18]" in methods and "probe[resnet18]" in (out / "results.txt").read_text()
+    # spatial context: the model's blend and the colour ridge each get a context row, the weight
+    # chosen on the training sections and recorded
+    assert {"mclstexp[cpu]+blend+context", "colour_ridge+context"} <= methods
+    (run,) = metrics["runs"]
+    assert run["head_selection"]["context"] in (0.0, 0.25, 0.5, 0.75)
+    assert set(run["head_selection"]["context_scores"]) == {"0", "0.25", "0.5", "0.75"}
+    assert run["reference_selection"]["context"] in (0.0, 0.25, 0.5, 0.75)
     assert {r["target"] for r in metrics["records"]} == {"legacy_gene", "default"}
     assert all(r["scope"] == "per-section" for r in metrics["records"])
     table = pd.read_csv(out / "metrics.csv")

@@ -6,12 +6,15 @@ the same image embedding:
 - ``ridge``: a linear map from the image embedding to expression (features standardised on the
   training spots, the expression centred), fitted on the training spots' image embeddings and
   their measured expression (:func:`fit_ridge`);
-- ``blend``: ``(1 - w) * retrieval + w * ridge``.
+- ``blend``: ``(1 - w) * retrieval + w * ridge``;
+- ``blend+context``: the blend mixed with its grid neighbours' blends in the predicted section
+  (:mod:`mclstexp.tl.context`), when the spots' centres are given.
 
-The ridge penalty and the blend weight are chosen per fold like K (:mod:`mclstexp.tl.select_k`):
-each training section in turn is predicted by heads built from the *other* training sections
-(retrieval from their reference spots, a ridge fitted on their spots), and the candidate with
-the best mean per-gene PCC wins (:func:`select_heads`). The held-out section is never looked at.
+The ridge penalty, the blend weight and the context weight are chosen per fold like K
+(:mod:`mclstexp.tl.select_k`): each training section in turn is predicted by heads built from
+the *other* training sections (retrieval from their reference spots, a ridge fitted on their
+spots), and the candidate with the best mean per-gene PCC wins (:func:`select_heads`). The
+held-out section is never looked at.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from mclstexp.baselines.ridge import svd_ridge_weights
+from mclstexp.tl.context import DEFAULT_CONTEXTS, choose_context
 from mclstexp.tl.predict import DEFAULT_AGGREGATION
 from mclstexp.tl.reference import Reference
 from mclstexp.tl.select_k import mean_pcc, scored_target, without_section
@@ -180,6 +184,10 @@ class HeadSelection:
         Inner fold -> ``{"ridge": {(rank, alpha): pcc}, "blend": {weight: pcc}}``.
     target
         The value matrix that was scored.
+    context, context_scores
+        The context weight of the ``blend+context`` head (best mean inner-CV PCC of the chosen
+        blend mixed with its neighbours, ties: the smaller) and every candidate's score; 0 and
+        empty when no spot centres were given.
     """
 
     k: int
@@ -190,6 +198,8 @@ class HeadSelection:
     blend_scores: dict[float, float]
     per_section: dict[str, dict[str, dict[Any, float]]] = field(repr=False)
     target: str = "default"
+    context: float = 0.0
+    context_scores: dict[float, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (for ``metrics.json``)."""
@@ -201,6 +211,8 @@ class HeadSelection:
             "target": self.target,
             "ridge_scores": {_label(c): v for c, v in self.ridge_scores.items()},
             "blend_scores": {_label(w): v for w, v in self.blend_scores.items()},
+            "context": self.context,
+            "context_scores": {_label(w): v for w, v in self.context_scores.items()},
             "per_section": {
                 s: {h: {_label(c): v for c, v in sc.items()} for h, sc in by_head.items()}
                 for s, by_head in self.per_section.items()
@@ -256,8 +268,11 @@ def select_heads(
     aggregation: str = DEFAULT_AGGREGATION,
     target: str | None = None,
     backend: str = "native",
+    coords: Mapping[str, Any] | None = None,
+    contexts: Sequence[float] = DEFAULT_CONTEXTS,
 ) -> HeadSelection:
-    """Choose the ridge penalty and the blend weight by leave-one-training-section-out CV.
+    """Choose the ridge penalty, the blend weight and the context weight by
+    leave-one-training-section-out CV.
 
     Parameters
     ----------
@@ -276,6 +291,10 @@ def select_heads(
         As in :func:`mclstexp.tl.predict.predict_from_embeddings`.
     target
         Which value matrix to score (default: ``reference.meta["default_target"]`` or the first).
+    coords, contexts
+        Training section id -> ``[n_spots, 2]`` spot centres, and the candidate context weights
+        of the ``blend+context`` head (:func:`mclstexp.tl.context.choose_context`, applied to
+        each inner fold's chosen blend). Without ``coords`` no context weight is chosen.
 
     Returns
     -------
@@ -328,6 +347,10 @@ def select_heads(
         }
     blend_scores = _means(per_section, "blend", weights)
     weight = max(weights, key=lambda w: (blend_scores[w], -w))
+    context, context_scores = 0.0, {}
+    if coords is not None:
+        inner = {n: (t, blend(r, ridges[j], weight)) for n, (t, r, ridges) in folds.items()}
+        context, context_scores = choose_context(inner, coords, mean_pcc, weights=contexts)
     return HeadSelection(
         k=int(k),
         alpha=best[1],
@@ -337,6 +360,8 @@ def select_heads(
         blend_scores=blend_scores,
         per_section=per_section,
         target=main,
+        context=context,
+        context_scores=context_scores,
     )
 
 

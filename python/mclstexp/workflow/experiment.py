@@ -321,6 +321,7 @@ def _run_record(
         "k": outcome.k,
         "k_selection": outcome.k_selection,
         "head_selection": outcome.head_selection,
+        "reference_selection": outcome.reference_selection,
     }
 
 

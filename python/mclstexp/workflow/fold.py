@@ -3,7 +3,8 @@
 :func:`run_fold` is three steps, each usable alone: :func:`train_fold` (genes from the training
 sections, training, the retrieval reference; also what ``mclstexp train`` runs),
 :func:`predict_held_out` (K, then each held-out section's prediction) and :func:`score_rows`
-(the model's and the baselines' rows, scored alike, see :func:`baseline_rows`).
+(the model's and the baselines' rows, scored alike, see
+:func:`mclstexp.workflow.reference_rows.baseline_rows`).
 
 Every evaluated row (the model and each reference baseline) is scored the same way on two target
 normalisations of the held-out spots, each labelled in the records:
@@ -27,17 +28,16 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from mclstexp import _keys
 from mclstexp._keys import section_id
 from mclstexp.models.inputs import dense_float32
 from mclstexp.workflow.dataset import DatasetSpec
-
-#: Target normalisations every evaluation reports (see module docstring).
-TARGETS = ("legacy_gene", "default")
-#: A gene a method predicts as constant scores PCC 0 (not excluded), so the training-mean row has a
-#: number and no method can raise its mean by predicting constants on hard genes. Genes constant
-#: in the truth are excluded and counted for every method alike.
-UNDEFINED_PCC = "zero"
+from mclstexp.workflow.reference_rows import reference_rows
+from mclstexp.workflow.targets import (
+    TARGETS,
+    UNDEFINED_PCC,
+    log_library_size,
+    normalized,
+)
 
 
 @dataclass
@@ -54,10 +54,7 @@ class FoldOutcome:
     k: int = 0
     k_selection: dict[str, Any] | None = None
     head_selection: dict[str, Any] | None = None
-
-
-def _log_library_size(adata: AnnData) -> np.ndarray:
-    return np.log1p(np.asarray(adata.obs[_keys.LIBRARY_SIZE], dtype=np.float64))
+    reference_selection: dict[str, Any] | None = None
 
 
 def peak_rss_mb() -> float:
@@ -81,13 +78,6 @@ def select_fold_genes(dataset: DatasetSpec, train: Sequence[AnnData]) -> list[st
             list(train), method=dataset.gene_method, n_genes=dataset.n_genes, panel=dataset.panel
         )
     )
-
-
-def normalized(adata: AnnData, genes: Sequence[str], flavor: str) -> AnnData:
-    """``adata`` restricted to ``genes`` with ``X`` normalised by ``flavor``."""
-    from mclstexp.pp import normalize_expression
-
-    return normalize_expression(adata, genes=list(genes), flavor=flavor)
 
 
 @dataclass
@@ -247,6 +237,7 @@ def head_rows(
     k: int,
     aggregation: str,
     backend: str = "native",
+    coords: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, dict[str, dict[str, np.ndarray]]], dict[str, Any]]:
     """The ``ridge`` and ``blend`` heads' predictions of the held-out sections (section ->
     head -> target -> ``[n, G]``) and the record of their choice.
@@ -255,11 +246,19 @@ def head_rows(
     (:func:`mclstexp.tl.heads.select_heads`, default target); then, per target, the ridge is
     fitted on every training spot's image embedding (``inner``) and value, applied to the
     held-out image embeddings (``queries``) and blended with the retrieval prediction
-    (``retrieval``: section -> target -> ``[n, G]``)."""
+    (``retrieval``: section -> target -> ``[n, G]``). With ``coords`` (section id -> spot
+    centres, training and held-out sections) also ``blend+context``: the blend mixed with its
+    grid neighbours' (:mod:`mclstexp.tl.context`), the weight chosen on the training sections."""
+    from mclstexp.tl.context import with_context
     from mclstexp.tl.heads import blend, fit_ridge, select_heads
 
     selection = select_heads(
-        inner, trained.reference, k=k, aggregation=aggregation, backend=backend
+        inner,
+        trained.reference,
+        k=k,
+        aggregation=aggregation,
+        backend=backend,
+        coords=None if coords is None else {n: coords[n] for n in inner},
     )
     x = np.concatenate([inner[s.name] for s in trained.sections])
     rows: dict[str, dict[str, dict[str, np.ndarray]]] = {name: {} for name in queries}
@@ -268,9 +267,12 @@ def head_rows(
         for name, q in queries.items():
             ridge = readout.predict(q)
             rows[name].setdefault("ridge", {})[target] = ridge
-            rows[name].setdefault("blend", {})[target] = blend(
-                retrieval[name][target], ridge, selection.weight
-            )
+            mixed = blend(retrieval[name][target], ridge, selection.weight)
+            rows[name].setdefault("blend", {})[target] = mixed
+            if coords is not None:
+                rows[name].setdefault("blend+context", {})[target] = with_context(
+                    mixed, coords[name], selection.context
+                )
     return rows, selection.to_dict()
 
 
@@ -309,75 +311,6 @@ def predict_held_out(
     return predictions
 
 
-def _encoder_features(
-    trained: TrainedFold, dataset: DatasetSpec, caches: Mapping[str, Any], device: str
-) -> dict[str, np.ndarray]:
-    """Each section's frozen-encoder features, from the feature cache (computed by training and
-    prediction already): what the linear probe reads."""
-    from mclstexp.models.features import frozen_features
-
-    names = dataset.section_names
-    feats = frozen_features(trained.model, [caches[n].patches for n in names], device=device)
-    return dict(zip(names, feats, strict=True))
-
-
-def baseline_rows(
-    dataset: DatasetSpec,
-    caches: Mapping[str, Any],
-    train: Sequence[AnnData],
-    test: Sequence[AnnData],
-    genes: Sequence[str],
-    *,
-    seed: int = 0,
-    colour: dict[str, np.ndarray] | None = None,
-    encoder_features: Mapping[str, np.ndarray] | None = None,
-    encoder: str = "encoder",
-) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """The reference rows' predictions: section -> baseline name -> target -> ``[n, G]``.
-
-    Baselines are fit on the training sections' colour features (``colour``: section id ->
-    features, filled for sections not in it yet) and expression in each target. With
-    ``encoder_features`` (section id -> a frozen encoder's features) the linear probe
-    ``probe[<encoder>]`` is fit on the same training sections
-    (:class:`mclstexp.baselines.LinearProbeBaseline`).
-    """
-    from mclstexp.baselines import LinearProbeBaseline, patch_colour_features, reference_baselines
-
-    colour = {} if colour is None else colour
-    for a in dataset.sections:
-        if section_id(a) not in colour:
-            colour[section_id(a)] = patch_colour_features(caches[section_id(a)].patches)
-    train_features = np.concatenate([colour[section_id(a)] for a in train])
-    train_depth = np.concatenate([_log_library_size(a) for a in train])
-    groups = np.concatenate([[i] * a.n_obs for i, a in enumerate(train)])
-    rows: dict[str, dict[str, dict[str, np.ndarray]]] = {section_id(a): {} for a in test}
-    probe = None
-    for target in TARGETS:
-        train_values = np.concatenate(
-            [dense_float32(normalized(a, genes, target).X) for a in train]
-        )
-        for baseline in reference_baselines(seed=seed):
-            baseline.fit(train_features, train_values, log_library_size=train_depth, groups=groups)
-            for adata in test:
-                name = section_id(adata)
-                rows[name].setdefault(baseline.name, {})[target] = baseline.predict(
-                    colour[name], log_library_size=_log_library_size(adata)
-                )
-        if encoder_features is not None:
-            probe = probe or LinearProbeBaseline(encoder, seed=seed)  # one PCA per training set
-            probe.fit(
-                np.concatenate([encoder_features[section_id(a)] for a in train]),
-                train_values,
-                groups=groups,
-            )
-            for adata in test:
-                name = section_id(adata)
-                rows[name].setdefault(probe.name, {})[target] = probe.predict(
-                    encoder_features[name]
-                )
-    return rows
-
-
 def score_rows(
     test: Sequence[AnnData],
     rows: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
@@ -394,7 +327,7 @@ def score_rows(
     records: list[dict[str, Any]] = []
     for adata in test:
         name = section_id(adata)
-        depth = _log_library_size(adata)
+        depth = log_library_size(adata)
         for method, by_target in rows[name].items():
             for target, values in by_target.items():
                 record = evaluate_section(
@@ -472,6 +405,7 @@ def run_fold(
     FoldOutcome
         Labelled per-section records of every row, predictions as AnnData, and timings.
     """
+    from mclstexp.tl.context import sections_coords
     from mclstexp.tl.predict import DEFAULT_AGGREGATION
 
     held_out = set(test_sections)
@@ -498,6 +432,7 @@ def run_fold(
         trained,
         test,
         caches,
+        coords=sections_coords([*train, *test]),
         k=k,
         heads=heads,
         aggregation=aggregation,
@@ -509,7 +444,7 @@ def run_fold(
         section_id(a): {t: dense_float32(normalized(a, genes, t).X) for t in TARGETS} for a in test
     }
     if baselines:
-        reference = _reference_rows(
+        reference, choice["reference_selection"] = reference_rows(
             trained, dataset, caches, (train, test), seed, feature_cache, device
         )
         for name, by_method in reference.items():
@@ -529,38 +464,12 @@ def run_fold(
     )
 
 
-def _reference_rows(
-    trained: TrainedFold,
-    dataset: Any,
-    caches: Mapping[str, Any],
-    split: tuple[Sequence[AnnData], Sequence[AnnData]],
-    seed: int,
-    feature_cache: dict[str, Any] | None,
-    device: Any,
-) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """The reference rows of one fold (:func:`baseline_rows`), with the linear probe on the
-    encoder's features when the encoder is frozen."""
-    train, test = split
-    colour = feature_cache.setdefault("colour", {}) if feature_cache is not None else None
-    frozen = _encoder_features(trained, dataset, caches, device) if trained.frozen else None
-    return baseline_rows(
-        dataset,
-        caches,
-        train,
-        test,
-        trained.genes,
-        seed=seed,
-        colour=colour,
-        encoder_features=frozen,
-        encoder=trained.model.config.backbone,
-    )
-
-
 def _model_rows(
     trained: TrainedFold,
     test: Sequence[AnnData],
     caches: Mapping[str, Any],
     *,
+    coords: Mapping[str, np.ndarray] | None,
     k: int | str | None,
     heads: bool,
     aggregation: str,
@@ -589,7 +498,9 @@ def _model_rows(
     head_selection = None
     if heads and inner is not None:
         own = {n: r[model_name] for n, r in rows.items()}
-        by_head, head_selection = head_rows(trained, inner, queries, own, k=k, **retrieval)
+        by_head, head_selection = head_rows(
+            trained, inner, queries, own, k=k, coords=coords, **retrieval
+        )
         for name, preds in by_head.items():
             rows[name].update({f"{model_name}+{h}": p for h, p in preds.items()})
     choice = {"k": k, "k_selection": k_selection, "head_selection": head_selection}
