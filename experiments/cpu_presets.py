@@ -42,20 +42,40 @@ CONFIGS: dict[str, tuple[str, dict]] = {
             "train__stage_cache": True,
         },
     ),
+    "e2e_l34_112": (
+        "cpu",
+        {
+            "train__freeze_backbone": False,
+            "model__trained_stages": 2,
+            "model__input_size": 112,
+            "train__stage_cache": True,
+        },
+    ),
 }
 
 
 def _inner_scores(metrics: dict) -> dict[str, float]:
-    """Mean over folds of the inner-CV scores at the chosen settings (training sections only)."""
-    out: dict[str, list[float]] = {"retrieval": [], "ridge": [], "blend": []}
+    """Mean over folds of the inner-CV scores at the chosen settings (training sections only):
+    the model's heads, and the colour ridge without and with context (its inner folds)."""
+    out: dict[str, list[float]] = {}
     for run in metrics["runs"]:
         ks, hs = run.get("k_selection") or {}, run.get("head_selection") or {}
+        rs = run.get("reference_selection") or {}
         if "scores" in ks:
-            out["retrieval"].append(ks["scores"][str(ks["k"])])
+            out.setdefault("retrieval", []).append(ks["scores"][str(ks["k"])])
         if hs:
             rank = "full" if hs["rank"] is None else hs["rank"]
-            out["ridge"].append(hs["ridge_scores"][f"rank={rank},alpha={hs['alpha']:g}"])
-            out["blend"].append(hs["blend_scores"][f"{hs['weight']:g}"])
+            out.setdefault("ridge", []).append(
+                hs["ridge_scores"][f"rank={rank},alpha={hs['alpha']:g}"]
+            )
+            out.setdefault("blend", []).append(hs["blend_scores"][f"{hs['weight']:g}"])
+        if hs.get("context_scores"):
+            out.setdefault("blend+context", []).append(hs["context_scores"][f"{hs['context']:g}"])
+        if rs.get("context_scores"):
+            out.setdefault("colour_ridge", []).append(rs["context_scores"]["0"])
+            out.setdefault("colour_ridge+context", []).append(
+                rs["context_scores"][f"{rs['context']:g}"]
+            )
     return {k: float(np.mean(v)) for k, v in out.items() if v}
 
 
