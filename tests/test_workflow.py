@@ -116,3 +116,42 @@ def test_tiling_shows_progress_only_when_asked(tiny, tmp_path, capsys) -> None:
     assert capsys.readouterr().err == ""
     tile_dataset(dataset, tmp_path / "shown")
     assert "patch" in capsys.readouterr().err
+
+
+def test_a_partially_trained_backbone_gets_a_probe_on_its_trained_features(tiny, tmp_path) -> None:
+    """With the last stages trained, the probe row reads the backbone's features *after*
+    training (front cache + trained back), labelled ``/trained``; the context rows and the
+    colour ridge's context choice come with every fold of two or more training sections."""
+    from mclstexp.models.stages import FRONT_CACHE, front_features
+    from mclstexp.workflow.fold import train_fold
+    from mclstexp.workflow.reference_rows import encoder_features
+
+    dataset, caches = tiny
+    preset = load_preset(
+        "cpu",
+        model__trained_stages=1,
+        train__freeze_backbone=False,
+        train__stage_cache=True,
+        train__epochs=1,
+        train__patch_size=dataset.patch_size,
+    )
+    held_out = dataset.section_names[0]
+    args = dict(preset=preset, preset_name="e2e", fold_dir=tmp_path / "e2e", device="cpu")
+    out = run_fold(dataset, caches, test_sections=[held_out], k=10, progress=False, **args)
+    methods = {r["method"] for r in out.records}
+    expected_rows = {
+        "probe[resnet18/trained]",
+        "colour_ridge+context",
+        "mclstexp[e2e]+blend+context",
+    }
+    assert expected_rows <= methods
+    assert out.reference_selection["context"] in (0.0, 0.25, 0.5, 0.75)
+    # the probe reads the trained back's features (the fold reloaded from its checkpoint)
+    fold = train_fold(
+        dataset, caches, train_sections=dataset.section_names[1:], progress=False, **args
+    )
+    enc = fold.model.image_encoder
+    expected = front_features(enc, FRONT_CACHE.get(enc, caches[held_out].patches)).numpy()
+    np.testing.assert_array_equal(
+        encoder_features(fold, dataset, caches, "cpu")[held_out], expected
+    )

@@ -386,9 +386,10 @@ def run_fold(
         each training section queries a reference of the others); the choice and its inner-CV
         scores go to ``FoldOutcome.k_selection`` and every record's ``"k"``.
     baselines
-        Also fit and score the reference rows (training mean, colour ridge, library size) and,
-        in frozen-encoder mode, the linear probe on the encoder's features
-        (``probe[<backbone>]``, HEST's protocol).
+        Also fit and score the reference rows (training mean, colour ridge with and without
+        context, library size) and the linear probe on the encoder's features
+        (``probe[<backbone>]`` frozen, ``probe[<backbone>/trained]`` after training its last
+        stages; HEST's protocol), see :mod:`mclstexp.workflow.reference_rows`.
     heads
         Also score the ``ridge`` and ``blend`` heads on the model's image embedding (rows
         ``mclstexp[<preset>]+ridge`` and ``+blend``; their penalty and weight chosen on the

@@ -25,6 +25,7 @@ __all__ = [
     "baseline_rows",
     "colour_context",
     "encoder_features",
+    "probe_name",
     "reference_rows",
 ]
 
@@ -34,14 +35,36 @@ CONTEXT_TARGET = "default"
 
 def encoder_features(
     trained: Any, dataset: Any, caches: Mapping[str, Any], device: str
-) -> dict[str, np.ndarray]:
-    """Each section's frozen-encoder features, from the feature cache (computed by training and
-    prediction already): what the linear probe reads."""
-    from mclstexp.models.features import frozen_features
-
+) -> dict[str, np.ndarray] | None:
+    """Each section's pooled backbone features, what the linear probe reads: a frozen
+    encoder's from the feature cache (computed by training and prediction already); a partially
+    trained backbone's from the front cache through its trained back (the features after
+    training, :func:`mclstexp.models.stages.front_features`); ``None`` for a backbone trained
+    whole (its features would cost a second pass over every patch)."""
     names = dataset.section_names
-    feats = frozen_features(trained.model, [caches[n].patches for n in names], device=device)
-    return dict(zip(names, feats, strict=True))
+    if trained.frozen:
+        from mclstexp.models.features import frozen_features
+
+        feats = frozen_features(trained.model, [caches[n].patches for n in names], device=device)
+        return dict(zip(names, feats, strict=True))
+    encoder = trained.model.image_encoder
+    if encoder.staged is None:
+        return None
+    from mclstexp.models.stages import FRONT_CACHE, front_features
+
+    return {
+        n: front_features(encoder, FRONT_CACHE.get(encoder, caches[n].patches, device=device))
+        .cpu()
+        .numpy()
+        for n in names
+    }
+
+
+def probe_name(trained: Any) -> str:
+    """The probe row's encoder label: the backbone, marked ``/trained`` when its features come
+    from training (a partially trained backbone), not from the frozen encoder."""
+    backbone = trained.model.config.backbone
+    return backbone if trained.frozen else f"{backbone}/trained"
 
 
 def colour_features(
@@ -161,8 +184,9 @@ def reference_rows(
 ) -> tuple[dict[str, dict[str, dict[str, np.ndarray]]], dict[str, Any] | None]:
     """The reference rows of one fold (:func:`baseline_rows`) for a fold's trained model
     (``trained``: a :class:`mclstexp.workflow.fold.TrainedFold`), with the linear probe on the
-    encoder's features when the encoder is frozen, and ``colour_ridge+context`` when there are
-    two or more training sections with spot centres. Returns ``(rows, context record or None)``.
+    encoder's features when there are some (:func:`encoder_features`), and
+    ``colour_ridge+context`` when there are two or more training sections with spot centres.
+    Returns ``(rows, context record or None)``.
     """
     from mclstexp.tl.context import sections_coords
 
@@ -170,7 +194,7 @@ def reference_rows(
     colour = colour_features(
         dataset, caches, feature_cache.setdefault("colour", {}) if feature_cache is not None else {}
     )
-    frozen = encoder_features(trained, dataset, caches, device) if trained.frozen else None
+    features = encoder_features(trained, dataset, caches, device)
     coords = sections_coords(train) if len(train) > 1 else None
     weight, record = (None, None)
     if coords is not None:
@@ -183,8 +207,8 @@ def reference_rows(
         trained.genes,
         seed=seed,
         colour=colour,
-        encoder_features=frozen,
-        encoder=trained.model.config.backbone,
+        encoder_features=features,
+        encoder=probe_name(trained),
         context=weight,
     )
     return rows, record
