@@ -26,9 +26,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),  # python -m mclstexp
 )
 #: Modules every layer may use: keys, lazy exports, progress bars, the extension, argument
-#: checks, the errors.
+#: checks, heap trimming, the errors.
 SHARED = {
     "_keys",
+    "_memory",
     "_lazy",
     "_progress",
     "_native",

@@ -19,6 +19,7 @@ _EXPORTS = {
     "ModelConfig": "config",
     "TrainConfig": "config",
     "load_preset": "config",
+    "load_variants": "config",
     "MclSTExp": "clip",
     "ImageEncoder": "image_encoder",
     "build_backbone": "image_encoder",

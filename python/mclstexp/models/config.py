@@ -51,7 +51,7 @@ from typing import Any, Literal, NamedTuple
 
 SequenceMode = Literal["batch", "neighbourhood"]
 
-__all__ = ["ModelConfig", "Preset", "TrainConfig", "list_presets", "load_preset"]
+__all__ = ["ModelConfig", "Preset", "TrainConfig", "list_presets", "load_preset", "load_variants"]
 
 
 @dataclass
@@ -358,6 +358,43 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
+def _preset_data(name: str | Path) -> tuple[dict[str, Any], str]:
+    """A preset's JSON object (bundled name or file) and its label for messages."""
+    path = Path(name)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"preset file not found: {path}")
+        text, label = path.read_text(), str(path)
+    else:
+        res = resources.files("mclstexp.models") / "presets" / f"{name}.json"
+        if not res.is_file():
+            raise ValueError(f"unknown preset {name!r}; bundled presets: {list_presets()}")
+        text, label = res.read_text(), str(name)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"preset {label} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or set(data) - {"model", "train", "description", "variants"}:
+        raise ValueError(f"preset {label} must be an object with keys 'model' and 'train'")
+    return data, label
+
+
+def _build(label: str, model: dict, train: dict, overrides: dict[str, Any]) -> Preset:
+    model, train = dict(model), dict(train)
+    for key, value in overrides.items():
+        part, _, field_name = key.partition("__")
+        if part == "model":
+            model[field_name] = value
+        elif part == "train":
+            train[field_name] = value
+        else:
+            raise ValueError(f"override {key!r} must start with 'model__' or 'train__'")
+    try:
+        return Preset(ModelConfig.from_dict(model), TrainConfig.from_dict(train))
+    except (TypeError, ValueError) as err:  # a wrong type fails a comparison: TypeError
+        raise ValueError(f"preset {label}: {err} (check the field's type and range)") from err
+
+
 def load_preset(name: str | Path, **overrides: Any) -> Preset:
     """Load a named preset (or a JSON file with the same layout).
 
@@ -373,7 +410,8 @@ def load_preset(name: str | Path, **overrides: Any) -> Preset:
     Returns
     -------
     Preset
-        ``(model, train)`` configurations.
+        ``(model, train)`` configurations. A preset with ``"variants"`` (see
+        :func:`load_variants`) gives its base configuration here.
 
     Examples
     --------
@@ -381,36 +419,43 @@ def load_preset(name: str | Path, **overrides: Any) -> Preset:
     >>> t.epochs
     3
     """
-    text: str
-    path = Path(name)
-    if path.suffix == ".json" or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"preset file not found: {path}")
-        text = path.read_text()
-        label = str(path)
-    else:
-        res = resources.files("mclstexp.models") / "presets" / f"{name}.json"
-        if not res.is_file():
-            raise ValueError(f"unknown preset {name!r}; bundled presets: {list_presets()}")
-        text = res.read_text()
-        label = str(name)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"preset {label} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or set(data) - {"model", "train", "description"}:
-        raise ValueError(f"preset {label} must be an object with keys 'model' and 'train'")
-    model = dict(data.get("model", {}))
-    train = dict(data.get("train", {}))
-    for key, value in overrides.items():
-        part, _, field_name = key.partition("__")
-        if part == "model":
-            model[field_name] = value
-        elif part == "train":
-            train[field_name] = value
-        else:
-            raise ValueError(f"override {key!r} must start with 'model__' or 'train__'")
-    try:
-        return Preset(ModelConfig.from_dict(model), TrainConfig.from_dict(train))
-    except (TypeError, ValueError) as err:  # a wrong type fails a comparison: TypeError
-        raise ValueError(f"preset {label}: {err} (check the field's type and range)") from err
+    data, label = _preset_data(name)
+    load_variants(name)  # a preset with a broken variant fails on load, whatever runs it
+    return _build(label, data.get("model", {}), data.get("train", {}), overrides)
+
+
+def load_variants(name: str | Path, **overrides: Any) -> dict[str, Preset]:
+    """A preset's variants: configurations that the fold runner trains side by side, keeping in
+    each fold the one with the best inner-CV score on the training sections
+    (:func:`mclstexp.workflow.run_fold`); empty for a preset without ``"variants"``.
+
+    ``"variants": {"<name>": {"model": {...}, "train": {...}}, ...}`` in the preset's JSON; each
+    variant is the base configuration with its fields replaced, then ``overrides`` on top.
+
+    Examples
+    --------
+    >>> sorted(load_variants("cpu", train__epochs=2))
+    ['frozen', 'trained']
+    >>> v = load_variants("cpu", train__epochs=2)["trained"]
+    >>> v.model.trained_stages, v.train.freeze_backbone, v.train.epochs
+    (2, False, 2)
+    >>> load_variants("paper")
+    {}
+    """
+    data, label = _preset_data(name)
+    variants = data.get("variants", {})
+    if not isinstance(variants, dict):
+        raise ValueError(f"preset {label}: 'variants' must be an object of named variants")
+    out = {}
+    for vname, variant in variants.items():
+        if not isinstance(variant, dict) or set(variant) - {"model", "train", "description"}:
+            raise ValueError(
+                f"preset {label}: variant {vname!r} must be an object with keys 'model' and "
+                "'train' (the fields it changes)"
+            )
+        model = {**data.get("model", {}), **variant.get("model", {})}
+        train = {**data.get("train", {}), **variant.get("train", {})}
+        out[str(vname)] = _build(f"{label} (variant {vname!r})", model, train, overrides)
+    if len(out) == 1:
+        raise ValueError(f"preset {label}: 'variants' needs two or more variants to choose from")
+    return out

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mclstexp._memory import trim_heap
 from mclstexp.models.clip import MclSTExp
 from mclstexp.models.config import ModelConfig, TrainConfig
 from mclstexp.models.inputs import BatchPlan
@@ -289,6 +290,7 @@ def train_model(
             write_log(run.run_dir, run.history)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, metrics)
+        trim_heap()  # the epoch's freed batches and checkpoint buffers back to the OS
 
     if run.info.is_main:
         save_checkpoint(run.run_dir / FINAL, checkpoint_payload(run, len(run.history), final=True))

@@ -176,7 +176,7 @@ def run_experiment(
     settings = {"device": device, "k": k, "aggregation": aggregation, "backend": backend}
     config = _experiment_config(dataset, presets, seeds, folds, epochs=epochs, **settings)
     loaded = _load_presets(presets, dataset, epochs, patch_size, patch_mpp)
-    config["patch_geometry"] = {n: {"patch_size": g[0], "mpp": g[1]} for _, n, _, g in loaded}
+    config["patch_geometry"] = {n: {"patch_size": g[0], "mpp": g[1]} for _, n, _, g, _ in loaded}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
 
     records: list[dict[str, Any]] = []
@@ -185,7 +185,7 @@ def run_experiment(
     tiles: dict[tuple[int, float | None], dict[str, Any]] = {}
     # colour features depend on the patches only (frozen-backbone features are cached by content)
     feature_caches: dict[tuple[int, float | None], dict[str, Any]] = {}
-    for preset_name, name, preset, geometry in loaded:
+    for preset_name, name, preset, geometry, variants in loaded:
         if geometry not in tiles:
             where = patch_dir or out_dir / "patches"
             tiles[geometry] = _tile(dataset, where, geometry, n_threads, progress, log)
@@ -207,6 +207,7 @@ def run_experiment(
                     progress=progress,
                     feature_cache=feature_cache,
                     baselines=baselines,
+                    variants=variants,
                     **settings,
                 )
                 _write_predictions(outcome, fold_dir)
@@ -250,10 +251,10 @@ def _load_presets(
     epochs: int | None,
     patch_size: int | None,
     patch_mpp: float | None,
-) -> list[tuple[str, str, Any, tuple[int, float | None]]]:
-    """``(preset name, label, preset, geometry)`` per preset; the checkpoint records the patch
-    geometry, so ``mclstexp predict`` cuts patches as training did."""
-    from mclstexp.models import load_preset
+) -> list[tuple[str, str, Any, tuple[int, float | None], dict[str, Any]]]:
+    """``(preset name, label, preset, geometry, variants)`` per preset; the checkpoint records
+    the patch geometry, so ``mclstexp predict`` cuts patches as training did."""
+    from mclstexp.models import load_preset, load_variants
 
     out = []
     for preset_name in presets:
@@ -261,10 +262,10 @@ def _load_presets(
         size, mpp = preset_geometry(
             load_preset(preset_name), dataset, patch_size=patch_size, mpp=patch_mpp
         )
-        preset = load_preset(
-            preset_name, train__patch_size=size, train__patch_mpp=mpp, **epochs_override
-        )
-        out.append((preset_name, Path(preset_name).stem, preset, (size, mpp)))
+        overrides = {"train__patch_size": size, "train__patch_mpp": mpp, **epochs_override}
+        preset = load_preset(preset_name, **overrides)
+        variants = load_variants(preset_name, **overrides)
+        out.append((preset_name, Path(preset_name).stem, preset, (size, mpp), variants))
     return out
 
 
@@ -322,6 +323,7 @@ def _run_record(
         "k_selection": outcome.k_selection,
         "head_selection": outcome.head_selection,
         "reference_selection": outcome.reference_selection,
+        "variant_selection": outcome.variant_selection,
     }
 
 
@@ -333,6 +335,10 @@ def _log_outcome(outcome: FoldOutcome, log: Any) -> None:
     if by_head:
         scores = ", ".join(f"{m} {np.mean(v):.3f}" for m, v in by_head.items())
         log(f"  done in {outcome.train_seconds:.1f} s; PCC-ACG (default target): {scores}")
+    if outcome.variant_selection:
+        v = outcome.variant_selection
+        inner = ", ".join(f"{n} {s:.3f}" for n, s in v["scores"].items())
+        log(f"  variant {v['variant']!r} kept (inner CV on the training sections: {inner})")
 
 
 def _generator_params(dataset: DatasetSpec) -> dict[str, Any] | None:

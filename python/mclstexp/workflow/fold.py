@@ -55,6 +55,7 @@ class FoldOutcome:
     k_selection: dict[str, Any] | None = None
     head_selection: dict[str, Any] | None = None
     reference_selection: dict[str, Any] | None = None
+    variant_selection: dict[str, Any] | None = None
 
 
 def peak_rss_mb() -> float:
@@ -365,6 +366,7 @@ def run_fold(
     heads: bool = True,
     progress: bool = True,
     feature_cache: dict[str, Any] | None = None,
+    variants: Mapping[str, Any] | None = None,
 ) -> FoldOutcome:
     """Train on every section not in ``test_sections``, then predict and evaluate those.
 
@@ -395,6 +397,10 @@ def run_fold(
         ``mclstexp[<preset>]+ridge`` and ``+blend``; their penalty and weight chosen on the
         training sections only, :func:`head_rows`); needs two or more training sections. The
         method's own retrieval head stays the row ``mclstexp[<preset>]``.
+    variants
+        Named presets (:func:`mclstexp.models.load_variants`) to train side by side instead of
+        ``preset``: the fold keeps the one with the best inner-CV score on the training
+        sections (:func:`choose_variant`), its artefacts copied into ``fold_dir``.
     feature_cache
         A dict kept across folds: each section's colour features (of the baselines) are
         computed once instead of once per fold. Frozen-backbone features need nothing here:
@@ -417,29 +423,34 @@ def run_fold(
             f"test_sections: {sorted(held_out)} must leave at least one training and one test "
             f"section (dataset has {dataset.section_names})"
         )
-    trained = train_fold(
-        dataset,
-        caches,
-        train_sections=[section_id(a) for a in train],
-        preset=preset,
-        preset_name=preset_name,
-        fold_dir=fold_dir,
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
     aggregation = DEFAULT_AGGREGATION if aggregation is None else aggregation
-    predictions, rows, choice = _model_rows(
-        trained,
-        test,
-        caches,
-        coords=sections_coords([*train, *test]),
-        k=k,
-        heads=heads,
-        aggregation=aggregation,
-        backend=backend,
-        device=device,
-    )
+    settings = {"aggregation": aggregation, "backend": backend, "device": device}
+    coords = sections_coords([*train, *test])
+    candidates = dict(variants) if variants else {"": preset}
+    outcomes = {}
+    for vname, vpreset in candidates.items():
+        trained = train_fold(
+            dataset,
+            caches,
+            train_sections=[section_id(a) for a in train],
+            preset=vpreset,
+            preset_name=preset_name,
+            fold_dir=Path(fold_dir) / "variants" / vname if vname else fold_dir,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+        outcomes[vname] = (
+            trained,
+            _model_rows(
+                trained, test, caches, coords=coords, k=k, heads=heads or bool(variants), **settings
+            ),
+        )
+    best, variant_selection = choose_variant(outcomes, Path(fold_dir))
+    trained, (predictions, rows, choice) = outcomes[best]
+    choice["variant_selection"] = variant_selection
+    if not heads:
+        rows = {n: {m: r for m, r in by.items() if "+" not in m} for n, by in rows.items()}
     genes = trained.genes
     truths = {
         section_id(a): {t: dense_float32(normalized(a, genes, t).X) for t in TARGETS} for a in test
@@ -458,11 +469,56 @@ def run_fold(
         predictions=predictions,
         truths=truths,
         genes=genes,
-        train_seconds=trained.train_seconds,
+        train_seconds=sum(t.train_seconds for t, _ in outcomes.values()),
         peak_rss_mb=peak_rss_mb(),
         history=trained.history,
         **choice,
     )
+
+
+#: The files of a fold's model that the chosen variant's copies replace in the fold's folder.
+FOLD_FILES = ("model.pt", "reference.npz", "config.json", "log.jsonl", "checkpoint.pt")
+
+
+def variant_score(choice: Mapping[str, Any]) -> float:
+    """A trained variant's inner-CV score (training sections only): the mean per-gene PCC of
+    its best head at the chosen settings, ``blend+context`` when chosen, else ``blend``, else
+    retrieval at the chosen K; NaN without an inner cross-validation."""
+    hs, ks = choice.get("head_selection") or {}, choice.get("k_selection") or {}
+    if hs.get("context_scores"):
+        return float(hs["context_scores"][f"{hs['context']:g}"])
+    if hs:
+        return float(hs["blend_scores"][f"{hs['weight']:g}"])
+    if "scores" in ks:
+        return float(ks["scores"][str(ks["k"])])
+    return float("nan")
+
+
+def choose_variant(
+    outcomes: Mapping[str, Any], fold_dir: Path
+) -> tuple[str, dict[str, Any] | None]:
+    """The variant with the best :func:`variant_score` (ties and NaN: the first listed) and
+    its record; its model files are linked into ``fold_dir`` (``mclstexp predict`` reads them
+    there; a copy where hard links are refused). One candidate (no variants): itself, no
+    record."""
+    import os
+    import shutil
+
+    names = list(outcomes)
+    if len(names) == 1:
+        return names[0], None
+    scores = {n: variant_score(outcomes[n][1][2]) for n in names}
+    best = max(names, key=lambda n: (np.nan_to_num(scores[n], nan=-np.inf), -names.index(n)))
+    source = fold_dir / "variants" / best
+    for name in FOLD_FILES:
+        if (source / name).is_file():
+            (fold_dir / name).unlink(missing_ok=True)
+            try:
+                os.link(source / name, fold_dir / name)
+            except OSError:
+                shutil.copy2(source / name, fold_dir / name)
+    record = {"variant": best, "scores": scores, "score": "inner-CV mean PCC of the best head"}
+    return best, record
 
 
 def _model_rows(
