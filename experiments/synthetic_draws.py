@@ -29,8 +29,11 @@ import pandas as pd
 MODEL, RIDGE = "mclstexp[cpu]", "colour_ridge"
 
 
-def draw_metrics(out: Path, draw: int, seeds: list[int], rerun: bool) -> pd.DataFrame:
-    """The per-section records of one draw (running it when its metrics are not there yet)."""
+def draw_metrics(
+    out: Path, draw: int, seeds: list[int], rerun: bool, keep_models: bool = False
+) -> pd.DataFrame:
+    """The per-section records of one draw (running it when its metrics are not there yet; the
+    fold's model files are deleted afterwards unless ``keep_models``)."""
     folder = out / f"draw{draw}"
     csv = folder / "metrics.csv"
     if rerun or not csv.is_file():
@@ -46,17 +49,20 @@ def draw_metrics(out: Path, draw: int, seeds: list[int], rerun: bool) -> pd.Data
             log=lambda *_: None,
         )
         print(f"draw {draw}: ran in {time.perf_counter() - started:.0f} s", flush=True)
+        if not keep_models:  # ~1 GB a draw with the cpu preset's two variants
+            for model_file in folder.rglob("*.pt"):
+                model_file.unlink()
     records = pd.read_csv(csv)
     return records[(records.target == "default") & records.seed.isin(seeds)]
 
 
-def paired(records: pd.DataFrame, rows: list[str]) -> pd.DataFrame:
-    """Per held-out section: the ACG of ``rows`` and of the ridge, averaged over seeds."""
+def paired(records: pd.DataFrame, rows: list[str], ridge: str = RIDGE) -> pd.DataFrame:
+    """Per held-out section: the ACG of ``rows`` and of ``ridge``, averaged over seeds."""
     table = records.pivot_table(index="section", columns="method", values="acg", aggfunc="mean")
-    missing = {*rows, RIDGE} - set(table.columns)
+    missing = {*rows, ridge} - set(table.columns)
     if missing:
         raise SystemExit(f"metrics lack the rows {sorted(missing)}: run with the cpu preset")
-    return table[[*rows, RIDGE]]
+    return table[[*rows, ridge]].rename(columns={ridge: RIDGE})
 
 
 def _t(diffs: np.ndarray) -> str:
@@ -75,10 +81,17 @@ def main() -> None:
     parser.add_argument(
         "--rows", nargs="+", default=[MODEL], help=f"rows compared with {RIDGE} (default: {MODEL})"
     )
+    parser.add_argument(
+        "--against",
+        default=RIDGE,
+        help=f"the reference row (default {RIDGE}; e.g. {RIDGE}+context)",
+    )
+    parser.add_argument("--keep-models", action="store_true", help="keep the folds' model files")
     args = parser.parse_args()
     summary = []
     for draw in args.draws:
-        table = paired(draw_metrics(args.out, draw, args.seeds, args.rerun), args.rows)
+        records = draw_metrics(args.out, draw, args.seeds, args.rerun, args.keep_models)
+        table = paired(records, args.rows, args.against)
         entry: dict[str, object] = {"draw": draw, RIDGE: f"{table[RIDGE].mean():.3f}"}
         for row in args.rows:
             diff = table[row] - table[RIDGE]
@@ -91,7 +104,8 @@ def main() -> None:
     print(f"\ndefault target, PCC-ACG per held-out section; training seeds {args.seeds}")
     print(frame.to_string(index=False, formatters={c: "{:+.3f}".format for c in diff_cols}))
     for row in args.rows:
-        print(f"{row} - {RIDGE} over {len(frame)} draws: {_t(frame[f'{row} - ridge'].to_numpy())}")
+        diffs = frame[f"{row} - ridge"].to_numpy()
+        print(f"{row} - {args.against} over {len(frame)} draws: {_t(diffs)}")
 
 
 if __name__ == "__main__":

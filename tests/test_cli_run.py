@@ -63,6 +63,12 @@ def test_run_writes_every_output(tiny_run) -> None:
     assert run["head_selection"]["context"] in (0.0, 0.25, 0.5, 0.75)
     assert set(run["head_selection"]["context_scores"]) == {"0", "0.25", "0.5", "0.75"}
     assert run["reference_selection"]["context"] in (0.0, 0.25, 0.5, 0.75)
+    # the cpu preset's two variants were trained; the one the training sections prefer is kept
+    chosen = run["variant_selection"]["variant"]
+    assert set(run["variant_selection"]["scores"]) == {"frozen", "trained"}
+    assert chosen == max(
+        run["variant_selection"]["scores"], key=run["variant_selection"]["scores"].get
+    )
     assert {r["target"] for r in metrics["records"]} == {"legacy_gene", "default"}
     assert all(r["scope"] == "per-section" for r in metrics["records"])
     table = pd.read_csv(out / "metrics.csv")
@@ -75,6 +81,8 @@ def test_run_writes_every_output(tiny_run) -> None:
     fold = out / "cpu" / "seed0" / "A1"
     for name in ("model.pt", "reference.npz", "predictions/A1.h5ad"):
         assert (fold / name).is_file(), name
+    chosen_model = fold / "variants" / chosen / "model.pt"
+    assert (fold / "model.pt").stat().st_ino == chosen_model.stat().st_ino
 
 
 def test_predict_reproduces_the_saved_predictions(tiny_run, tmp_path) -> None:
