@@ -17,10 +17,13 @@ A preset is a JSON file ``{"model": {...}, "train": {...}}`` in ``mclstexp/model
     the data, attention sequences built from spatial neighbourhoods within a section (identical in
     training and inference), negatives gathered across GPUs.
 ``cpu``
-    Small and fast for a CPU: a frozen ResNet-18 backbone (features computed once per patch,
-    pooled over every stage and averaged over the patch's 8 rotations and flips), the ``default``
-    spot encoder, 15 epochs. Frozen features are standardised on the training spots. Random
-    initialisation: it never downloads anything.
+    Small and fast for a CPU, no download: ResNet-18 under the ``default`` spot encoder, 15
+    epochs, in two *variants* trained side by side in every fold of ``mclstexp run``, the one
+    with the better inner-CV score on the training sections kept (:func:`load_variants`):
+    ``frozen`` (the base configuration: features computed once per patch, pooled over every stage
+    and averaged over the patch's 8 rotations and flips, standardised on the training spots) and
+    ``trained`` (the last two stages trained through the contrastive loss at 112 px, the frozen
+    front's outputs cached). Random initialisation unless given weights.
 ``fm``
     Frozen foundation-model features: H-optimus-0's published weights (the best-ranked encoder
     of HEST-Benchmark that asks for no access request, see
