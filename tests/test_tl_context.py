@@ -18,9 +18,9 @@ from mclstexp.tl.context import (
     with_context,
 )
 from mclstexp.tl.heads import select_heads
-from mclstexp.tl.reference import Reference
 from mclstexp.tl.select_k import mean_pcc
 from mclstexp.workflow.fold import head_rows
+from test_tl_heads import _reference  # the same reference builder as the heads' tests
 
 
 def _brute_force(values: np.ndarray, xy: np.ndarray, radius: float) -> np.ndarray:
@@ -136,18 +136,6 @@ def _smooth_sections(names: tuple[str, ...]) -> tuple[dict[str, tuple], dict[str
         emb = np.hstack([vals, rng.normal(size=(100, 1))]) + rng.normal(0, 0.7, (100, 4))
         parts[name] = (emb.astype(np.float32), vals.astype(np.float32))
     return parts, {n: xy for n in names}
-
-
-def _reference(parts: dict[str, tuple]) -> Reference:
-    names = list(parts)
-    return Reference(
-        np.concatenate([parts[n][0] for n in names]),
-        {"default": np.concatenate([parts[n][1] for n in names])},
-        ["A", "B", "C"],
-        [f"{n}_{i}" for n in names for i in range(len(parts[n][0]))],
-        [n for n in names for _ in range(len(parts[n][0]))],
-        meta={"default_target": "default"},
-    )
 
 
 def test_heads_choose_context_on_training_sections_only() -> None:
