@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from mclstexp._memory import trim_heap
 from mclstexp.models.runtime import backbone_features, precision, resolve_device
 from mclstexp.pp.patch_cache import cache_group
 
@@ -470,4 +471,6 @@ def frozen_features(
     >>> feats = frozen_features(model, [cache.patches], device="cpu")  # doctest: +SKIP
     """
     cache = DEFAULT_CACHE if cache is None else cache
-    return cache.features(model, patches, device=device, progress=progress)
+    out = cache.features(model, patches, device=device, progress=progress)
+    trim_heap()  # the views' temporaries back to the OS
+    return out

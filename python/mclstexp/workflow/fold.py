@@ -29,6 +29,7 @@ import numpy as np
 from anndata import AnnData
 
 from mclstexp._keys import section_id
+from mclstexp._memory import trim_heap
 from mclstexp.models.inputs import dense_float32
 from mclstexp.workflow.dataset import DatasetSpec
 from mclstexp.workflow.reference_rows import reference_rows
@@ -427,25 +428,18 @@ def run_fold(
     settings = {"aggregation": aggregation, "backend": backend, "device": device}
     coords = sections_coords([*train, *test])
     candidates = dict(variants) if variants else {"": preset}
-    outcomes = {}
-    for vname, vpreset in candidates.items():
-        trained = train_fold(
-            dataset,
-            caches,
-            train_sections=[section_id(a) for a in train],
-            preset=vpreset,
-            preset_name=preset_name,
-            fold_dir=Path(fold_dir) / "variants" / vname if vname else fold_dir,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
-        outcomes[vname] = (
-            trained,
-            _model_rows(
-                trained, test, caches, coords=coords, k=k, heads=heads or bool(variants), **settings
-            ),
-        )
+    fit = {"seed": seed, "device": device, "progress": progress, "k": k, "heads": heads}
+    outcomes = _train_candidates(
+        dataset,
+        caches,
+        (train, test),
+        candidates,
+        preset_name,
+        Path(fold_dir),
+        coords,
+        fit,
+        settings,
+    )
     best, variant_selection = choose_variant(outcomes, Path(fold_dir))
     trained, (predictions, rows, choice) = outcomes[best]
     choice["variant_selection"] = variant_selection
@@ -474,6 +468,46 @@ def run_fold(
         history=trained.history,
         **choice,
     )
+
+
+def _train_candidates(
+    dataset: DatasetSpec,
+    caches: Mapping[str, Any],
+    split: tuple[Sequence[AnnData], Sequence[AnnData]],
+    candidates: Mapping[str, Any],
+    preset_name: str,
+    fold_dir: Path,
+    coords: Mapping[str, np.ndarray] | None,
+    fit: Mapping[str, Any],
+    settings: Mapping[str, Any],
+) -> dict[str, tuple[TrainedFold, Any]]:
+    """Train each candidate preset (a preset's variants, or the preset alone under ``""``) and
+    compute its rows (:func:`_model_rows`); a variant's folder is ``fold_dir/variants/<name>``."""
+    train, test = split
+    variants = len(candidates) > 1 or "" not in candidates
+    outcomes = {}
+    for vname, vpreset in candidates.items():
+        trained = train_fold(
+            dataset,
+            caches,
+            train_sections=[section_id(a) for a in train],
+            preset=vpreset,
+            preset_name=preset_name,
+            fold_dir=fold_dir / "variants" / vname if vname else fold_dir,
+            seed=fit["seed"],
+            device=fit["device"],
+            progress=fit["progress"],
+        )
+        heads = fit["heads"] or variants  # a variant is chosen by its heads' inner scores
+        rows = _model_rows(
+            trained, test, caches, coords=coords, k=fit["k"], heads=heads, **settings
+        )
+        outcomes[vname] = (trained, rows)
+        if variants:  # the next variant trains while this one waits: drop its RAM patches
+            for section in trained.sections:
+                section.patches = section.source
+            trim_heap()
+    return outcomes
 
 
 #: The files of a fold's model that the chosen variant's copies replace in the fold's folder.
