@@ -63,14 +63,8 @@ def _inner_scores(metrics: dict) -> dict[str, float]:
         rs = run.get("reference_selection") or {}
         if "scores" in ks:
             out.setdefault("retrieval", []).append(ks["scores"][str(ks["k"])])
-        if hs:
-            rank = "full" if hs["rank"] is None else hs["rank"]
-            out.setdefault("ridge", []).append(
-                hs["ridge_scores"][f"rank={rank},alpha={hs['alpha']:g}"]
-            )
-            out.setdefault("blend", []).append(hs["blend_scores"][f"{hs['weight']:g}"])
-        if hs.get("context_scores"):
-            out.setdefault("blend+context", []).append(hs["context_scores"][f"{hs['context']:g}"])
+        for head, score in (hs.get("chosen") or {}).items():
+            out.setdefault(head, []).append(score)
         if rs.get("context_scores"):
             out.setdefault("colour_ridge", []).append(rs["context_scores"]["0"])
             out.setdefault("colour_ridge+context", []).append(

@@ -144,6 +144,10 @@ def test_heads_choose_context_on_training_sections_only() -> None:
     sel = select_heads(inner, _reference(train), k=5, coords=coords)
     assert sel.context > 0 and sel.context_scores[sel.context] > sel.context_scores[0.0]
     assert sel.to_dict()["context"] == sel.context
+    chosen = sel.to_dict()["chosen"]
+    assert chosen["blend+context"] == sel.context_scores[sel.context]
+    assert chosen["blend"] == sel.blend_scores[sel.weight]
+    assert chosen["ridge"] == sel.ridge_scores[(sel.rank, sel.alpha)]
     assert select_heads(inner, _reference(train), k=5).context == 0.0  # no centres, no context
 
     held, held_coords = _smooth_sections(("S4",))

@@ -44,9 +44,9 @@ def test_a_bad_variant_is_refused_on_load_with_its_name(tmp_path, variants, matc
 def _choice(blend=None, context=None, k=None) -> dict:
     hs = {}
     if blend is not None:
-        hs = {"weight": 0.5, "blend_scores": {"0.5": blend, "1": -1.0}}
+        hs = {"chosen": {"ridge": -1.0, "blend": blend}}
         if context is not None:
-            hs.update(context=0.25, context_scores={"0": -1.0, "0.25": context})
+            hs["chosen"]["blend+context"] = context
     ks = {"k": 20, "scores": {"20": k, "50": -1.0}} if k is not None else {}
     return {"head_selection": hs or None, "k_selection": ks or None}
 

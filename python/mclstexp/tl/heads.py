@@ -201,9 +201,21 @@ class HeadSelection:
     context: float = 0.0
     context_scores: dict[float, float] = field(default_factory=dict)
 
+    def chosen_scores(self) -> dict[str, float]:
+        """Each head's mean inner-CV PCC at its chosen settings (``blend+context`` only when a
+        context weight was chosen): what a variant is judged by."""
+        out = {
+            "ridge": self.ridge_scores[(self.rank, self.alpha)],
+            "blend": self.blend_scores[self.weight],
+        }
+        if self.context_scores:
+            out["blend+context"] = self.context_scores[self.context]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (for ``metrics.json``)."""
         return {
+            "chosen": self.chosen_scores(),
             "k": self.k,
             "alpha": self.alpha,
             "rank": self.rank,

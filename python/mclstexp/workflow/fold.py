@@ -443,8 +443,11 @@ def run_fold(
     best, variant_selection = choose_variant(outcomes, Path(fold_dir))
     trained, (predictions, rows, choice) = outcomes[best]
     choice["variant_selection"] = variant_selection
-    if not heads:
-        rows = {n: {m: r for m, r in by.items() if "+" not in m} for n, by in rows.items()}
+    if not heads:  # the heads were computed only to choose the variant
+        extra = f"mclstexp[{preset_name}]+"
+        rows = {
+            n: {m: r for m, r in by.items() if not m.startswith(extra)} for n, by in rows.items()
+        }
     genes = trained.genes
     truths = {
         section_id(a): {t: dense_float32(normalized(a, genes, t).X) for t in TARGETS} for a in test
@@ -484,7 +487,7 @@ def _train_candidates(
     """Train each candidate preset (a preset's variants, or the preset alone under ``""``) and
     compute its rows (:func:`_model_rows`); a variant's folder is ``fold_dir/variants/<name>``."""
     train, test = split
-    variants = len(candidates) > 1 or "" not in candidates
+    variants = "" not in candidates  # "": the preset alone
     outcomes = {}
     for vname, vpreset in candidates.items():
         trained = train_fold(
@@ -519,10 +522,9 @@ def variant_score(choice: Mapping[str, Any]) -> float:
     its best head at the chosen settings, ``blend+context`` when chosen, else ``blend``, else
     retrieval at the chosen K; NaN without an inner cross-validation."""
     hs, ks = choice.get("head_selection") or {}, choice.get("k_selection") or {}
-    if hs.get("context_scores"):
-        return float(hs["context_scores"][f"{hs['context']:g}"])
     if hs:
-        return float(hs["blend_scores"][f"{hs['weight']:g}"])
+        chosen = hs["chosen"]
+        return float(chosen.get("blend+context", chosen["blend"]))
     if "scores" in ks:
         return float(ks["scores"][str(ks["k"])])
     return float("nan")
