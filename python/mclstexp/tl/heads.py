@@ -19,7 +19,7 @@ held-out section is never looked at.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,25 +248,46 @@ def _inner_fold(
     candidates: Sequence[tuple[int | None, float]],
     aggregation: str,
     backend: str,
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Truth, retrieval prediction and ridge predictions (one per ``(rank, alpha)``) of training
-    section ``name`` from heads built on the other training sections only."""
+) -> tuple[np.ndarray, np.ndarray, dict[tuple[int | None, float], float]]:
+    """Truth, retrieval prediction and each ridge candidate's mean PCC (``(rank, alpha)`` ->
+    score) of training section ``name``, from heads built on the other training sections only.
+    Each candidate is scored as it is made (65 candidates' predictions at once were the peak
+    of a her2st fold's memory); :func:`_inner_ridge` remakes the chosen one."""
     from mclstexp.tl.predict import predict_from_embeddings
 
     queries = np.asarray(query_embeddings[name])
     inner, own = without_section(reference, name, len(queries), target)
-    sections, values = np.asarray(reference.sections), reference.values[target]
     retrieval, _, _ = predict_from_embeddings(
         queries, inner, k=min(k, len(inner)), aggregation=aggregation, backend=backend
     )
+    truth = reference.values[target][own]
+    scores = {}
+    for rank in dict.fromkeys(r for r, _ in candidates):
+        alphas = [a for r, a in candidates if r == rank]
+        for alpha, pred in zip(
+            alphas, _ridges(name, query_embeddings, reference, target, rank, alphas), strict=True
+        ):
+            scores[(rank, alpha)] = mean_pcc(truth, pred)
+    return truth, retrieval[target], scores
+
+
+def _ridges(
+    name: str,
+    query_embeddings: Mapping[str, np.ndarray],
+    reference: Reference,
+    target: str,
+    rank: int | None,
+    alphas: Sequence[float],
+) -> Iterator[np.ndarray]:
+    """Section ``name``'s ridge predictions at ``rank`` for each of ``alphas`` (one SVD path),
+    fitted on the other training sections, one prediction at a time."""
+    sections, values = np.asarray(reference.sections), reference.values[target]
     others = [s for s in query_embeddings if s != name]
     x = np.concatenate([np.asarray(query_embeddings[s]) for s in others])
     y = np.concatenate([values[sections == s] for s in others])
-    ridges = []
-    for rank in dict.fromkeys(r for r, _ in candidates):
-        alphas = [a for r, a in candidates if r == rank]
-        ridges += [fit.predict(queries) for fit in ridge_path(x, y, alphas, rank=rank)]
-    return values[own], retrieval[target], ridges
+    queries = np.asarray(query_embeddings[name])
+    for fit in ridge_path(x, y, alphas, rank=rank):
+        yield fit.predict(queries)
 
 
 def select_heads(
@@ -345,24 +366,26 @@ def select_heads(
         )
         for name in query_embeddings
     }
-    per_section: dict[str, dict[str, dict[Any, float]]] = {}
-    for name, (truth, _, ridges) in folds.items():
-        per_section[name] = {
-            "ridge": {c: mean_pcc(truth, p) for c, p in zip(candidates, ridges, strict=True)}
-        }
+    per_section: dict[str, dict[str, dict[Any, float]]] = {
+        name: {"ridge": scores} for name, (_, _, scores) in folds.items()
+    }
     ridge_scores = _means(per_section, "ridge", candidates)
     best = max(candidates, key=lambda c: (ridge_scores[c], c[1], -(c[0] or 1 << 30)))
-    j = candidates.index(best)
-    for name, (truth, retrieval, ridges) in folds.items():
+    same_rank = [a for r, a in candidates if r == best[0]]  # the same SVD path: the same bits
+    inner = {}
+    for name, (truth, retrieval, _) in folds.items():
+        preds = _ridges(name, query_embeddings, reference, main, best[0], same_rank)
+        ridge = next(p for a, p in zip(same_rank, preds, strict=True) if a == best[1])
         per_section[name]["blend"] = {
-            w: mean_pcc(truth, blend(retrieval, ridges[j], w)) for w in weights
+            w: mean_pcc(truth, blend(retrieval, ridge, w)) for w in weights
         }
+        inner[name] = (truth, retrieval, ridge)
     blend_scores = _means(per_section, "blend", weights)
     weight = max(weights, key=lambda w: (blend_scores[w], -w))
     context, context_scores = 0.0, {}
     if coords is not None:
-        inner = {n: (t, blend(r, ridges[j], weight)) for n, (t, r, ridges) in folds.items()}
-        context, context_scores = choose_context(inner, coords, mean_pcc, weights=contexts)
+        mixed = {n: (t, blend(r, ridge, weight)) for n, (t, r, ridge) in inner.items()}
+        context, context_scores = choose_context(mixed, coords, mean_pcc, weights=contexts)
     return HeadSelection(
         k=int(k),
         alpha=best[1],

@@ -3,9 +3,9 @@
 A :class:`TrainingSection` pairs an AnnData (``X`` = normalised expression of the panel genes,
 integer array coordinates in ``obs``; see :func:`mclstexp.models.inputs.spot_arrays`) with the
 spot patches (``[n_obs, H, W, 3]`` uint8, a numpy array or the ``zarr.Array`` of a patch cache,
-aligned with ``obs_names``). Patches are read into RAM once when small enough, else sliced from
-the cache per batch (:class:`mclstexp.pp.patch_cache.ChunkReader`); slides are never decoded
-here.
+aligned with ``obs_names``). Patches that training reads as images are read into RAM once when
+small enough, else sliced from the cache per batch (:class:`mclstexp.pp.patch_cache.ChunkReader`);
+slides are never decoded here.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ class TrainingSection:
     name
         Section id (default: ``adata.uns["mclstexp"]["section"]`` or ``"section"``).
     in_memory
-        Read a Zarr (or other lazy) patch array into RAM once, in contiguous slices, so that
-        epochs slice numpy instead of decoding one chunk per spot per batch. ``None`` (default)
-        does so when the patches take at most ``MCLSTEXP_PATCH_RAM_GB`` GiB (default 4);
-        ``False`` always reads lazily.
+        Read a Zarr (or other lazy) patch array into RAM once, in contiguous slices, when
+        training needs images (:meth:`hold_in_memory`), so that epochs slice numpy instead of
+        decoding one chunk per spot per batch. ``None`` (default) does so when the patches take
+        at most ``MCLSTEXP_PATCH_RAM_GB`` GiB (default 4); ``False`` always reads lazily.
 
     Attributes
     ----------
@@ -86,8 +86,19 @@ class TrainingSection:
             raise ValueError(f"section {self.name}: patches must be uint8, got {dtype}")
         self.expression, self.positions = spot_arrays(adata, name=self.name)
         self.source = self.patches  # before a RAM copy: identifies the patch cache
+        self.release_memory()
+
+    def hold_in_memory(self) -> None:
+        """Read lazy patches into RAM once (when ``in_memory`` allows it), so that epochs slice
+        numpy; training calls it in image mode only (frozen features and cached fronts never
+        read patches in the loader)."""
         if not isinstance(self.patches, np.ndarray) and self._load_into_memory():
             self.patches = read_all(self.patches)
+            self._chunks = None
+
+    def release_memory(self) -> None:
+        """Drop the RAM copy: read the patches from :attr:`source` again."""
+        self.patches = self.source
         self._chunks = (
             None if isinstance(self.patches, np.ndarray) else ChunkReader.maybe(self.patches)
         )

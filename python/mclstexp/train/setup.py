@@ -339,6 +339,9 @@ def setup_training(
             features = _frozen_features(model, secs, dev, info, progress)
         # Frozen features never change: standardise them once, from the training spots only.
         model.image_encoder.fit_feature_standardization(torch.from_numpy(np.concatenate(features)))
+    if features is None and fronts is None:  # image mode: the loader reads patches every epoch
+        for s in secs:
+            s.hold_in_memory()
     model.to(dev)
     if dev.type == "cuda":
         model.image_encoder.to(memory_format=torch.channels_last)

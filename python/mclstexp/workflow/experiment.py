@@ -167,9 +167,11 @@ def run_experiment(
     >>> res = run_experiment(load_dataset("synthetic"), out_dir="runs/demo")  # doctest: +SKIP
     >>> print(res.table)  # doctest: +SKIP
     """
+    from mclstexp._memory import map_large_blocks
     from mclstexp.train.folds import leave_one_section_out
     from mclstexp.workflow.report import format_table, summary_frame
 
+    map_large_blocks()  # tensors freed between phases go back to the OS (peak RSS)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     folds = leave_one_section_out(dataset.section_names, holdout=holdout)

@@ -508,7 +508,7 @@ def _train_candidates(
         outcomes[vname] = (trained, rows)
         if variants:  # the next variant trains while this one waits: drop its RAM patches
             for section in trained.sections:
-                section.patches = section.source
+                section.release_memory()
             trim_heap()
     return outcomes
 
