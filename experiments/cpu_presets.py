@@ -51,6 +51,17 @@ CONFIGS: dict[str, tuple[str, dict]] = {
             "train__stage_cache": True,
         },
     ),
+    # e2e_l34_112 after 5 epochs of SimCLR on the training sections' own patches (train/ssl.py)
+    "e2e_l34_112_ssl5": (
+        "cpu",
+        {
+            "train__freeze_backbone": False,
+            "model__trained_stages": 2,
+            "model__input_size": 112,
+            "train__stage_cache": True,
+            "train__ssl_epochs": 5,
+        },
+    ),
 }
 
 
