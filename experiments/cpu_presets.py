@@ -30,38 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+#: What every end-to-end candidate overrides: train the last stages at 112 px from a stage cache.
+_TRAINED = {"train__freeze_backbone": False, "model__input_size": 112, "train__stage_cache": True}
+
 #: name -> (base preset, overrides); every candidate tried is listed here (see the log).
 CONFIGS: dict[str, tuple[str, dict]] = {
     "frozen": ("cpu", {}),
-    "e2e_l4_112": (
-        "cpu",
-        {
-            "train__freeze_backbone": False,
-            "model__trained_stages": 1,
-            "model__input_size": 112,
-            "train__stage_cache": True,
-        },
-    ),
-    "e2e_l34_112": (
-        "cpu",
-        {
-            "train__freeze_backbone": False,
-            "model__trained_stages": 2,
-            "model__input_size": 112,
-            "train__stage_cache": True,
-        },
-    ),
-    # e2e_l34_112 after 5 epochs of SimCLR on the training sections' own patches (train/ssl.py)
-    "e2e_l34_112_ssl5": (
-        "cpu",
-        {
-            "train__freeze_backbone": False,
-            "model__trained_stages": 2,
-            "model__input_size": 112,
-            "train__stage_cache": True,
-            "train__ssl_epochs": 5,
-        },
-    ),
+    "e2e_l4_112": ("cpu", {**_TRAINED, "model__trained_stages": 1}),
+    "e2e_l34_112": ("cpu", {**_TRAINED, "model__trained_stages": 2}),
+    # e2e_l34_112 after 5 epochs of SimCLR on the training sections' fronts (train/ssl.py)
+    "e2e_l34_112_ssl5": ("cpu", {**_TRAINED, "model__trained_stages": 2, "train__ssl_epochs": 5}),
 }
 
 
