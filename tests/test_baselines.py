@@ -95,6 +95,26 @@ def test_colour_features_stream_in_chunks_with_identical_results() -> None:
     np.testing.assert_array_equal(a, patch_colour_features(data, chunk_size=64))
 
 
+def test_colour_feature_temporaries_are_bounded_whatever_the_chunk_read() -> None:
+    """Regression: 32 patches of 224 px were featurised at once, ~140 MB of float temporaries,
+    the peak RSS of a her2st run's first fold; the features are now computed FEATURE_ROWS
+    patches at a time, with the same values."""
+    import tracemalloc
+
+    from mclstexp.baselines import colour
+
+    data = np.random.default_rng(3).integers(0, 256, size=(32, 224, 224, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        feats = patch_colour_features(data, chunk_size=32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 60 * 2**20, f"{peak / 2**20:.0f} MiB"  # 8 patches: ~35 MB (32: ~140 MB)
+    one_by_one = np.concatenate([colour._chunk_features(data[i : i + 1]) for i in range(32)])
+    np.testing.assert_array_equal(feats, one_by_one.astype(np.float32))
+
+
 def test_colour_features_from_a_zarr_array() -> None:
     zarr = pytest.importorskip("zarr")
     data = np.random.default_rng(2).integers(0, 256, size=(5, 12, 12, 3), dtype=np.uint8)

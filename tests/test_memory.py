@@ -1,4 +1,5 @@
-"""The heap helpers: large blocks freed go back to the OS once ``map_large_blocks`` is set."""
+"""The memory helpers: large blocks freed go back to the OS once ``map_large_blocks`` is set;
+a process without a GPU does not load Triton."""
 
 from __future__ import annotations
 
@@ -50,3 +51,47 @@ def test_a_freed_block_of_a_few_mb_leaves_the_resident_set() -> None:
         freed[mode] = int(out[-1])
     assert freed["fixed"] > 60 << 20, freed  # the 64 MB went back
     assert freed["fixed"] > freed["default"], freed
+
+
+def _in_child(code: str, **env: str) -> list[str]:
+    import os
+
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
+    return run.stdout.split()
+
+
+_TRITON_PROBE = """
+    import sys, torch
+    if torch.cuda.is_available():
+        print("gpu"); raise SystemExit
+    import mclstexp.models.image_encoder  # marks Triton absent before timm is imported
+    import timm
+    m = timm.create_model("resnet18", num_classes=0)
+    m(torch.rand(2, 3, 64, 64)).sum().backward()  # torch works without it
+    from torch.utils._triton import has_triton_package
+    print("torch._dynamo" in sys.modules, sys.modules.get("triton", "absent"), has_triton_package())
+"""
+
+
+def test_a_cpu_process_does_not_load_triton() -> None:
+    """timm -> torchvision.ops -> torch._dynamo -> Triton: ~75 MB resident for GPU kernels a
+    CPU-only process cannot run; torch must still work and see Triton as not installed."""
+    pytest.importorskip("timm")
+    out = _in_child(_TRITON_PROBE)
+    if out == ["gpu"]:
+        pytest.skip("a GPU is visible: Triton is kept")
+    assert out == ["True", "None", "False"], out
+
+
+def test_triton_is_kept_on_request() -> None:
+    pytest.importorskip("timm")
+    out = _in_child(_TRITON_PROBE, MCLSTEXP_KEEP_TRITON="1")
+    if out == ["gpu"]:
+        pytest.skip("a GPU is visible: Triton is kept")
+    assert out[1] != "None", out

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from mclstexp.models import load_preset, load_variants
-from mclstexp.workflow.fold import FOLD_FILES, choose_variant, variant_score
+from mclstexp.workflow.variants import FOLD_FILES, choose_variant, variant_score
 
 
 def test_the_cpu_preset_has_a_frozen_and_a_trained_variant() -> None:

@@ -155,3 +155,55 @@ def test_a_partially_trained_backbone_gets_a_probe_on_its_trained_features(tiny,
     np.testing.assert_array_equal(
         encoder_features(fold, dataset, caches, "cpu")[held_out], expected
     )
+
+
+def test_a_kept_variant_that_waited_is_reloaded_with_the_same_rows(
+    tiny, tmp_path, monkeypatch
+) -> None:
+    """Regression for the peak-RSS fix: a variant waiting while the next one trains drops its
+    model; when it is the one kept, the fold reloads it from its folder, and its rows (the
+    probe on its encoder's features included) are those of the same preset run alone."""
+    import mclstexp.workflow.fold as fold_module
+    from mclstexp.models import load_variants
+
+    dataset, caches = tiny
+    variants = load_variants("cpu", train__epochs=1, train__patch_size=dataset.patch_size)
+    real_choice, real_kept = fold_module.choose_variant, fold_module.kept_model
+    waited = []
+
+    def first(outcomes, fold_dir):  # keep the variant that waited, whatever the scores
+        best, record = real_choice(outcomes, fold_dir)
+        return ("frozen", record) if "frozen" in outcomes else (best, record)
+
+    monkeypatch.setattr(fold_module, "choose_variant", first)
+
+    def kept(trained, folder):
+        waited.append(trained.model is None)
+        return real_kept(trained, folder)
+
+    monkeypatch.setattr(fold_module, "kept_model", kept)
+    args = dict(test_sections=[dataset.section_names[0]], preset_name="cpu", device="cpu", k=10)
+    both = run_fold(
+        dataset,
+        caches,
+        preset=variants["frozen"],
+        variants=variants,
+        fold_dir=tmp_path / "v",
+        progress=False,
+        **args,
+    )
+    alone = run_fold(
+        dataset,
+        caches,
+        preset=variants["frozen"],
+        fold_dir=tmp_path / "a",
+        progress=False,
+        **args,
+    )
+    assert waited == [True, False]
+    rows = {(r["method"], r["target"]): r["acg"] for r in both.records}
+    expected = {(r["method"], r["target"]): r["acg"] for r in alone.records}
+    assert {m for m, _ in rows} >= {"mclstexp[cpu]", "mclstexp[cpu]+blend", "probe[resnet18]"}
+    assert rows.keys() == expected.keys()
+    for key, value in expected.items():
+        assert rows[key] == pytest.approx(value, abs=1e-6), key

@@ -24,11 +24,15 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from mclstexp._memory import skip_unusable_triton
 from mclstexp.exceptions import WeightsError
 from mclstexp.models import encoders, hub
 from mclstexp.models.heads import ProjectionHead
 from mclstexp.models.inputs import downscale_patches, reduced_edge
 from mclstexp.models.stages import FrontOutput, StagedBackbone, dihedral_view
+
+# before timm (-> torchvision -> torch._dynamo) is first imported: ~75 MB less RSS on a CPU
+skip_unusable_triton()
 
 __all__ = [
     "ClsMeanPool",

@@ -39,6 +39,7 @@ from mclstexp.workflow.targets import (
     log_library_size,
     normalized,
 )
+from mclstexp.workflow.variants import choose_variant, kept_model
 
 
 @dataclass
@@ -86,7 +87,7 @@ def select_fold_genes(dataset: DatasetSpec, train: Sequence[AnnData]) -> list[st
 class TrainedFold:
     """What :func:`train_fold` produced: the model, its reference and the training data."""
 
-    model: Any
+    model: Any  # None while the variant waits for another (mclstexp.workflow.variants)
     reference: Any
     genes: list[str]
     sections: list[Any]  # the training sections (mclstexp.train.TrainingSection)
@@ -401,7 +402,8 @@ def run_fold(
     variants
         Named presets (:func:`mclstexp.models.load_variants`) to train side by side instead of
         ``preset``: the fold keeps the one with the best inner-CV score on the training
-        sections (:func:`choose_variant`), its artefacts copied into ``fold_dir``.
+        sections (:func:`mclstexp.workflow.variants.choose_variant`), its artefacts copied
+        into ``fold_dir``.
     feature_cache
         A dict kept across folds: each section's colour features (of the baselines) are
         computed once instead of once per fold. Frozen-backbone features need nothing here:
@@ -442,6 +444,7 @@ def run_fold(
     )
     best, variant_selection = choose_variant(outcomes, Path(fold_dir))
     trained, (predictions, rows, choice) = outcomes[best]
+    trained = kept_model(trained, Path(fold_dir) / "variants" / best)
     choice["variant_selection"] = variant_selection
     if not heads:  # the heads were computed only to choose the variant
         extra = f"mclstexp[{preset_name}]+"
@@ -488,6 +491,7 @@ def _train_candidates(
     compute its rows (:func:`_model_rows`); a variant's folder is ``fold_dir/variants/<name>``."""
     train, test = split
     variants = "" not in candidates  # "": the preset alone
+    last = list(candidates)[-1]
     outcomes = {}
     for vname, vpreset in candidates.items():
         trained = train_fold(
@@ -506,55 +510,14 @@ def _train_candidates(
             trained, test, caches, coords=coords, k=fit["k"], heads=heads, **settings
         )
         outcomes[vname] = (trained, rows)
-        if variants:  # the next variant trains while this one waits: drop its RAM patches
+        if variants and vname != last:
+            # The next variant trains while this one waits: drop its RAM patches and its model
+            # (~65 MB for the cpu preset; run_fold reloads it from its folder if it is kept).
             for section in trained.sections:
                 section.release_memory()
+            trained.model = None
             trim_heap()
     return outcomes
-
-
-#: The files of a fold's model that the chosen variant's copies replace in the fold's folder.
-FOLD_FILES = ("model.pt", "reference.npz", "config.json", "log.jsonl", "checkpoint.pt")
-
-
-def variant_score(choice: Mapping[str, Any]) -> float:
-    """A trained variant's inner-CV score (training sections only): the mean per-gene PCC of
-    its best head at the chosen settings, ``blend+context`` when chosen, else ``blend``, else
-    retrieval at the chosen K; NaN without an inner cross-validation."""
-    hs, ks = choice.get("head_selection") or {}, choice.get("k_selection") or {}
-    if hs:
-        chosen = hs["chosen"]
-        return float(chosen.get("blend+context", chosen["blend"]))
-    if "scores" in ks:
-        return float(ks["scores"][str(ks["k"])])
-    return float("nan")
-
-
-def choose_variant(
-    outcomes: Mapping[str, Any], fold_dir: Path
-) -> tuple[str, dict[str, Any] | None]:
-    """The variant with the best :func:`variant_score` (ties and NaN: the first listed) and
-    its record; its model files are linked into ``fold_dir`` (``mclstexp predict`` reads them
-    there; a copy where hard links are refused). One candidate (no variants): itself, no
-    record."""
-    import os
-    import shutil
-
-    names = list(outcomes)
-    if len(names) == 1:
-        return names[0], None
-    scores = {n: variant_score(outcomes[n][1][2]) for n in names}
-    best = max(names, key=lambda n: (np.nan_to_num(scores[n], nan=-np.inf), -names.index(n)))
-    source = fold_dir / "variants" / best
-    for name in FOLD_FILES:
-        if (source / name).is_file():
-            (fold_dir / name).unlink(missing_ok=True)
-            try:
-                os.link(source / name, fold_dir / name)
-            except OSError:
-                shutil.copy2(source / name, fold_dir / name)
-    record = {"variant": best, "scores": scores, "score": "inner-CV mean PCC of the best head"}
-    return best, record
 
 
 def _model_rows(
