@@ -70,9 +70,8 @@ _TRITON_PROBE = """
     import sys, torch
     if torch.cuda.is_available():
         print("gpu"); raise SystemExit
-    import mclstexp.models.image_encoder  # marks Triton absent before timm is imported
-    import timm
-    m = timm.create_model("resnet18", num_classes=0)
+    from mclstexp.models.image_encoder import build_backbone
+    m = build_backbone("resnet18")  # marks Triton absent before timm is first imported
     m(torch.rand(2, 3, 64, 64)).sum().backward()  # torch works without it
     from torch.utils._triton import has_triton_package
     print("torch._dynamo" in sys.modules, sys.modules.get("triton", "absent"), has_triton_package())

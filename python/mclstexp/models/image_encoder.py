@@ -31,9 +31,6 @@ from mclstexp.models.heads import ProjectionHead
 from mclstexp.models.inputs import downscale_patches, reduced_edge
 from mclstexp.models.stages import FrontOutput, StagedBackbone, dihedral_view
 
-# before timm (-> torchvision -> torch._dynamo) is first imported: ~75 MB less RSS on a CPU
-skip_unusable_triton()
-
 __all__ = [
     "ClsMeanPool",
     "ImageEncoder",
@@ -68,6 +65,7 @@ def timm_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def _create(name: str, weights: str | Path | None) -> tuple[nn.Module, Any]:
     """The timm model for ``name`` (with published weights when ``weights == "pretrained"``)
     and its registry entry (``None`` for timm and ``hf-hub:`` names)."""
+    skip_unusable_triton()  # before timm -> torchvision -> torch._dynamo: -75 MB RSS on a CPU
     import timm
 
     pretrained = isinstance(weights, str) and weights == "pretrained"
@@ -85,9 +83,7 @@ def _create(name: str, weights: str | Path | None) -> tuple[nn.Module, Any]:
             kwargs = timm_kwargs(info.kwargs)
             model = timm.create_model(info.architecture, pretrained=False, num_classes=0, **kwargs)
         return model, info
-    if name.startswith(
-        _HUB_PREFIXES
-    ):  # config.json comes from the hub (cache) even without weights
+    if name.startswith(_HUB_PREFIXES):  # config.json from the hub (cache) even without weights
         return hub.create_timm_model(name, pretrained=pretrained), None
     if not timm.is_model(name):
         raise WeightsError(
